@@ -1,0 +1,308 @@
+/*
+ * spore/spore.h - the spore C API.
+ *
+ * spore opens *contexts* (processes on this machine, and through later
+ * transports on other machines and accounts), runs *calls* in them and
+ * receives their *logs*, over one persistent multiplexed stream per hop.
+ *
+ * Conventions (see docs/c-api.md):
+ *  - Every fallible function returns int: SPORE_OK (0) or a negative
+ *    SPORE_E* code from spore/errors.h. On failure the calling thread's
+ *    spore_last_error() holds the detail.
+ *  - Out-parameters come first. Objects are opaque and created only by the
+ *    library; each has a *_free function that accepts NULL.
+ *  - Input strings are copied; the caller keeps ownership of what it passes.
+ *  - Returned `const char *` are borrowed from the object they came from and
+ *    live as long as it; returned `char *` are freed with spore_free().
+ *  - Handles may be freed in any order: contexts, calls, chains and results
+ *    keep what they need of the router alive internally.
+ *  - Thread-safety: every function is safe to call from any thread unless
+ *    its documentation says otherwise. One object may be used by several
+ *    threads at once except where noted (a spore_pending is waited on by one
+ *    thread at a time).
+ *  - No function ever throws a C++ exception or calls back into user code
+ *    on the library's I/O thread.
+ */
+#ifndef SPORE_SPORE_H
+#define SPORE_SPORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "spore/errors.h"
+#include "spore/version.h"
+
+#if defined(SPORE_STATIC)
+#define SPORE_EXTERN(type) type
+#elif defined(__GNUC__)
+#define SPORE_EXTERN(type) __attribute__((visibility("default"))) type
+#else
+#define SPORE_EXTERN(type) type
+#endif
+
+#if defined(__cplusplus)
+#define SPORE_NOEXCEPT noexcept
+extern "C" {
+#else
+#define SPORE_NOEXCEPT
+#endif
+
+/** A router: one per program (or more); owns the I/O thread and every context. */
+typedef struct spore_router spore_router;
+/** A typed key/value bag of options for routers and connections. */
+typedef struct spore_options spore_options;
+/** A context: one process spore talks to. */
+typedef struct spore_context spore_context;
+/** A call in flight, started by spore_call_async() (the type is named spore_pending because spore_call is the blocking function). */
+typedef struct spore_pending spore_pending;
+/** The successful result of a call: a JSON document plus optional bytes. */
+typedef struct spore_result spore_result;
+/** A call chain: pipelined calls that stop at the first failure. */
+typedef struct spore_chain spore_chain;
+/** One log record forwarded by a context. */
+typedef struct spore_log_record spore_log_record;
+
+/** Log levels; the numbers match Python's logging levels. */
+typedef enum spore_log_level {
+    SPORE_LOG_DEBUG = 10,
+    SPORE_LOG_INFO = 20,
+    SPORE_LOG_WARNING = 30,
+    SPORE_LOG_ERROR = 40
+} spore_log_level;
+
+/** Detail of a failure. All strings are never NULL (empty when unknown). */
+typedef struct spore_error {
+    int code;                /**< the SPORE_E* code */
+    const char *message;     /**< human readable message, names the context */
+    const char *remote_type; /**< for SPORE_EREMOTE: the remote error type, e.g. "OSError" */
+    const char *context;     /**< name of the context involved, if any */
+    const char *function;    /**< name of the function called, if any */
+} spore_error;
+
+/* ---------------------------------------------------------------- library */
+
+/** Version of the library actually loaded (compare with SPORE_VERSION_*).
+ *  Any pointer may be NULL. Thread-safe. */
+SPORE_EXTERN(void) spore_version(int *major, int *minor, int *patch) SPORE_NOEXCEPT;
+
+/** Version of the loaded library as a static string, e.g. "0.1.0". */
+SPORE_EXTERN(const char *) spore_version_string(void) SPORE_NOEXCEPT;
+
+/** Static description of an error code ("unknown error" for unknown codes). */
+SPORE_EXTERN(const char *) spore_strerror(int code) SPORE_NOEXCEPT;
+
+/** Detail of the last failure of a spore function on the calling thread.
+ *  Never NULL; code is SPORE_OK if nothing failed yet. The pointer and its
+ *  strings stay valid until the next failing spore call on this thread. */
+SPORE_EXTERN(const spore_error *) spore_last_error(void) SPORE_NOEXCEPT;
+
+/** Frees memory returned by spore as `char *` (NULL is a no-op). */
+SPORE_EXTERN(void) spore_free(void *ptr) SPORE_NOEXCEPT;
+
+/* ---------------------------------------------------------------- options */
+
+/** Creates an empty options object. *out is freed with spore_options_free.
+ *  @return SPORE_OK, SPORE_EINVAL (out NULL), SPORE_ENOMEM. */
+SPORE_EXTERN(int) spore_options_new(spore_options **out) SPORE_NOEXCEPT;
+
+/** Sets a string option (copied). A later set of the same key replaces it.
+ *  @return SPORE_OK, SPORE_EINVAL (NULL argument or empty key). */
+SPORE_EXTERN(int) spore_options_set_str(spore_options *opts, const char *key,
+                                        const char *value) SPORE_NOEXCEPT;
+
+/** Sets an integer option. @return SPORE_OK, SPORE_EINVAL. */
+SPORE_EXTERN(int) spore_options_set_int(spore_options *opts, const char *key,
+                                        int64_t value) SPORE_NOEXCEPT;
+
+/** Sets a boolean option (any non-zero value is true). @return SPORE_OK, SPORE_EINVAL. */
+SPORE_EXTERN(int) spore_options_set_bool(spore_options *opts, const char *key,
+                                         int value) SPORE_NOEXCEPT;
+
+/** Frees an options object (NULL is a no-op). Objects that were given the
+ *  options keep their own copy, so this may be called at any time after. */
+SPORE_EXTERN(void) spore_options_free(spore_options *opts) SPORE_NOEXCEPT;
+
+/* ----------------------------------------------------------------- router */
+
+/** Creates a router and starts its I/O thread.
+ *  @param opts NULL for defaults; keys understood:
+ *    "agent_path" (str, the spore-agent to ship; default: $SPORE_AGENT_PATH,
+ *    then the installed one), "max_message_size" (int bytes, default 128 MiB,
+ *    inherited by every context), "log_level" (int, default SPORE_LOG_INFO),
+ *    "log_queue_size" (int records kept for spore_router_next_log, default
+ *    10000; older records are dropped and counted when it is full).
+ *  Unknown keys and values of the wrong type give SPORE_EINVAL.
+ *  @return SPORE_OK, SPORE_EINVAL, SPORE_ENOMEM, SPORE_EINTERNAL. */
+SPORE_EXTERN(int) spore_router_new(spore_router **out, const spore_options *opts) SPORE_NOEXCEPT;
+
+/** Shuts down every context (SHUTDOWN message, then SIGTERM, then SIGKILL),
+ *  fails every pending call with SPORE_ESHUTDOWN, joins the I/O thread and
+ *  drops the caller's reference. Objects still held (contexts, calls, results)
+ *  stay valid to free afterwards. NULL is a no-op. Must not be called from
+ *  two threads for the same router. */
+SPORE_EXTERN(void) spore_router_free(spore_router *router) SPORE_NOEXCEPT;
+
+/** Sets the minimum level of records forwarded to this router and pushes it
+ *  to every context, so filtered records are never sent.
+ *  @return SPORE_OK, SPORE_EINVAL. */
+SPORE_EXTERN(int) spore_router_set_log_level(spore_router *router, int level) SPORE_NOEXCEPT;
+
+/** Takes the next forwarded log record, waiting up to timeout_ms (0: do not
+ *  wait, -1: wait forever). *out is freed with spore_log_record_free.
+ *  @return SPORE_OK, SPORE_ETIMEDOUT (none arrived), SPORE_ESHUTDOWN (router
+ *  freed and queue empty), SPORE_EINVAL. */
+SPORE_EXTERN(int) spore_router_next_log(spore_router *router, spore_log_record **out,
+                                        int timeout_ms) SPORE_NOEXCEPT;
+
+/** An fd that is readable while log records wait in the queue. Owned by the
+ *  router: do not read from or close it. @return the fd, or SPORE_EINVAL. */
+SPORE_EXTERN(int) spore_router_log_fd(spore_router *router) SPORE_NOEXCEPT;
+
+/** Number of log records dropped because the queue was full. */
+SPORE_EXTERN(uint64_t) spore_router_dropped_logs(const spore_router *router) SPORE_NOEXCEPT;
+
+/* -------------------------------------------------------------- log records */
+
+/** Name of the context the record came from (borrowed). */
+SPORE_EXTERN(const char *) spore_log_record_context(const spore_log_record *rec) SPORE_NOEXCEPT;
+/** Id of the context the record came from. */
+SPORE_EXTERN(uint32_t) spore_log_record_context_id(const spore_log_record *rec) SPORE_NOEXCEPT;
+/** Logger name, e.g. "spore.agent", "stdout", "stderr" (borrowed). */
+SPORE_EXTERN(const char *) spore_log_record_logger(const spore_log_record *rec) SPORE_NOEXCEPT;
+/** The message text (borrowed, UTF-8). */
+SPORE_EXTERN(const char *) spore_log_record_message(const spore_log_record *rec) SPORE_NOEXCEPT;
+/** The level (a spore_log_level value). */
+SPORE_EXTERN(int) spore_log_record_level(const spore_log_record *rec) SPORE_NOEXCEPT;
+/** Time the record was made in its context, in seconds since the epoch. */
+SPORE_EXTERN(double) spore_log_record_time(const spore_log_record *rec) SPORE_NOEXCEPT;
+/** Frees a record (NULL is a no-op). */
+SPORE_EXTERN(void) spore_log_record_free(spore_log_record *rec) SPORE_NOEXCEPT;
+
+/* ---------------------------------------------------------------- contexts */
+
+/** Opens a context with a connection method and waits until its agent
+ *  answers (or connect_timeout passes).
+ *  @param method "local" (a new agent process on this machine) or "fork"
+ *         (the via agent forks itself; requires via).
+ *  @param opts NULL or: "name" (str), "connect_timeout" (int ms, default
+ *         30000), "remote_name" (str shown in ps), "agent_cache" (bool,
+ *         default true: keep the agent in a private cache directory),
+ *         "agent_compress" (bool, default true: gzip the image when the
+ *         target has gzip), "python_path" is reserved.
+ *  @param via NULL to open the context from this program, or a context
+ *         through which to open it (that context's agent starts the child
+ *         and routes for it).
+ *  @return SPORE_OK, SPORE_EINVAL (unknown method or option, fork without
+ *  via), SPORE_ECONNECT (the message quotes the child's last output lines),
+ *  SPORE_ETIMEDOUT, SPORE_EDISCONNECTED (via went away), SPORE_ESHUTDOWN. */
+SPORE_EXTERN(int) spore_connect(spore_context **out, spore_router *router, const char *method,
+                                const spore_options *opts, spore_context *via) SPORE_NOEXCEPT;
+
+/** The context's id (unique within its router; the program itself is 0). */
+SPORE_EXTERN(uint32_t) spore_context_id(const spore_context *ctx) SPORE_NOEXCEPT;
+
+/** The context's name, e.g. "local.1" or "local.1/fork.2" (borrowed). */
+SPORE_EXTERN(const char *) spore_context_name(const spore_context *ctx) SPORE_NOEXCEPT;
+
+/** Whether the context is still connected (1) or not (0). */
+SPORE_EXTERN(int) spore_context_alive(const spore_context *ctx) SPORE_NOEXCEPT;
+
+/** Asks the context to shut down (its own children first) and waits up to
+ *  timeout_ms (-1: forever) for it to disconnect. Pending calls to it fail
+ *  with SPORE_EDISCONNECTED.
+ *  @return SPORE_OK, SPORE_ETIMEDOUT, SPORE_EINVAL. */
+SPORE_EXTERN(int) spore_context_shutdown(spore_context *ctx, int timeout_ms) SPORE_NOEXCEPT;
+
+/** Drops the caller's handle. The context itself stays up until shut down
+ *  or until its router is freed. NULL is a no-op. */
+SPORE_EXTERN(void) spore_context_free(spore_context *ctx) SPORE_NOEXCEPT;
+
+/* ------------------------------------------------------------------- calls */
+
+/** Runs `function` in the context and waits for its result.
+ *  @param args_json a JSON object with the arguments, or NULL for {}.
+ *  @param data,len optional binary part sent with the call (NULL, 0 for none).
+ *  @param timeout_ms -1 waits forever.
+ *  @return SPORE_OK with *out set (free with spore_result_free), or
+ *  SPORE_EINVAL (args_json not a JSON object), SPORE_ETIMEDOUT,
+ *  SPORE_EDISCONNECTED, SPORE_ENOFUNC, SPORE_EBADARGS, SPORE_EREMOTE,
+ *  SPORE_EREFUSED, SPORE_ETOOBIG, SPORE_ENOROUTE, SPORE_EPROTO, SPORE_ESHUTDOWN. */
+SPORE_EXTERN(int) spore_call(spore_result **out, spore_context *ctx, const char *function,
+                             const char *args_json, const void *data, size_t len,
+                             int timeout_ms) SPORE_NOEXCEPT;
+
+/** Starts a call and returns at once. *out is freed with spore_call_free.
+ *  @return SPORE_OK, or the codes of spore_call that are known before
+ *  sending (SPORE_EINVAL, SPORE_ETOOBIG, SPORE_EDISCONNECTED, SPORE_ESHUTDOWN). */
+SPORE_EXTERN(int) spore_call_async(spore_pending **out, spore_context *ctx, const char *function,
+                                   const char *args_json, const void *data,
+                                   size_t len) SPORE_NOEXCEPT;
+
+/** Sends a call whose result nobody waits for; failures are logged by the
+ *  target context. @return as spore_call_async. */
+SPORE_EXTERN(int) spore_call_no_reply(spore_context *ctx, const char *function,
+                                      const char *args_json, const void *data,
+                                      size_t len) SPORE_NOEXCEPT;
+
+/** Waits up to timeout_ms (0: poll, -1: forever) for an async call.
+ *  On SPORE_OK *out receives the result (free with spore_result_free); out
+ *  may be NULL to discard it. The result can be taken once; later waits
+ *  return SPORE_EINVAL. On SPORE_ETIMEDOUT the call stays pending.
+ *  @return SPORE_OK, SPORE_ETIMEDOUT, or the call's own error code. */
+SPORE_EXTERN(int) spore_call_wait(spore_pending *call, spore_result **out,
+                                  int timeout_ms) SPORE_NOEXCEPT;
+
+/** 1 if the call has finished (successfully or not), 0 if still pending. */
+SPORE_EXTERN(int) spore_call_done(const spore_pending *call) SPORE_NOEXCEPT;
+
+/** An fd that becomes readable when the call finishes, for select/poll/epoll
+ *  over many calls. Owned by the call: do not read or close it.
+ *  @return the fd, or SPORE_EINVAL, SPORE_EINTERNAL. */
+SPORE_EXTERN(int) spore_call_fd(spore_pending *call) SPORE_NOEXCEPT;
+
+/** Failure detail of a finished call (code SPORE_OK if it succeeded or is
+ *  still pending). Borrowed; lives as long as the call. */
+SPORE_EXTERN(const spore_error *) spore_call_error(const spore_pending *call) SPORE_NOEXCEPT;
+
+/** Frees a call. A pending call is abandoned: its reply is discarded. NULL is a no-op. */
+SPORE_EXTERN(void) spore_call_free(spore_pending *call) SPORE_NOEXCEPT;
+
+/* ------------------------------------------------------------------ chains */
+
+/** Creates a call chain on a context: calls sent through it run in order in
+ *  the context, and after the first failure every later call of the chain
+ *  fails with that same error without running. Free with spore_chain_free.
+ *  @return SPORE_OK, SPORE_EINVAL, SPORE_ENOMEM. */
+SPORE_EXTERN(int) spore_chain_new(spore_chain **out, spore_context *ctx) SPORE_NOEXCEPT;
+
+/** Appends a no-reply step (pipelined, costs no round trip). @return as spore_call_async. */
+SPORE_EXTERN(int) spore_chain_call_no_reply(spore_chain *chain, const char *function,
+                                            const char *args_json, const void *data,
+                                            size_t len) SPORE_NOEXCEPT;
+
+/** Appends a step and waits for its result; fails with the error of the
+ *  first failed earlier step if there was one. @return as spore_call. */
+SPORE_EXTERN(int) spore_chain_call(spore_result **out, spore_chain *chain, const char *function,
+                                   const char *args_json, const void *data, size_t len,
+                                   int timeout_ms) SPORE_NOEXCEPT;
+
+/** Frees the chain and tells the context to forget its state. NULL is a no-op. */
+SPORE_EXTERN(void) spore_chain_free(spore_chain *chain) SPORE_NOEXCEPT;
+
+/* ----------------------------------------------------------------- results */
+
+/** The result as JSON text (borrowed, NUL-terminated, never NULL). */
+SPORE_EXTERN(const char *) spore_result_json(const spore_result *res) SPORE_NOEXCEPT;
+
+/** The binary part of the result (borrowed; NULL with *len 0 when there is
+ *  none). len may be NULL. */
+SPORE_EXTERN(const void *) spore_result_bytes(const spore_result *res, size_t *len) SPORE_NOEXCEPT;
+
+/** Frees a result (NULL is a no-op). */
+SPORE_EXTERN(void) spore_result_free(spore_result *res) SPORE_NOEXCEPT;
+
+#if defined(__cplusplus)
+}
+#endif
+
+#endif /* SPORE_SPORE_H */

@@ -1,0 +1,520 @@
+#include "agent/agent.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "spore/spore.h"
+
+namespace spore::agent {
+namespace {
+
+double now_seconds() {
+    timeval tv;
+    gettimeofday(&tv, nullptr);
+    return double(tv.tv_sec) + double(tv.tv_usec) / 1e6;
+}
+
+bool write_all(int fd, const char *p, size_t n) {
+    while (n > 0) {
+        ssize_t w = ::write(fd, p, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return false;
+        p += w;
+        n -= size_t(w);
+    }
+    return true;
+}
+
+}  // namespace
+
+Agent::Agent() : router_(loop_) {}
+
+Agent::~Agent() = default;
+
+std::string Agent::context_name() const {
+    std::lock_guard<std::mutex> lk(state_mu_);
+    return name_;
+}
+
+void Agent::register_process(pid_t pid) {
+    std::lock_guard<std::mutex> lk(procs_mu_);
+    procs_.insert(pid);
+}
+
+void Agent::unregister_process(pid_t pid) {
+    std::lock_guard<std::mutex> lk(procs_mu_);
+    procs_.erase(pid);
+}
+
+void Agent::log(int level, std::string_view logger, std::string_view message) {
+    if (level < level_.load()) return;
+    Message m;
+    m.h.dst_id = 0;
+    m.h.handle = kHandleLog;
+    Json j = json_object();
+    {
+        std::lock_guard<std::mutex> lk(state_mu_);
+        cJSON_AddStringToObject(j.get(), "name", name_.c_str());
+    }
+    cJSON_AddStringToObject(j.get(), "logger", std::string(logger).c_str());
+    cJSON_AddNumberToObject(j.get(), "level", level);
+    cJSON_AddNumberToObject(j.get(), "time", now_seconds());
+    cJSON_AddStringToObject(j.get(), "msg", std::string(message).c_str());
+    m.json = json_print(j.get());
+    {
+        // Records made before the parent told us who we are wait (corked).
+        std::lock_guard<std::mutex> lk(state_mu_);
+        if (!initialized_) {
+            if (pre_init_logs_.size() < 1000) pre_init_logs_.push_back(std::move(m));
+            return;
+        }
+    }
+    m.h.src_id = m.h.auth_id = router_.id();
+    router_.send(m);
+}
+
+std::shared_ptr<AgentImage> Agent::self_image() {
+    std::lock_guard<std::mutex> lk(image_mu_);
+    // /proc/self/exe still reads the image when its file has been unlinked.
+    if (!image_) image_ = AgentImage::load("/proc/self/exe");
+    return image_;
+}
+
+int Agent::run(int parent_in, int parent_out) {
+    // Hello first: the parent sends nothing framed before it.
+    std::string hello = std::string("\n") + kHelloMarker + " " + agent_version() + "\n";
+    if (!write_all(parent_out, hello.data(), hello.size())) return 1;
+
+    parent_ = std::make_shared<Stream>(loop_, parent_in, parent_out, "parent", Limits{});
+    parent_->set_toward_parent(true);
+    parent_->on_message([this](Stream &, Message &&m) {
+        if (!initialized_) return on_init(std::move(m));
+    });
+    parent_->on_close([this](Stream &, const std::string &reason) { begin_exit("parent stream closed: " + reason); });
+    parent_->start(false);
+    setup_output_capture();
+
+    router_.set_log([this](int level, const std::string &msg) { log(level, "spore.router", msg); });
+    router_.set_handler(kHandleCall, Policy::kParentAuthority,
+                        [this](Message &&m, const Router::StreamPtr &) { on_call(std::move(m)); });
+    router_.set_handler(kHandleShutdown, Policy::kParentAuthority,
+                        [this](Message &&, const Router::StreamPtr &) { on_shutdown_request(); });
+    router_.set_handler(kHandleSetLogLevel, Policy::kParentAuthority,
+                        [this](Message &&m, const Router::StreamPtr &) { on_set_log_level(std::move(m)); });
+    router_.set_on_parent_lost([this](const std::string &reason) { begin_exit("parent stream closed: " + reason); });
+    router_.set_on_child_closed([this](const Router::StreamPtr &s, const std::string &) {
+        auto it = children_.find(s->remote_id());
+        if (it == children_.end()) return;
+        auto conn = it->second;
+        conn->reap(1.0, 3.0, [this, id = s->remote_id()] {
+            children_.erase(id);
+            if (shutting_down_ && children_.empty()) loop_.stop();
+        });
+    });
+
+    loop_.run();
+    final_cleanup();
+    return 0;
+}
+
+void Agent::on_init(Message &&m) {
+    if (m.h.handle != kHandleInit) {
+        parent_->close("first message from the parent was not init");
+        return;
+    }
+    std::string err;
+    Json cfg = json_parse(m.json, kDefaultMaxJsonDepth, &err);
+    int64_t id = cfg ? json_int(cfg.get(), "id", -1) : -1;
+    if (!cfg || id <= 0 || id > int64_t(UINT32_MAX)) {
+        parent_->close("malformed init message");
+        return;
+    }
+    std::vector<uint32_t> parents;
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(cfg.get(), "parent_ids");
+    const cJSON *e;
+    cJSON_ArrayForEach(e, p) {
+        if (cJSON_IsNumber(e)) parents.push_back(uint32_t(e->valuedouble));
+    }
+    if (parents.empty()) {
+        parent_->close("init message without parent ids");
+        return;
+    }
+    std::string name = json_str(cfg.get(), "name", "agent");
+    Limits lim;
+    lim.max_message_size = uint64_t(json_int(cfg.get(), "max_message_size", int64_t(kDefaultMaxMessageSize)));
+    if (lim.max_message_size < 4096) lim.max_message_size = 4096;
+    router_.set_limits(lim);
+    parent_->set_limits(lim);
+    router_.set_identity(uint32_t(id), parents, name);
+    router_.set_unidirectional(json_bool(cfg.get(), "unidirectional", true));
+    parent_->set_remote_id(parents.front());
+    level_.store(int(json_int(cfg.get(), "log_level", SPORE_LOG_INFO)));
+    agent_cache_ = json_bool(cfg.get(), "agent_cache", true);
+    std::vector<Message> corked;
+    {
+        std::lock_guard<std::mutex> lk(state_mu_);
+        name_ = name;
+        initialized_ = true;
+        corked.swap(pre_init_logs_);
+    }
+    router_.set_parent(parent_);
+    // set_parent replaced on_close; keep the exit behaviour.
+    parent_->on_close([this](Stream &, const std::string &reason) { begin_exit("parent stream closed: " + reason); });
+    for (auto &c : corked) {
+        c.h.src_id = c.h.auth_id = router_.id();
+        router_.send(c);
+    }
+    log(SPORE_LOG_DEBUG, "spore.agent", "agent " + name + " (id " + std::to_string(id) + ", pid " +
+                                             std::to_string(getpid()) + ") ready");
+}
+
+void Agent::on_call(Message &&m) {
+    if (shutting_down_) {
+        router_.send_dead(m.h, SPORE_ESHUTDOWN, "context " + context_name() + " is shutting down");
+        return;
+    }
+    std::string err;
+    Json body = json_parse(m.json, kDefaultMaxJsonDepth, &err);
+    Job job;
+    if (body && cJSON_IsObject(body.get())) {
+        job.fn = json_str(body.get(), "fn");
+        job.chain = json_str(body.get(), "chain");
+        cJSON *args = cJSON_DetachItemFromObjectCaseSensitive(body.get(), "args");
+        job.args.reset(args ? args : cJSON_CreateObject());
+    }
+    job.msg = std::move(m);
+    if (!body || job.fn.empty() || !cJSON_IsObject(job.args.get())) {
+        ErrorInfo e{SPORE_EPROTO, "malformed call message: " + (err.empty() ? "missing fn or args" : err), "",
+                    context_name(), job.fn};
+        return finish_job(job, CallReply{}, &e);
+    }
+    if (!job.chain.empty()) {
+        if (job.fn == "spore.forget_chain") {
+            chains_.erase(job.chain);
+            return finish_job(job, CallReply{}, nullptr);
+        }
+        Chain &c = chains_[job.chain];
+        if (c.error) {
+            ErrorInfo e = *c.error;
+            return finish_job(job, CallReply{}, &e);
+        }
+        if (c.busy) {
+            c.queue.push_back(std::move(job));
+            return;
+        }
+        c.busy = true;
+    }
+    start_job(std::move(job));
+}
+
+void Agent::start_job(Job &&job) {
+    if (job.fn == "spore.connect") return internal_connect(std::move(job));
+    const Builtin *b = find_builtin(job.fn);
+    if (!b) {
+        ErrorInfo e{SPORE_ENOFUNC, "unknown function '" + job.fn + "' in context " + context_name(), "",
+                    context_name(), job.fn};
+        return finish_job(job, CallReply{}, &e);
+    }
+    auto run = [this, b](const Job &j, CallReply &out, ErrorInfo &e) {
+        CallRequest req{j.fn, j.args.get(), j.msg.bin};
+        try {
+            b->fn(req, out, *this);
+        } catch (const Error &ex) {
+            e = ex.info();
+        } catch (const std::bad_alloc &) {
+            e = ErrorInfo{SPORE_EREMOTE, "out of memory", "MemoryError", "", ""};
+        } catch (const std::exception &ex) {
+            e = ErrorInfo{SPORE_EREMOTE, ex.what(), "RuntimeError", "", ""};
+        }
+        if (e.code != SPORE_OK) {
+            e.context = context_name();
+            e.function = j.fn;
+        }
+    };
+    if (!b->blocking) {
+        CallReply out;
+        ErrorInfo e;
+        run(job, out, e);
+        return finish_job(job, std::move(out), e.code ? &e : nullptr);
+    }
+    auto shared = std::make_shared<Job>(std::move(job));
+    pool_.submit([this, shared, run] {
+        CallReply out;
+        ErrorInfo e;
+        run(*shared, out, e);
+        if (shared->chain.empty()) {
+            // Replies leave from the worker: no extra hop through the loop.
+            reply(shared->msg, std::move(out), e.code ? &e : nullptr);
+            return;
+        }
+        auto result = std::make_shared<CallReply>(std::move(out));
+        loop_.post([this, shared, result, e] { finish_job(*shared, std::move(*result), e.code ? &e : nullptr); });
+    });
+}
+
+void Agent::finish_job(const Job &job, CallReply &&r, const ErrorInfo *err) {
+    reply(job.msg, std::move(r), err);
+    if (!job.chain.empty() && job.fn != "spore.forget_chain") chain_step_done(job.chain, err);
+}
+
+void Agent::chain_step_done(const std::string &chain, const ErrorInfo *err) {
+    auto it = chains_.find(chain);
+    if (it == chains_.end()) return;
+    Chain &c = it->second;
+    if (err && !c.error) c.error = *err;
+    // Later steps fail at once with the first error, in order.
+    while (!c.queue.empty()) {
+        Job next = std::move(c.queue.front());
+        c.queue.pop_front();
+        if (c.error) {
+            ErrorInfo e = *c.error;
+            reply(next.msg, CallReply{}, &e);
+            continue;
+        }
+        start_job(std::move(next));
+        return;  // busy stays true until this step completes
+    }
+    c.busy = false;
+}
+
+void Agent::reply(const Message &req, CallReply &&r, const ErrorInfo *err) {
+    if (req.h.reply_to == 0) {
+        if (err) log(SPORE_LOG_WARNING, "spore.agent", "no-reply call " + err->function + " failed: " + err->message);
+        return;
+    }
+    Message m;
+    m.h.dst_id = req.h.src_id;
+    m.h.src_id = m.h.auth_id = router_.id();
+    m.h.handle = req.h.reply_to;
+    if (err) {
+        m.h.flags = kFlagError;
+        m.json = Router::error_json(*err);
+    } else {
+        m.json = r.result ? json_print(r.result.get()) : "null";
+        m.bin = std::move(r.data);
+    }
+    int rc = router_.send(m);
+    if (rc == SPORE_ETOOBIG) {
+        ErrorInfo e{SPORE_ETOOBIG,
+                    "reply of " + std::to_string(m.wire_size()) + " bytes exceeds the maximum message size of " +
+                        std::to_string(router_.limits().max_message_size),
+                    "", context_name(), err ? err->function : ""};
+        Message d;
+        d.h = m.h;
+        d.h.flags = kFlagError;
+        d.json = Router::error_json(e);
+        router_.send(d);
+    }
+}
+
+void Agent::internal_connect(Job &&job) {
+    const cJSON *a = job.args.get();
+    ConnectRequest req;
+    req.method = json_str(a, "method");
+    int64_t id = json_int(a, "id", -1);
+    req.name = json_str(a, "name");
+    req.timeout_s = double(json_int(a, "timeout_ms", 30000)) / 1000.0;
+    req.agent_cache = json_bool(a, "agent_cache", true);
+    req.agent_compress = json_bool(a, "agent_compress", true);
+    req.remote_name = json_str(a, "remote_name");
+    req.in_agent = true;
+    const cJSON *opts = cJSON_GetObjectItemCaseSensitive(a, "options");
+    req.options.reset(opts ? cJSON_Duplicate(opts, 1) : cJSON_CreateObject());
+    if (req.method.empty() || id <= 0 || id > int64_t(UINT32_MAX) || req.name.empty()) {
+        ErrorInfo e{SPORE_EBADARGS, "spore.connect needs method, id and name", "", context_name(), job.fn};
+        return finish_job(job, CallReply{}, &e);
+    }
+    req.id = uint32_t(id);
+    if (router_.has_route(req.id)) {
+        ErrorInfo e{SPORE_EBADARGS, "context id " + std::to_string(id) + " is already in use", "", context_name(),
+                    job.fn};
+        return finish_job(job, CallReply{}, &e);
+    }
+    auto shared_job = std::make_shared<Job>(std::move(job));
+    auto conn_holder = std::make_shared<std::shared_ptr<Connection>>();
+    auto conn = std::make_shared<Connection>(
+        loop_, std::move(req), router_.limits(), [this] { return self_image(); },
+        [this, shared_job, conn_holder](const ErrorInfo &err) {
+            auto conn = *conn_holder;
+            conn_holder->reset();
+            if (err.code != SPORE_OK) {
+                ErrorInfo e = err;
+                e.function = shared_job->fn;
+                conn->reap(0.0, 1.0, [conn] {});
+                finish_job(*shared_job, CallReply{}, &e);
+                return;
+            }
+            const auto &rq = conn->request();
+            children_[rq.id] = conn;
+            auto stream = conn->stream();
+            conn->on_stderr_line([this](const std::string &line) { log(SPORE_LOG_INFO, "stderr", line); });
+            // Route first, announce upward, then configure the child: every
+            // ancestor learns the route before any reply from behind it.
+            router_.attach_child(stream);
+            Message add;
+            add.h.dst_id = router_.parent_ids().front();
+            add.h.src_id = add.h.auth_id = router_.id();
+            add.h.handle = kHandleAddRoute;
+            Json aj = json_object();
+            cJSON_AddNumberToObject(aj.get(), "id", rq.id);
+            cJSON_AddStringToObject(aj.get(), "name", rq.name.c_str());
+            add.json = json_print(aj.get());
+            router_.send(add);
+
+            Message init;
+            init.h.dst_id = rq.id;
+            init.h.src_id = init.h.auth_id = router_.id();
+            init.h.handle = kHandleInit;
+            Json ij = json_object();
+            cJSON_AddNumberToObject(ij.get(), "id", rq.id);
+            cJSON *pids = cJSON_AddArrayToObject(ij.get(), "parent_ids");
+            cJSON_AddItemToArray(pids, cJSON_CreateNumber(router_.id()));
+            for (uint32_t p : router_.parent_ids()) cJSON_AddItemToArray(pids, cJSON_CreateNumber(p));
+            cJSON_AddStringToObject(ij.get(), "name", rq.name.c_str());
+            cJSON_AddNumberToObject(ij.get(), "log_level", level_.load());
+            cJSON_AddNumberToObject(ij.get(), "max_message_size", double(router_.limits().max_message_size));
+            cJSON_AddBoolToObject(ij.get(), "unidirectional", router_.unidirectional());
+            cJSON_AddBoolToObject(ij.get(), "agent_cache", rq.agent_cache);
+            init.json = json_print(ij.get());
+            stream->send(init);
+
+            CallReply out;
+            out.result = json_object();
+            cJSON_AddNumberToObject(out.result.get(), "id", rq.id);
+            cJSON_AddStringToObject(out.result.get(), "name", rq.name.c_str());
+            cJSON_AddNumberToObject(out.result.get(), "pid", conn->pid());
+            cJSON_AddNumberToObject(out.result.get(), "image_bytes", double(conn->image_bytes_sent()));
+            finish_job(*shared_job, std::move(out), nullptr);
+        });
+    *conn_holder = conn;
+    conn->start();
+}
+
+void Agent::on_set_log_level(Message &&m) {
+    std::string err;
+    Json j = json_parse(m.json, kDefaultMaxJsonDepth, &err);
+    if (!j) return;
+    level_.store(int(json_int(j.get(), "level", level_.load())));
+    for (auto &s : router_.child_streams()) {
+        Message down;
+        down.h.dst_id = s->remote_id();
+        down.h.src_id = down.h.auth_id = router_.id();
+        down.h.handle = kHandleSetLogLevel;
+        down.json = m.json;
+        s->send(down);
+    }
+}
+
+void Agent::on_shutdown_request() {
+    if (shutting_down_) return;
+    shutting_down_ = true;
+    log(SPORE_LOG_DEBUG, "spore.agent", "shutdown requested");
+    if (children_.empty()) {
+        loop_.stop();
+        return;
+    }
+    for (auto &s : router_.child_streams()) {
+        Message down;
+        down.h.dst_id = s->remote_id();
+        down.h.src_id = down.h.auth_id = router_.id();
+        down.h.handle = kHandleShutdown;
+        s->send(down);
+    }
+    shutdown_timer_ = std::make_unique<Timer>(loop_, 2.0, [this] { loop_.stop(); });
+}
+
+void Agent::begin_exit(const std::string &why) {
+    (void)why;
+    shutting_down_ = true;
+    loop_.stop();
+}
+
+void Agent::setup_output_capture() {
+    // The agent's own fds 1 and 2 (inherited by anything it starts without
+    // capture) become blocking pipes read by the loop: output is forwarded
+    // as log lines and nothing is lost when a writer is fast.
+    int op[2], ep[2];
+    if (pipe2(op, O_CLOEXEC) != 0) return;
+    if (pipe2(ep, O_CLOEXEC) != 0) {
+        ::close(op[0]);
+        ::close(op[1]);
+        return;
+    }
+    dup2(op[1], 1);
+    dup2(ep[1], 2);
+    ::close(op[1]);
+    ::close(ep[1]);
+    out_r_ = op[0];
+    err_r_ = ep[0];
+    set_nonblocking(out_r_);
+    set_nonblocking(err_r_);
+    out_ev_.reset(event_new(
+        loop_.base(), out_r_, EV_READ | EV_PERSIST,
+        [](evutil_socket_t fd, short, void *arg) {
+            auto *a = static_cast<Agent *>(arg);
+            a->forward_output(fd, a->out_buf_, "stdout", a->out_ev_);
+        },
+        this));
+    err_ev_.reset(event_new(
+        loop_.base(), err_r_, EV_READ | EV_PERSIST,
+        [](evutil_socket_t fd, short, void *arg) {
+            auto *a = static_cast<Agent *>(arg);
+            a->forward_output(fd, a->err_buf_, "stderr", a->err_ev_);
+        },
+        this));
+    event_add(out_ev_.get(), nullptr);
+    event_add(err_ev_.get(), nullptr);
+}
+
+void Agent::forward_output(int fd, std::string &buf, const char *logger, EventPtr &ev) {
+    char tmp[16384];
+    ssize_t n = ::read(fd, tmp, sizeof tmp);
+    if (n <= 0) {
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+        ev.reset();
+        return;
+    }
+    buf.append(tmp, size_t(n));
+    size_t pos;
+    while ((pos = buf.find('\n')) != std::string::npos) {
+        log(SPORE_LOG_INFO, logger, buf.substr(0, pos));
+        buf.erase(0, pos + 1);
+    }
+    if (buf.size() > 65536) {
+        log(SPORE_LOG_INFO, logger, buf);
+        buf.clear();
+    }
+}
+
+void Agent::final_cleanup() {
+    // Children first: closing their streams makes their agents exit; then
+    // make sure of it and reap them, along with processes of built-ins.
+    for (auto &s : router_.child_streams()) s->close("parent exiting");
+    std::set<pid_t> procs;
+    {
+        std::lock_guard<std::mutex> lk(procs_mu_);
+        procs = procs_;
+    }
+    for (pid_t p : procs) ::kill(-p, SIGTERM);
+    std::vector<std::shared_ptr<Connection>> kids;
+    for (auto &kv : children_) kids.push_back(kv.second);
+    for (int i = 0; i < 100; ++i) {
+        bool all = true;
+        for (auto &c : kids) {
+            if (!c->try_reap()) all = false;
+        }
+        if (all) break;
+        usleep(10000);
+    }
+    for (auto &c : kids) c->kill_and_wait();
+    for (pid_t p : procs) ::kill(-p, SIGKILL);
+    if (parent_) parent_->close("exiting");
+}
+
+}  // namespace spore::agent

@@ -1,0 +1,93 @@
+// The agent: the program that runs in every non-master context. A single
+// libevent loop does all I/O and routing; blocking built-ins run on a worker
+// pool. It can open children of its own (via), shipping its own image.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <unordered_map>
+
+#include "agent/builtins.h"
+#include "agent/worker_pool.h"
+#include "core/connection.h"
+#include "core/image.h"
+#include "core/loop.h"
+#include "core/router.h"
+
+namespace spore::agent {
+
+class Agent : public Services {
+public:
+    Agent();
+    ~Agent() override;
+
+    // Runs the agent over the given parent stream fds; returns the exit code.
+    int run(int parent_in, int parent_out);
+
+    // Services
+    void log(int level, std::string_view logger, std::string_view message) override;
+    bool log_enabled(int level) const override { return level >= level_.load(); }
+    void register_process(pid_t pid) override;
+    void unregister_process(pid_t pid) override;
+    std::string context_name() const override;
+
+private:
+    struct Job {
+        Message msg;
+        std::string fn;
+        Json args;
+        std::string chain;
+    };
+    struct Chain {
+        bool busy = false;
+        std::optional<ErrorInfo> error;
+        std::deque<Job> queue;
+    };
+
+    void on_init(Message &&m);
+    void on_call(Message &&m);
+    void start_job(Job &&job);
+    void finish_job(const Job &job, CallReply &&reply, const ErrorInfo *err);
+    void chain_step_done(const std::string &chain, const ErrorInfo *err);
+    void reply(const Message &req, CallReply &&r, const ErrorInfo *err);
+    void internal_connect(Job &&job);
+    void on_shutdown_request();
+    void on_set_log_level(Message &&m);
+    void begin_exit(const std::string &why);
+    void final_cleanup();
+    void setup_output_capture();
+    void forward_output(int fd, std::string &buf, const char *logger, EventPtr &ev);
+    std::shared_ptr<AgentImage> self_image();
+
+    Loop loop_;
+    Router router_;
+    WorkerPool pool_;
+    std::shared_ptr<Stream> parent_;
+    bool initialized_ = false;
+    std::atomic<int> level_{20};
+    mutable std::mutex state_mu_;  // guards name_ and pre_init_logs_
+    std::string name_ = "agent";
+    std::vector<Message> pre_init_logs_;
+    bool agent_cache_ = true;
+    std::unordered_map<uint32_t, std::shared_ptr<Connection>> children_;
+    std::unordered_map<std::string, Chain> chains_;
+    std::mutex procs_mu_;
+    std::set<pid_t> procs_;
+    std::shared_ptr<AgentImage> image_;
+    std::mutex image_mu_;
+    bool shutting_down_ = false;
+    TimerPtr shutdown_timer_;
+    // stdout/stderr of the agent itself (and of anything that inherits them)
+    int out_r_ = -1, err_r_ = -1;
+    EventPtr out_ev_, err_ev_;
+    std::string out_buf_, err_buf_;
+};
+
+}  // namespace spore::agent

@@ -1,0 +1,127 @@
+// Helpers shared by the built-in functions (internal to the agent).
+#pragma once
+
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "agent/builtins.h"
+
+namespace spore::agent::detail {
+
+// Owns one file descriptor.
+class UniqueFd {
+public:
+    UniqueFd() = default;
+    explicit UniqueFd(int fd) noexcept : fd_(fd) {}
+    UniqueFd(UniqueFd &&o) noexcept : fd_(o.release()) {}
+    UniqueFd &operator=(UniqueFd &&o) noexcept {
+        if (this != &o) reset(o.release());
+        return *this;
+    }
+    UniqueFd(const UniqueFd &) = delete;
+    UniqueFd &operator=(const UniqueFd &) = delete;
+    ~UniqueFd() { reset(); }
+
+    int get() const noexcept { return fd_; }
+    explicit operator bool() const noexcept { return fd_ >= 0; }
+    int release() noexcept {
+        int fd = fd_;
+        fd_ = -1;
+        return fd;
+    }
+    void reset(int fd = -1) noexcept {
+        if (fd_ >= 0) ::close(fd_);
+        fd_ = fd;
+    }
+    // Closes now and reports close()'s failure (errno is set).
+    bool close() noexcept {
+        int fd = release();
+        return fd < 0 || ::close(fd) == 0 || errno == EINTR;
+    }
+
+private:
+    int fd_ = -1;
+};
+
+// ---- arguments -----------------------------------------------------------
+// Every getter treats a JSON null like a missing member. A member of the wrong
+// type throws Error(SPORE_EBADARGS, "<function>: argument '<key>' must be ...").
+
+[[noreturn]] void bad_arg(const CallRequest &req, const char *key, const char *what);
+const cJSON *arg(const CallRequest &req, const char *key);  // null when missing/null
+std::string arg_str(const CallRequest &req, const char *key);  // required, non-empty
+std::optional<std::string> arg_opt_str(const CallRequest &req, const char *key);
+int64_t arg_int(const CallRequest &req, const char *key, int64_t fallback, int64_t min,
+                int64_t max);
+std::optional<int64_t> arg_opt_int(const CallRequest &req, const char *key, int64_t min,
+                                   int64_t max);
+bool arg_bool(const CallRequest &req, const char *key, bool fallback);
+
+// ---- errors --------------------------------------------------------------
+
+// Python-style exception name for an errno ("FileNotFoundError", "OSError").
+const char *errno_type(int err) noexcept;
+// Error(SPORE_EREMOTE) "<function>: <what>: <strerror> (errno N)".
+[[noreturn]] void throw_os(const CallRequest &req, std::string_view what, int err);
+// Same with an explicit message and remote type.
+[[noreturn]] void throw_remote(const CallRequest &req, const char *type, std::string message);
+std::string errno_text(int err);
+
+// ---- JSON ----------------------------------------------------------------
+
+// Valid UTF-8 with every invalid byte (and NUL, which cJSON strings cannot
+// hold) replaced by U+FFFD.
+std::string utf8_sanitize(std::string_view s);
+cJSON *check(cJSON *item);  // throws std::bad_alloc on null
+cJSON *json_string(std::string_view s);  // sanitized
+void add(cJSON *obj, const char *key, cJSON *item);
+void add_num(cJSON *obj, const char *key, double v);
+void add_str(cJSON *obj, const char *key, std::string_view s);
+void add_str_or_null(cJSON *obj, const char *key, const std::optional<std::string> &s);
+
+// ---- users and groups (from /etc/passwd and /etc/group, no NSS) -----------
+
+struct PasswdEntry {
+    std::string name, home, shell;
+    uid_t uid = 0;
+    gid_t gid = 0;
+};
+std::optional<PasswdEntry> passwd_by_uid(uid_t uid);
+std::optional<PasswdEntry> passwd_by_name(std::string_view name);
+std::optional<std::string> group_name(gid_t gid);
+std::optional<gid_t> group_by_name(std::string_view name);
+
+// ---- files ---------------------------------------------------------------
+
+// "file", "dir", "symlink", "fifo", "socket", "char", "block" or "other".
+const char *file_type_name(mode_t mode) noexcept;
+// The process umask, read without changing it where possible.
+mode_t current_umask();
+
+// ---- the built-ins -------------------------------------------------------
+
+void sys_ping(const CallRequest &, CallReply &, Services &);
+void sys_echo(const CallRequest &, CallReply &, Services &);
+void sys_getenv(const CallRequest &, CallReply &, Services &);
+void sys_info(const CallRequest &, CallReply &, Services &);
+void proc_run(const CallRequest &, CallReply &, Services &);
+void fs_stat(const CallRequest &, CallReply &, Services &);
+void fs_read(const CallRequest &, CallReply &, Services &);
+void fs_write(const CallRequest &, CallReply &, Services &);
+void fs_list(const CallRequest &, CallReply &, Services &);
+void fs_mkdir(const CallRequest &, CallReply &, Services &);
+void fs_remove(const CallRequest &, CallReply &, Services &);
+void fs_rename(const CallRequest &, CallReply &, Services &);
+void fs_chmod(const CallRequest &, CallReply &, Services &);
+void fs_chown(const CallRequest &, CallReply &, Services &);
+void fs_readlink(const CallRequest &, CallReply &, Services &);
+void fs_symlink(const CallRequest &, CallReply &, Services &);
+void fs_mktemp(const CallRequest &, CallReply &, Services &);
+
+}  // namespace spore::agent::detail

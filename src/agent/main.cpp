@@ -1,0 +1,47 @@
+// spore-agent: started by the first stage (or by a parent agent for fork)
+// with its parent stream on stdin/stdout.
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cstdio>
+#include <cstring>
+
+#include "agent/agent.h"
+
+int main(int argc, char **argv) {
+    bool unlink_self = false;
+    for (int i = 1; i < argc; ++i) {
+        if (std::strcmp(argv[i], "--version") == 0) {
+            std::printf("spore-agent %s\n", spore::agent::agent_version());
+            return 0;
+        }
+        if (std::strcmp(argv[i], "--unlink") == 0) unlink_self = true;
+        // "spore:<name>" words only label the process in ps.
+    }
+    if (unlink_self) {
+        // agent_cache off: leave nothing of spore on the target's disk.
+        char path[PATH_MAX];
+        ssize_t n = readlink("/proc/self/exe", path, sizeof path - 1);
+        if (n > 0) {
+            path[n] = '\0';
+            unlink(path);
+        }
+    }
+    signal(SIGPIPE, SIG_IGN);
+    // Move the parent stream off fds 0/1 so they can be given to children.
+    int in = fcntl(0, F_DUPFD_CLOEXEC, 3);
+    int out = fcntl(1, F_DUPFD_CLOEXEC, 3);
+    if (in < 0 || out < 0) return 1;
+    int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (devnull >= 0) {
+        dup2(devnull, 0);
+        close(devnull);
+    }
+    spore::agent::Agent agent;
+    int rc = agent.run(in, out);
+    // Worker threads may still be inside a built-in; leave without running
+    // destructors under their feet.
+    _exit(rc);
+}

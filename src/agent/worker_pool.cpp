@@ -1,0 +1,65 @@
+#include "agent/worker_pool.h"
+
+#include <pthread.h>
+
+#include <chrono>
+
+namespace spore::agent {
+
+void WorkerPool::submit(std::function<void()> job) {
+    std::unique_lock<std::mutex> lk(mu_);
+    jobs_.push_back(std::move(job));
+    if (idle_ >= jobs_.size() || threads_ >= max_threads_) {
+        cv_.notify_one();
+        return;
+    }
+    ++threads_;
+    lk.unlock();
+    // Small stacks: built-ins do not recurse deeply, and the agent's resident
+    // size matters when 50 calls run at once.
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 256 * 1024);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_t t;
+    int rc = pthread_create(
+        &t, &attr,
+        [](void *arg) -> void * {
+            static_cast<WorkerPool *>(arg)->worker();
+            return nullptr;
+        },
+        this);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        lk.lock();
+        --threads_;
+        cv_.notify_one();  // an existing thread will pick the job up
+    }
+}
+
+size_t WorkerPool::threads() const {
+    std::lock_guard<std::mutex> lk(mu_);
+    return threads_;
+}
+
+void WorkerPool::worker() {
+    std::unique_lock<std::mutex> lk(mu_);
+    for (;;) {
+        if (jobs_.empty()) {
+            ++idle_;
+            bool woke = cv_.wait_for(lk, std::chrono::seconds(idle_exit_s_), [this] { return !jobs_.empty(); });
+            --idle_;
+            if (!woke) {
+                --threads_;
+                return;
+            }
+        }
+        auto job = std::move(jobs_.front());
+        jobs_.pop_front();
+        lk.unlock();
+        job();
+        lk.lock();
+    }
+}
+
+}  // namespace spore::agent

@@ -1,0 +1,439 @@
+// The extern "C" layer: argument checks, the exception firewall and the
+// thread-local last error. Everything else lives in the core.
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <string>
+
+#include "core/error.h"
+#include "core/json.h"
+#include "core/master.h"
+#include "spore/spore.h"
+
+using spore::Error;
+using spore::ErrorInfo;
+
+struct spore_router {
+    std::shared_ptr<spore::Master> m;
+};
+struct spore_options {
+    spore::Json j;
+};
+struct spore_context {
+    std::shared_ptr<spore::Master> m;
+    std::shared_ptr<spore::ContextState> c;
+};
+struct spore_pending {
+    std::shared_ptr<spore::Master> m;
+    std::shared_ptr<spore::PendingCall> pc;
+    ErrorInfo err;
+    spore_error view{};
+    bool finished = false;
+};
+struct spore_result {
+    std::string json;
+    std::string bin;
+};
+struct spore_chain {
+    std::shared_ptr<spore::Master> m;
+    std::shared_ptr<spore::ContextState> c;
+    std::string id;
+};
+struct spore_log_record {
+    spore::LogRecord r;
+};
+
+namespace {
+
+struct LastError {
+    ErrorInfo info;
+    spore_error view{};
+};
+
+LastError &last_error() {
+    thread_local LastError le;
+    return le;
+}
+
+void fill_view(const ErrorInfo &info, spore_error &view) {
+    view.code = info.code;
+    view.message = info.message.c_str();
+    view.remote_type = info.remote_type.c_str();
+    view.context = info.context.c_str();
+    view.function = info.function.c_str();
+}
+
+int set_error(ErrorInfo info) {
+    auto &le = last_error();
+    le.info = std::move(info);
+    if (le.info.message.empty()) le.info.message = spore::error_code_text(le.info.code);
+    fill_view(le.info, le.view);
+    return le.info.code;
+}
+
+int set_error(int code, std::string msg) { return set_error(ErrorInfo{code, std::move(msg), "", "", ""}); }
+
+// The exception firewall around every entry point.
+template <typename Fn>
+int guarded(Fn &&fn) noexcept {
+    try {
+        return fn();
+    } catch (const Error &e) {
+        return set_error(e.info());
+    } catch (const std::bad_alloc &) {
+        return set_error(SPORE_ENOMEM, "out of memory");
+    } catch (const std::exception &e) {
+        return set_error(SPORE_EINTERNAL, std::string("internal error: ") + e.what());
+    } catch (...) {
+        return set_error(SPORE_EUNKNOWN, "unknown internal error");
+    }
+}
+
+#define SPORE_REQUIRE(cond, what) \
+    do {                          \
+        if (!(cond)) return set_error(SPORE_EINVAL, what); \
+    } while (0)
+
+}  // namespace
+
+extern "C" {
+
+void spore_version(int *major, int *minor, int *patch) noexcept {
+    if (major) *major = SPORE_VERSION_MAJOR;
+    if (minor) *minor = SPORE_VERSION_MINOR;
+    if (patch) *patch = SPORE_VERSION_PATCH;
+}
+
+const char *spore_version_string(void) noexcept { return SPORE_VERSION_STRING; }
+
+const char *spore_strerror(int code) noexcept { return spore::error_code_text(code); }
+
+const spore_error *spore_last_error(void) noexcept {
+    auto &le = last_error();
+    fill_view(le.info, le.view);
+    return &le.view;
+}
+
+void spore_free(void *ptr) noexcept { std::free(ptr); }
+
+// ---------------------------------------------------------------- options
+
+int spore_options_new(spore_options **out) noexcept {
+    return guarded([&]() -> int {
+        SPORE_REQUIRE(out, "spore_options_new: out is NULL");
+        *out = nullptr;
+        auto o = std::make_unique<spore_options>();
+        o->j = spore::json_object();
+        *out = o.release();
+        return SPORE_OK;
+    });
+}
+
+static int options_set(spore_options *opts, const char *key, cJSON *value) {
+    spore::Json owned(value);
+    SPORE_REQUIRE(opts && key && *key, "spore_options_set: options and a non-empty key are required");
+    if (!owned) throw std::bad_alloc();
+    cJSON_DeleteItemFromObjectCaseSensitive(opts->j.get(), key);
+    cJSON_AddItemToObject(opts->j.get(), key, owned.release());
+    return SPORE_OK;
+}
+
+int spore_options_set_str(spore_options *opts, const char *key, const char *value) noexcept {
+    return guarded([&]() -> int {
+        SPORE_REQUIRE(value, "spore_options_set_str: value is NULL");
+        return options_set(opts, key, cJSON_CreateString(value));
+    });
+}
+
+int spore_options_set_int(spore_options *opts, const char *key, int64_t value) noexcept {
+    return guarded([&]() -> int { return options_set(opts, key, cJSON_CreateNumber(double(value))); });
+}
+
+int spore_options_set_bool(spore_options *opts, const char *key, int value) noexcept {
+    return guarded([&]() -> int { return options_set(opts, key, cJSON_CreateBool(value != 0)); });
+}
+
+void spore_options_free(spore_options *opts) noexcept { delete opts; }
+
+// ----------------------------------------------------------------- router
+
+int spore_router_new(spore_router **out, const spore_options *opts) noexcept {
+    return guarded([&]() -> int {
+        SPORE_REQUIRE(out, "spore_router_new: out is NULL");
+        *out = nullptr;
+        spore::Master::Options mo;
+        if (opts) {
+            const cJSON *item;
+            cJSON_ArrayForEach(item, opts->j.get()) {
+                std::string key = item->string ? item->string : "";
+                if (key == "agent_path") {
+                    SPORE_REQUIRE(cJSON_IsString(item), "router option 'agent_path' must be a string");
+                    mo.agent_path = item->valuestring;
+                } else if (key == "max_message_size") {
+                    SPORE_REQUIRE(cJSON_IsNumber(item) && item->valuedouble >= 4096 && item->valuedouble <= 4294967295.0,
+                                  "router option 'max_message_size' must be an integer from 4096 to 4294967295");
+                    mo.max_message_size = uint64_t(item->valuedouble);
+                } else if (key == "log_level") {
+                    SPORE_REQUIRE(cJSON_IsNumber(item), "router option 'log_level' must be an integer");
+                    mo.log_level = int(item->valuedouble);
+                } else if (key == "log_queue_size") {
+                    SPORE_REQUIRE(cJSON_IsNumber(item) && item->valuedouble >= 1,
+                                  "router option 'log_queue_size' must be a positive integer");
+                    mo.log_queue_size = size_t(item->valuedouble);
+                } else {
+                    return set_error(SPORE_EINVAL, "unknown router option '" + key + "'");
+                }
+            }
+        }
+        auto r = std::make_unique<spore_router>();
+        r->m = spore::Master::create(std::move(mo));
+        *out = r.release();
+        return SPORE_OK;
+    });
+}
+
+void spore_router_free(spore_router *router) noexcept {
+    if (!router) return;
+    try {
+        router->m->close();
+    } catch (...) {
+    }
+    delete router;
+}
+
+int spore_router_set_log_level(spore_router *router, int level) noexcept {
+    return guarded([&]() -> int {
+        SPORE_REQUIRE(router, "spore_router_set_log_level: router is NULL");
+        router->m->set_log_level(level);
+        return SPORE_OK;
+    });
+}
+
+int spore_router_next_log(spore_router *router, spore_log_record **out, int timeout_ms) noexcept {
+    return guarded([&]() -> int {
+        SPORE_REQUIRE(router && out, "spore_router_next_log: router and out are required");
+        *out = nullptr;
+        spore::LogRecord r;
+        int rc = router->m->next_log(r, timeout_ms);
+        if (rc == SPORE_ETIMEDOUT) return set_error(rc, "no log record arrived within " + std::to_string(timeout_ms) + " ms");
+        if (rc != SPORE_OK) return set_error(rc, "the router was freed and no log records remain");
+        auto rec = std::make_unique<spore_log_record>();
+        rec->r = std::move(r);
+        *out = rec.release();
+        return SPORE_OK;
+    });
+}
+
+int spore_router_log_fd(spore_router *router) noexcept {
+    return guarded([&]() -> int {
+        SPORE_REQUIRE(router, "spore_router_log_fd: router is NULL");
+        return router->m->log_fd();
+    });
+}
+
+uint64_t spore_router_dropped_logs(const spore_router *router) noexcept {
+    return router ? router->m->dropped_logs() : 0;
+}
+
+// ------------------------------------------------------------ log records
+
+const char *spore_log_record_context(const spore_log_record *rec) noexcept { return rec ? rec->r.context.c_str() : ""; }
+uint32_t spore_log_record_context_id(const spore_log_record *rec) noexcept { return rec ? rec->r.context_id : 0; }
+const char *spore_log_record_logger(const spore_log_record *rec) noexcept { return rec ? rec->r.logger.c_str() : ""; }
+const char *spore_log_record_message(const spore_log_record *rec) noexcept { return rec ? rec->r.message.c_str() : ""; }
+int spore_log_record_level(const spore_log_record *rec) noexcept { return rec ? rec->r.level : 0; }
+double spore_log_record_time(const spore_log_record *rec) noexcept { return rec ? rec->r.time : 0.0; }
+void spore_log_record_free(spore_log_record *rec) noexcept { delete rec; }
+
+// --------------------------------------------------------------- contexts
+
+int spore_connect(spore_context **out, spore_router *router, const char *method, const spore_options *opts,
+                  spore_context *via) noexcept {
+    return guarded([&]() -> int {
+        SPORE_REQUIRE(out && router && method, "spore_connect: out, router and method are required");
+        *out = nullptr;
+        if (via && via->m != router->m) return set_error(SPORE_EINVAL, "spore_connect: via belongs to another router");
+        spore::Json o(opts ? cJSON_Duplicate(opts->j.get(), 1) : cJSON_CreateObject());
+        if (!o) throw std::bad_alloc();
+        auto c = router->m->connect(method, std::move(o), via ? via->c : nullptr);
+        auto ctx = std::make_unique<spore_context>();
+        ctx->m = router->m;
+        ctx->c = std::move(c);
+        *out = ctx.release();
+        return SPORE_OK;
+    });
+}
+
+uint32_t spore_context_id(const spore_context *ctx) noexcept { return ctx ? ctx->c->id : 0; }
+const char *spore_context_name(const spore_context *ctx) noexcept { return ctx ? ctx->c->name.c_str() : ""; }
+int spore_context_alive(const spore_context *ctx) noexcept { return ctx && ctx->c->alive.load() ? 1 : 0; }
+
+int spore_context_shutdown(spore_context *ctx, int timeout_ms) noexcept {
+    return guarded([&]() -> int {
+        SPORE_REQUIRE(ctx, "spore_context_shutdown: ctx is NULL");
+        int rc = ctx->m->shutdown_context(ctx->c, timeout_ms);
+        if (rc != SPORE_OK)
+            return set_error(ErrorInfo{rc, ctx->c->name + " did not shut down within " + std::to_string(timeout_ms) + " ms",
+                                       "", ctx->c->name, ""});
+        return SPORE_OK;
+    });
+}
+
+void spore_context_free(spore_context *ctx) noexcept { delete ctx; }
+
+// ------------------------------------------------------------------ calls
+
+static int make_result(spore_result **out, std::string json, std::string bin) {
+    if (!out) return SPORE_OK;
+    auto r = std::make_unique<spore_result>();
+    r->json = json.empty() ? "null" : std::move(json);
+    r->bin = std::move(bin);
+    *out = r.release();
+    return SPORE_OK;
+}
+
+int spore_call(spore_result **out, spore_context *ctx, const char *function, const char *args_json, const void *data,
+               size_t len, int timeout_ms) noexcept {
+    return guarded([&]() -> int {
+        if (out) *out = nullptr;
+        SPORE_REQUIRE(out && ctx && function, "spore_call: out, ctx and function are required");
+        SPORE_REQUIRE(data || len == 0, "spore_call: data is NULL but len is not 0");
+        auto r = ctx->m->call(ctx->c, function, args_json, data, len, "", timeout_ms);
+        return make_result(out, std::move(r.first), std::move(r.second));
+    });
+}
+
+int spore_call_async(spore_pending **out, spore_context *ctx, const char *function, const char *args_json,
+                     const void *data, size_t len) noexcept {
+    return guarded([&]() -> int {
+        if (out) *out = nullptr;
+        SPORE_REQUIRE(out && ctx && function, "spore_call_async: out, ctx and function are required");
+        SPORE_REQUIRE(data || len == 0, "spore_call_async: data is NULL but len is not 0");
+        auto call = std::make_unique<spore_pending>();
+        call->m = ctx->m;
+        call->pc = ctx->m->call_async(ctx->c, function, args_json, data, len, "", false);
+        fill_view(call->err, call->view);
+        *out = call.release();
+        return SPORE_OK;
+    });
+}
+
+int spore_call_no_reply(spore_context *ctx, const char *function, const char *args_json, const void *data,
+                        size_t len) noexcept {
+    return guarded([&]() -> int {
+        SPORE_REQUIRE(ctx && function, "spore_call_no_reply: ctx and function are required");
+        SPORE_REQUIRE(data || len == 0, "spore_call_no_reply: data is NULL but len is not 0");
+        ctx->m->call_async(ctx->c, function, args_json, data, len, "", true);
+        return SPORE_OK;
+    });
+}
+
+int spore_call_wait(spore_pending *call, spore_result **out, int timeout_ms) noexcept {
+    return guarded([&]() -> int {
+        if (out) *out = nullptr;
+        SPORE_REQUIRE(call, "spore_call_wait: call is NULL");
+        if (call->finished) {
+            if (call->err.code != SPORE_OK) return set_error(call->err);
+            return set_error(SPORE_EINVAL, "spore_call_wait: the result was already taken");
+        }
+        bool timed_out = false;
+        ErrorInfo e = spore::Master::wait_error(*call->pc, timeout_ms, &timed_out);
+        if (timed_out) return set_error(e);
+        call->finished = true;
+        call->err = e;
+        fill_view(call->err, call->view);
+        if (e.code != SPORE_OK) return set_error(e);
+        return make_result(out, call->pc->take_json(), call->pc->take_bin());
+    });
+}
+
+int spore_call_done(const spore_pending *call) noexcept { return call && (call->finished || call->pc->done()) ? 1 : 0; }
+
+int spore_call_fd(spore_pending *call) noexcept {
+    return guarded([&]() -> int {
+        SPORE_REQUIRE(call, "spore_call_fd: call is NULL");
+        int fd = call->pc->fd();
+        if (fd < 0) return set_error(SPORE_EINTERNAL, std::string("eventfd: ") + std::strerror(errno));
+        return fd;
+    });
+}
+
+const spore_error *spore_call_error(const spore_pending *call) noexcept {
+    static const spore_error none = {SPORE_EINVAL, "call is NULL", "", "", ""};
+    if (!call) return &none;
+    auto *c = const_cast<spore_pending *>(call);
+    if (!c->finished && c->pc->done()) {
+        c->err = c->pc->error();
+    }
+    fill_view(c->err, c->view);
+    return &c->view;
+}
+
+void spore_call_free(spore_pending *call) noexcept {
+    if (!call) return;
+    if (!call->pc->done()) call->m->forget(*call->pc);
+    delete call;
+}
+
+// ----------------------------------------------------------------- chains
+
+int spore_chain_new(spore_chain **out, spore_context *ctx) noexcept {
+    return guarded([&]() -> int {
+        SPORE_REQUIRE(out && ctx, "spore_chain_new: out and ctx are required");
+        auto ch = std::make_unique<spore_chain>();
+        ch->m = ctx->m;
+        ch->c = ctx->c;
+        ch->id = ctx->m->new_chain_id();
+        *out = ch.release();
+        return SPORE_OK;
+    });
+}
+
+int spore_chain_call_no_reply(spore_chain *chain, const char *function, const char *args_json, const void *data,
+                              size_t len) noexcept {
+    return guarded([&]() -> int {
+        SPORE_REQUIRE(chain && function, "spore_chain_call_no_reply: chain and function are required");
+        SPORE_REQUIRE(data || len == 0, "spore_chain_call_no_reply: data is NULL but len is not 0");
+        chain->m->call_async(chain->c, function, args_json, data, len, chain->id, true);
+        return SPORE_OK;
+    });
+}
+
+int spore_chain_call(spore_result **out, spore_chain *chain, const char *function, const char *args_json,
+                     const void *data, size_t len, int timeout_ms) noexcept {
+    return guarded([&]() -> int {
+        if (out) *out = nullptr;
+        SPORE_REQUIRE(out && chain && function, "spore_chain_call: out, chain and function are required");
+        SPORE_REQUIRE(data || len == 0, "spore_chain_call: data is NULL but len is not 0");
+        auto r = chain->m->call(chain->c, function, args_json, data, len, chain->id, timeout_ms);
+        return make_result(out, std::move(r.first), std::move(r.second));
+    });
+}
+
+void spore_chain_free(spore_chain *chain) noexcept {
+    if (!chain) return;
+    try {
+        if (chain->c->alive.load() && !chain->m->closing())
+            chain->m->call_async(chain->c, "spore.forget_chain", nullptr, nullptr, 0, chain->id, true);
+    } catch (...) {
+        // The context is gone: its chain state went with it.
+    }
+    delete chain;
+}
+
+// ---------------------------------------------------------------- results
+
+const char *spore_result_json(const spore_result *res) noexcept { return res ? res->json.c_str() : "null"; }
+
+const void *spore_result_bytes(const spore_result *res, size_t *len) noexcept {
+    if (!res || res->bin.empty()) {
+        if (len) *len = 0;
+        return nullptr;
+    }
+    if (len) *len = res->bin.size();
+    return res->bin.data();
+}
+
+void spore_result_free(spore_result *res) noexcept { delete res; }
+
+}  // extern "C"

@@ -1,0 +1,355 @@
+#include "core/connection.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "methods/method.h"
+#include "spore/version.h"
+
+extern char **environ;
+
+namespace spore {
+namespace {
+constexpr size_t kLastLines = 20;
+constexpr size_t kMaxLine = 4096;
+}  // namespace
+
+std::string sanitize_name(const std::string &name) {
+    std::string out;
+    for (char c : name) {
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '.' || c == '-' || c == '_' || c == ':' || c == '/' || c == '@';
+        out.push_back(ok ? c : '_');
+    }
+    return out.substr(0, 200);
+}
+
+Connection::Connection(Loop &loop, ConnectRequest req, Limits limits, ImageFn image, DoneFn done)
+    : loop_(loop), req_(std::move(req)), limits_(limits), image_fn_(std::move(image)), done_(std::move(done)) {}
+
+Connection::~Connection() {
+    err_ev_.reset();
+    // A child must never outlive its parent's bookkeeping.
+    if (pid_ > 0) kill_and_wait();
+}
+
+void Connection::start() {
+    const MethodInfo *method = find_method(req_.method);
+    if (!method) return fail(SPORE_EINVAL, "unknown connection method '" + req_.method + "'");
+
+    std::string agent_args = "spore:" + sanitize_name(req_.remote_name.empty() ? req_.name : req_.remote_name);
+    LaunchInput in;
+    in.options = req_.options.get();
+    in.agent_args = agent_args;
+    in.in_agent = req_.in_agent;
+    LaunchSpec spec;
+    try {
+        if (method->name != "fork") {
+            auto img = image_fn_();
+            in.first_stage = first_stage_script(img->sha256(), req_.agent_cache, agent_args);
+        }
+        spec = method->build(in);
+    } catch (const Error &e) {
+        return fail(e.code(), e.what());
+    }
+    if (spec.agent_direct) spec.argv.push_back(agent_args);
+
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+        return fail(SPORE_ECONNECT, std::string("socketpair: ") + std::strerror(errno));
+    UniqueFd ours(sv[0]), theirs(sv[1]);
+    // Larger socket buffers let a 1 MiB message move in few wake-ups.
+    int sz = 1 << 20;
+    setsockopt(ours.get(), SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
+    setsockopt(ours.get(), SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
+    int ep[2];
+    if (pipe2(ep, O_CLOEXEC) != 0) return fail(SPORE_ECONNECT, std::string("pipe: ") + std::strerror(errno));
+    UniqueFd err_r(ep[0]), err_w(ep[1]);
+
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, theirs.get(), 0);
+    posix_spawn_file_actions_adddup2(&fa, theirs.get(), 1);
+    posix_spawn_file_actions_adddup2(&fa, err_w.get(), 2);
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    sigset_t empty, defaults;
+    sigemptyset(&empty);
+    sigemptyset(&defaults);
+    for (int s : {SIGPIPE, SIGINT, SIGTERM, SIGHUP, SIGCHLD, SIGQUIT, SIGUSR1, SIGUSR2}) sigaddset(&defaults, s);
+    posix_spawnattr_setsigmask(&attr, &empty);
+    posix_spawnattr_setsigdefault(&attr, &defaults);
+    // A session of its own: terminal signals aimed at the program do not hit
+    // the agents, which are shut down through their streams instead.
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSID);
+    std::vector<char *> argv;
+    for (auto &a : spec.argv) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    pid_t pid = -1;
+    int rc = posix_spawn(&pid, argv[0], &fa, &attr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
+    if (rc != 0) return fail(SPORE_ECONNECT, "cannot start " + spec.argv[0] + ": " + std::strerror(rc));
+    pid_ = pid;
+    theirs.reset();
+    err_w.reset();
+
+    err_fd_ = std::move(err_r);
+    set_nonblocking(err_fd_.get());
+    err_ev_.reset(event_new(
+        loop_.base(), err_fd_.get(), EV_READ | EV_PERSIST,
+        [](evutil_socket_t, short, void *arg) { static_cast<Connection *>(arg)->read_stderr(); }, this));
+    event_add(err_ev_.get(), nullptr);
+
+    int sock = ours.release();
+    stream_ = std::make_shared<Stream>(loop_, sock, sock, req_.name, limits_);
+    stream_->set_remote_id(req_.id);
+    std::weak_ptr<Connection> weak = weak_from_this();
+    stream_->on_raw([weak](Stream &, std::string_view bytes) {
+        if (auto self = weak.lock()) self->on_raw(bytes);
+    });
+    stream_->on_close([weak](Stream &, const std::string &reason) {
+        auto self = weak.lock();
+        if (!self || self->finished_) return;
+        self->drain_stderr_now();
+        std::string why = reason == "EOF" ? "the child exited before the agent answered" : reason;
+        self->fail(SPORE_ECONNECT, why);
+    });
+    stream_->start(true);
+    timeout_ = std::make_unique<Timer>(loop_, req_.timeout_s, [weak] {
+        if (auto self = weak.lock()) {
+            self->drain_stderr_now();
+            self->fail(SPORE_ETIMEDOUT, "timed out after " + std::to_string(int(self->req_.timeout_s * 1000)) +
+                                            " ms waiting for the agent");
+        }
+    });
+}
+
+void Connection::remember(const std::string &line) {
+    if (line.empty()) return;
+    last_lines_.push_back(line.substr(0, kMaxLine));
+    while (last_lines_.size() > kLastLines) last_lines_.pop_front();
+}
+
+std::string Connection::last_output() const {
+    std::string out;
+    for (auto &l : last_lines_) {
+        out += "\n  ";
+        out += l;
+    }
+    return out;
+}
+
+void Connection::on_raw(std::string_view bytes) {
+    out_buf_.append(bytes);
+    bool hello = false;
+    size_t pos;
+    while (!hello && !finished_ && (pos = out_buf_.find('\n')) != std::string::npos) {
+        std::string line = out_buf_.substr(0, pos);
+        out_buf_.erase(0, pos + 1);
+        handle_line(line, hello);
+    }
+    if (hello) {
+        std::string leftover;
+        leftover.swap(out_buf_);
+        stream_->switch_to_frames(leftover);
+        succeed();
+        return;
+    }
+    if (out_buf_.size() > kMaxLine) {
+        remember(out_buf_.substr(0, kMaxLine));
+        out_buf_.clear();
+    }
+}
+
+void Connection::handle_line(const std::string &raw_line, bool &hello_seen) {
+    std::string line = raw_line;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.rfind(kReadyMarker, 0) == 0) {
+        send_image(line.find(" gz") != std::string::npos && req_.agent_compress);
+        return;
+    }
+    if (line.rfind(kHelloMarker, 0) == 0) {
+        std::string version = line.size() > 12 ? line.substr(12) : "";
+        if (version != SPORE_VERSION_STRING) {
+            fail(SPORE_ECONNECT, "agent version '" + version + "' does not match " SPORE_VERSION_STRING);
+            return;
+        }
+        hello_seen = true;
+        return;
+    }
+    remember(line);
+}
+
+void Connection::send_image(bool gz) {
+    std::shared_ptr<AgentImage> img;
+    try {
+        img = image_fn_();
+    } catch (const Error &e) {
+        return fail(e.code(), e.what());
+    }
+    const std::string &bytes = gz ? img->gzipped() : img->raw();
+    std::string out = std::to_string(bytes.size()) + "\n";
+    out += bytes;
+    image_bytes_sent_ = bytes.size();
+    stream_->send_raw(std::move(out));
+}
+
+void Connection::read_stderr() {
+    char buf[8192];
+    for (;;) {
+        ssize_t n = ::read(err_fd_.get(), buf, sizeof buf);
+        if (n > 0) {
+            err_buf_.append(buf, size_t(n));
+            size_t pos;
+            while ((pos = err_buf_.find('\n')) != std::string::npos) {
+                std::string line = err_buf_.substr(0, pos);
+                err_buf_.erase(0, pos + 1);
+                if (booted_ && on_stderr_) on_stderr_(line);
+                else remember(line);
+            }
+            if (err_buf_.size() > kMaxLine) {
+                if (booted_ && on_stderr_) on_stderr_(err_buf_);
+                else remember(err_buf_);
+                err_buf_.clear();
+            }
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+        // EOF or error: flush the last partial line and stop watching.
+        if (!err_buf_.empty()) {
+            if (booted_ && on_stderr_) on_stderr_(err_buf_);
+            else remember(err_buf_);
+            err_buf_.clear();
+        }
+        err_ev_.reset();
+        err_fd_.reset();
+        return;
+    }
+}
+
+void Connection::drain_stderr_now() {
+    if (!err_fd_) return;
+    // Give a dying child a moment to finish its last words.
+    for (int i = 0; i < 20 && err_fd_; ++i) {
+        read_stderr();
+        if (!err_fd_) break;
+        if (pid_ > 0) {
+            int st;
+            pid_t r = waitpid(pid_, &st, WNOHANG);
+            if (r == pid_) {
+                exit_status_ = st;
+                pid_ = -1;
+                read_stderr();
+                break;
+            }
+        }
+        usleep(1000);
+    }
+}
+
+void Connection::succeed() {
+    if (finished_) return;
+    finished_ = true;
+    booted_ = true;
+    timeout_.reset();
+    // stderr lines that came before the hello were part of the bootstrap.
+    last_lines_.clear();
+    auto done = std::move(done_);
+    done(ErrorInfo{});
+}
+
+void Connection::fail(int code, const std::string &why) {
+    if (finished_) return;
+    finished_ = true;
+    timeout_.reset();
+    ErrorInfo err;
+    err.code = code;
+    err.context = req_.name;
+    err.message = "connect to " + req_.name + " (" + req_.method + ") failed: " + why;
+    if (exit_status_ >= 0) {
+        if (WIFEXITED(exit_status_)) err.message += " (exit status " + std::to_string(WEXITSTATUS(exit_status_)) + ")";
+        else if (WIFSIGNALED(exit_status_)) err.message += " (killed by signal " + std::to_string(WTERMSIG(exit_status_)) + ")";
+    }
+    if (!last_lines_.empty()) err.message += "; last output:" + last_output();
+    if (stream_) stream_->close("connect failed");
+    auto done = std::move(done_);
+    if (done) done(err);
+}
+
+void Connection::reap(double term_after_s, double kill_after_s, std::function<void()> on_reaped) {
+    term_after_ = term_after_s;
+    kill_after_ = kill_after_s;
+    on_reaped_ = std::move(on_reaped);
+    reap_elapsed_ = 0;
+    reap_delay_ = 0.0005;
+    reap_step();
+}
+
+void Connection::reap_step() {
+    if (pid_ > 0) {
+        int st;
+        pid_t r = waitpid(pid_, &st, WNOHANG);
+        if (r == pid_ || (r < 0 && errno == ECHILD)) {
+            exit_status_ = st;
+            pid_ = -1;
+        }
+    }
+    if (pid_ <= 0) {
+        reap_timer_.reset();
+        if (on_reaped_) {
+            auto fn = std::move(on_reaped_);
+            on_reaped_ = nullptr;
+            fn();
+        }
+        return;
+    }
+    if (!termed_ && reap_elapsed_ >= term_after_) {
+        termed_ = true;
+        ::kill(pid_, SIGTERM);
+    }
+    if (!killed_ && reap_elapsed_ >= kill_after_) {
+        killed_ = true;
+        ::kill(pid_, SIGKILL);
+    }
+    reap_elapsed_ += reap_delay_;
+    double delay = reap_delay_;
+    reap_delay_ = std::min(reap_delay_ * 2, 0.1);
+    std::weak_ptr<Connection> weak = weak_from_this();
+    reap_timer_ = std::make_unique<Timer>(loop_, delay, [weak] {
+        if (auto self = weak.lock()) self->reap_step();
+    });
+}
+
+bool Connection::try_reap() {
+    if (pid_ <= 0) return true;
+    int st;
+    pid_t r = waitpid(pid_, &st, WNOHANG);
+    if (r == pid_ || (r < 0 && errno == ECHILD)) {
+        exit_status_ = st;
+        pid_ = -1;
+        reap_timer_.reset();
+        return true;
+    }
+    return false;
+}
+
+void Connection::kill_and_wait() {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGKILL);
+    int st;
+    while (waitpid(pid_, &st, 0) < 0 && errno == EINTR) {
+    }
+    pid_ = -1;
+    reap_timer_.reset();
+}
+
+}  // namespace spore

@@ -1,0 +1,103 @@
+// The parent side of a child context: starts the method's command, runs the
+// bootstrap (ready marker -> image -> hello), then owns the child process for
+// its lifetime: forwards its stderr lines and reaps it when its stream ends.
+#pragma once
+
+#include <sys/types.h>
+
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "core/error.h"
+#include "core/image.h"
+#include "core/json.h"
+#include "core/loop.h"
+#include "core/stream.h"
+
+namespace spore {
+
+struct ConnectRequest {
+    std::string method;
+    Json options;  // JSON object of the connect options
+    uint32_t id = 0;
+    std::string name;
+    double timeout_s = 30.0;
+    bool in_agent = false;
+    bool agent_cache = true;
+    bool agent_compress = true;
+    std::string remote_name;
+};
+
+class Connection : public std::enable_shared_from_this<Connection> {
+public:
+    using ImageFn = std::function<std::shared_ptr<AgentImage>()>;
+    // On success err.code is SPORE_OK and stream() is in framed mode.
+    using DoneFn = std::function<void(const ErrorInfo &err)>;
+    using LineFn = std::function<void(const std::string &line)>;
+
+    Connection(Loop &loop, ConnectRequest req, Limits limits, ImageFn image, DoneFn done);
+    ~Connection();
+
+    // Loop thread. Spawns the child; done is called exactly once.
+    void start();
+
+    const std::shared_ptr<Stream> &stream() const { return stream_; }
+    pid_t pid() const { return pid_; }
+    const ConnectRequest &request() const { return req_; }
+    size_t image_bytes_sent() const { return image_bytes_sent_; }
+
+    // stderr lines after the hello.
+    void on_stderr_line(LineFn fn) { on_stderr_ = std::move(fn); }
+
+    // Waits for the child without blocking the loop: polls with back-off,
+    // SIGTERM after term_after_s, SIGKILL after kill_after_s. on_reaped runs
+    // once the pid is collected.
+    void reap(double term_after_s, double kill_after_s, std::function<void()> on_reaped);
+    // SIGKILL and a blocking wait; for final shutdown.
+    void kill_and_wait();
+    // Collects the child if it has exited; true once it is reaped.
+    bool try_reap();
+    bool reaped() const { return pid_ <= 0; }
+
+private:
+    void fail(int code, const std::string &why);
+    void succeed();
+    void on_raw(std::string_view bytes);
+    void handle_line(const std::string &line, bool &hello_seen);
+    void send_image(bool gz);
+    void read_stderr();
+    void drain_stderr_now();
+    std::string last_output() const;
+    void remember(const std::string &line);
+    void reap_step();
+
+    Loop &loop_;
+    ConnectRequest req_;
+    Limits limits_;
+    ImageFn image_fn_;
+    DoneFn done_;
+    LineFn on_stderr_;
+    pid_t pid_ = -1;
+    int exit_status_ = -1;
+    std::shared_ptr<Stream> stream_;
+    UniqueFd err_fd_;
+    EventPtr err_ev_;
+    std::string out_buf_, err_buf_;
+    std::deque<std::string> last_lines_;
+    TimerPtr timeout_;
+    bool finished_ = false;
+    bool booted_ = false;
+    size_t image_bytes_sent_ = 0;
+    // reaping state
+    TimerPtr reap_timer_;
+    double reap_elapsed_ = 0, reap_delay_ = 0.001, term_after_ = 1, kill_after_ = 3;
+    bool termed_ = false, killed_ = false;
+    std::function<void()> on_reaped_;
+};
+
+// Makes a context name safe to show in argv and logs.
+std::string sanitize_name(const std::string &name);
+
+}  // namespace spore

@@ -1,0 +1,114 @@
+// The wire format (docs/protocol.md): a fixed 32-byte big-endian header, a
+// JSON part and a raw binary part. Decoding checks every limit before any
+// allocation, so hostile input can only close the stream.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace spore {
+
+inline constexpr uint16_t kMagic = 0x5350;  // "SP"
+inline constexpr uint8_t kProtocolVersion = 1;
+inline constexpr size_t kHeaderSize = 32;
+inline constexpr uint64_t kDefaultMaxMessageSize = 128ull << 20;
+inline constexpr uint32_t kDefaultMaxJsonSize = 16u << 20;
+
+// Header flags.
+enum : uint8_t {
+    kFlagError = 0x01,  // the JSON part is an error object (a failed reply or a dead message)
+};
+
+// Standard handles (< 1000). Dynamic handles (call replies) start at 1000.
+enum Handle : uint32_t {
+    kHandleCall = 100,        // run a function (parent authority required)
+    kHandleLog = 101,         // a forwarded log record, to the master
+    kHandleAddRoute = 102,    // {"id","name"}: a context appeared behind the sender
+    kHandleDelRoute = 103,    // {"id"}: a context and everything behind it is gone
+    kHandleAllocIds = 104,    // ask the master for a block of context ids
+    kHandleShutdown = 105,    // shut down gracefully (parent authority required)
+    kHandleFileData = 106,    // reserved: file chunk
+    kHandleFileAck = 107,     // reserved: file window acknowledgement
+    kHandleStreamData = 108,  // reserved: process stream data
+    kHandleDetach = 109,      // reserved: child detaches from its parent
+    kHandleInit = 110,        // parent -> new child: its configuration
+    kHandleSetLogLevel = 111, // {"level"}: minimum level to forward, pushed down the tree
+    kHandleForgetChain = 112, // {"chain"}: drop the state of a call chain
+    kFirstDynamicHandle = 1000,
+};
+
+struct Header {
+    uint16_t magic = kMagic;
+    uint8_t version = kProtocolVersion;
+    uint8_t flags = 0;
+    uint32_t dst_id = 0;
+    uint32_t src_id = 0;
+    uint32_t auth_id = 0;
+    uint32_t handle = 0;
+    uint32_t reply_to = 0;
+    uint32_t json_len = 0;
+    uint32_t bin_len = 0;
+};
+
+struct Message {
+    Header h;
+    std::string json;  // the JSON part (may be empty)
+    std::string bin;   // the binary part (may be empty)
+
+    uint64_t wire_size() const { return kHeaderSize + json.size() + bin.size(); }
+};
+
+struct Limits {
+    uint64_t max_message_size = kDefaultMaxMessageSize;
+    uint32_t max_json_size = kDefaultMaxJsonSize;
+    int max_json_depth = 64;
+};
+
+void encode_header(const Header &h, uint8_t out[kHeaderSize]);
+Header decode_header(const uint8_t in[kHeaderSize]);
+
+// Appends header + json + bin to out (header lengths are taken from the parts).
+void encode_message(const Message &m, std::string &out);
+std::string encode_message(const Message &m);
+
+// Checks a decoded header against the limits. Returns an empty string when it
+// is acceptable, else the reason (bad magic, unsupported version, too large).
+std::string check_header(const Header &h, const Limits &limits);
+
+// Incremental decoder over a byte stream. Feed it bytes, then take messages.
+class FrameDecoder {
+public:
+    enum class Status { kNeedMore, kMessage, kError };
+
+    explicit FrameDecoder(Limits limits = {}) : limits_(limits) {}
+
+    // Appends bytes to the internal buffer.
+    void feed(const char *data, size_t len);
+    // Exposes spare capacity for reading straight into the buffer: returns a
+    // pointer to at least `want` writable bytes; call commit(n) after.
+    char *prepare(size_t want);
+    void commit(size_t n);
+
+    // Takes the next complete message. On kError, error() says why and the
+    // stream must be closed (framing is lost).
+    Status next(Message &out);
+    const std::string &error() const { return error_; }
+    // The first bytes of the offending frame, hex-dumped, for the log.
+    std::string error_context() const;
+    size_t buffered() const { return end_ - begin_; }
+    const Limits &limits() const { return limits_; }
+    void set_limits(const Limits &l) { limits_ = l; }
+
+private:
+    Limits limits_;
+    std::string buf_;
+    size_t begin_ = 0, end_ = 0;
+    std::string error_;
+    std::string bad_bytes_;
+};
+
+std::string hex_dump(std::string_view bytes, size_t max_bytes = 64);
+
+}  // namespace spore

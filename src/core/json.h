@@ -1,0 +1,40 @@
+// RAII ownership of cJSON documents and parsing with the protocol's limits.
+#pragma once
+
+#include <cjson/cJSON.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace spore {
+
+struct JsonDeleter {
+    void operator()(cJSON *j) const noexcept { cJSON_Delete(j); }
+};
+using Json = std::unique_ptr<cJSON, JsonDeleter>;
+
+inline constexpr int kDefaultMaxJsonDepth = 64;
+
+// Parses text as one JSON value. The nesting depth is checked by a linear scan
+// before cJSON sees the text, so hostile input ("[[[[...") never recurses.
+// Returns null and sets *err on failure.
+Json json_parse(std::string_view text, int max_depth, std::string *err);
+
+// Deepest nesting of arrays/objects in text (strings are skipped); stops
+// counting once limit is exceeded and returns limit + 1.
+int json_depth(std::string_view text, int limit);
+
+// Compact text of a value.
+std::string json_print(const cJSON *j);
+
+// Typed getters that return a fallback when the member is missing or has
+// another type.
+std::string json_str(const cJSON *obj, const char *key, std::string_view fallback = {});
+int64_t json_int(const cJSON *obj, const char *key, int64_t fallback);
+bool json_bool(const cJSON *obj, const char *key, bool fallback);
+
+Json json_object();
+
+}  // namespace spore

@@ -1,0 +1,631 @@
+#include "core/master.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+
+#include "methods/method.h"
+#include "spore/spore.h"
+
+#ifndef SPORE_AGENT_INSTALL_PATH
+#define SPORE_AGENT_INSTALL_PATH "/usr/local/libexec/spore/spore-agent"
+#endif
+
+namespace spore {
+namespace {
+
+double now_seconds() {
+    timeval tv;
+    gettimeofday(&tv, nullptr);
+    return double(tv.tv_sec) + double(tv.tv_usec) / 1e6;
+}
+
+bool valid_function_name(const std::string &fn) {
+    if (fn.empty() || fn.size() > 200) return false;
+    for (char c : fn) {
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+                  c == '_' || c == '-' || c == ':';
+        if (!ok) return false;
+    }
+    return true;
+}
+
+}  // namespace
+
+std::string default_agent_path() {
+    const char *env = std::getenv("SPORE_AGENT_PATH");
+    if (env && *env) return env;
+    return SPORE_AGENT_INSTALL_PATH;
+}
+
+// ------------------------------------------------------------ PendingCall
+
+PendingCall::~PendingCall() {
+    if (efd_ >= 0) ::close(efd_);
+}
+
+void PendingCall::complete(ErrorInfo err, std::string json, std::string bin) {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (done_) return;
+    done_ = true;
+    err_ = std::move(err);
+    json_ = std::move(json);
+    bin_ = std::move(bin);
+    if (efd_ >= 0) {
+        uint64_t one = 1;
+        ssize_t r = ::write(efd_, &one, sizeof one);
+        (void)r;
+    }
+    cv_.notify_all();
+}
+
+bool PendingCall::wait(int timeout_ms) {
+    std::unique_lock<std::mutex> lk(mu_);
+    if (timeout_ms < 0) {
+        cv_.wait(lk, [this] { return done_; });
+        return true;
+    }
+    return cv_.wait_for(lk, std::chrono::milliseconds(timeout_ms), [this] { return done_; });
+}
+
+bool PendingCall::done() const {
+    std::lock_guard<std::mutex> lk(mu_);
+    return done_;
+}
+
+int PendingCall::fd() {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (efd_ < 0) {
+        efd_ = eventfd(done_ ? 1 : 0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (efd_ < 0) return -1;
+    }
+    return efd_;
+}
+
+// ---------------------------------------------------------------- Master
+
+std::shared_ptr<Master> Master::create(Options opts) {
+    std::shared_ptr<Master> m(new Master(std::move(opts)));
+    m->start();
+    return m;
+}
+
+Master::Master(Options opts) : opts_(std::move(opts)), router_(loop_) {
+    level_.store(opts_.log_level);
+    log_efd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (log_efd_ < 0) throw Error(SPORE_EINTERNAL, std::string("eventfd: ") + std::strerror(errno));
+    Limits lim;
+    lim.max_message_size = opts_.max_message_size;
+    router_.set_limits(lim);
+    router_.set_identity(0, {}, "master");
+}
+
+Master::~Master() {
+    close();
+    if (log_efd_ >= 0) ::close(log_efd_);
+}
+
+void Master::start() {
+    router_.set_log([this](int level, const std::string &msg) {
+        if (level < level_.load()) return;
+        push_log(LogRecord{0, "master", "spore.router", msg, level, now_seconds()});
+    });
+    router_.set_reply_handler([this](Message &&m, const Router::StreamPtr &) { on_reply(std::move(m)); });
+    router_.set_handler(kHandleLog, Policy::kAny, [this](Message &&m, const Router::StreamPtr &) { on_log(std::move(m)); });
+    router_.set_handler(kHandleAllocIds, Policy::kAny,
+                        [this](Message &&m, const Router::StreamPtr &) { on_alloc_ids(std::move(m)); });
+    // The master runs nothing for anyone: no context has its authority.
+    router_.set_handler(kHandleCall, Policy::kParentAuthority, [this](Message &&m, const Router::StreamPtr &) {
+        router_.send_dead(m.h, SPORE_EREFUSED, "the master does not accept calls");
+    });
+    router_.set_on_route_lost([this](uint32_t id, const std::string &reason) { on_route_lost(id, reason); });
+    router_.set_on_child_closed([this](const Router::StreamPtr &s, const std::string &) {
+        auto it = children_.find(s->remote_id());
+        if (it == children_.end()) return;
+        auto conn = it->second;
+        uint32_t id = it->first;
+        conn->reap(1.0, 3.0, [this, id] { children_.erase(id); });
+    });
+    thread_ = std::thread([this] { loop_.run(); });
+}
+
+void Master::close() {
+    std::lock_guard<std::mutex> lk(close_mu_);
+    if (closed_) return;
+    closed_ = true;
+    closing_.store(true);
+    loop_.post([this] { shutdown_on_loop(); });
+    if (thread_.joinable()) thread_.join();
+    fail_all_pending(SPORE_ESHUTDOWN, "the router was freed");
+    {
+        std::lock_guard<std::mutex> lk2(ctx_mu_);
+        for (auto &kv : contexts_) {
+            kv.second->alive.store(false);
+            std::lock_guard<std::mutex> l3(kv.second->mu);
+            kv.second->cv.notify_all();
+        }
+    }
+    std::lock_guard<std::mutex> l4(log_mu_);
+    log_cv_.notify_all();
+}
+
+void Master::shutdown_on_loop() {
+    // Graceful first: SHUTDOWN to each child; then SIGTERM and SIGKILL
+    // through the reapers; the loop stops when every child is collected or
+    // after a bounded time.
+    for (auto &kv : connecting_) kv.second->kill_and_wait();
+    connecting_.clear();
+    for (auto &s : router_.child_streams()) {
+        Message m;
+        m.h.dst_id = s->remote_id();
+        m.h.handle = kHandleShutdown;
+        s->send(m);
+    }
+    shutdown_deadline_ = now_seconds() + 3.0;
+    shutdown_check();
+}
+
+void Master::shutdown_check() {
+    bool all_gone = true;
+    for (auto &kv : children_)
+        if (!kv.second->try_reap()) all_gone = false;
+    double now = now_seconds();
+    if (all_gone || now >= shutdown_deadline_) {
+        for (auto &kv : children_) kv.second->kill_and_wait();
+        for (auto &s : router_.child_streams()) s->close("router freed");
+        children_.clear();
+        loop_.stop();
+        return;
+    }
+    if (now >= shutdown_deadline_ - 1.5) {
+        for (auto &kv : children_)
+            if (!kv.second->reaped()) ::kill(kv.second->pid(), SIGTERM);
+    }
+    shutdown_timer_ = std::make_unique<Timer>(loop_, 0.002, [this] { shutdown_check(); });
+}
+
+std::shared_ptr<AgentImage> Master::image() {
+    std::lock_guard<std::mutex> lk(image_mu_);
+    if (!image_) image_ = AgentImage::load(opts_.agent_path.empty() ? default_agent_path() : opts_.agent_path);
+    return image_;
+}
+
+std::shared_ptr<ContextState> Master::find_context(uint32_t id) const {
+    std::lock_guard<std::mutex> lk(ctx_mu_);
+    auto it = contexts_.find(id);
+    return it == contexts_.end() ? nullptr : it->second;
+}
+
+size_t Master::context_count() const {
+    std::lock_guard<std::mutex> lk(ctx_mu_);
+    size_t n = 0;
+    for (auto &kv : contexts_) n += kv.second->alive.load() ? 1 : 0;
+    return n;
+}
+
+std::string Master::new_chain_id() {
+    return std::to_string(getpid()) + "-" + std::to_string(next_chain_.fetch_add(1));
+}
+
+void Master::send_init(const std::shared_ptr<Stream> &s, const ContextState &ctx, const ConnectRequest &rq) {
+    Message init;
+    init.h.dst_id = ctx.id;
+    init.h.handle = kHandleInit;
+    Json j = json_object();
+    cJSON_AddNumberToObject(j.get(), "id", ctx.id);
+    cJSON *pids = cJSON_AddArrayToObject(j.get(), "parent_ids");
+    cJSON_AddItemToArray(pids, cJSON_CreateNumber(0));
+    cJSON_AddStringToObject(j.get(), "name", ctx.name.c_str());
+    cJSON_AddNumberToObject(j.get(), "log_level", level_.load());
+    cJSON_AddNumberToObject(j.get(), "max_message_size", double(opts_.max_message_size));
+    cJSON_AddBoolToObject(j.get(), "unidirectional", true);
+    cJSON_AddBoolToObject(j.get(), "agent_cache", rq.agent_cache);
+    init.json = json_print(j.get());
+    s->send(init);
+}
+
+namespace {
+// Checks connect options against the method's schema.
+void validate_options(const MethodInfo &m, const cJSON *opts) {
+    const cJSON *item;
+    cJSON_ArrayForEach(item, opts) {
+        std::string_view key = item->string ? item->string : "";
+        char type = 0;
+        for (auto &c : common_options())
+            if (c.key == key) type = c.type;
+        for (auto &k : m.option_keys)
+            if (k == key) type = 's';
+        if (!type) throw Error(SPORE_EINVAL, "unknown option '" + std::string(key) + "' for method " + std::string(m.name));
+        bool ok = (type == 's' && cJSON_IsString(item)) || (type == 'i' && cJSON_IsNumber(item)) ||
+                  (type == 'b' && cJSON_IsBool(item));
+        if (!ok) {
+            const char *want = type == 's' ? "a string" : type == 'i' ? "an integer" : "a boolean";
+            throw Error(SPORE_EINVAL, "option '" + std::string(key) + "' must be " + want);
+        }
+    }
+}
+}  // namespace
+
+std::shared_ptr<ContextState> Master::connect(const std::string &method, Json options,
+                                              const std::shared_ptr<ContextState> &via) {
+    if (closing_.load()) throw Error(SPORE_ESHUTDOWN, "the router is shutting down");
+    const MethodInfo *mi = find_method(method);
+    if (!mi) throw Error(SPORE_EINVAL, "unknown connection method '" + method + "'");
+    if (!options) options = json_object();
+    validate_options(*mi, options.get());
+    if (mi->needs_agent && !via)
+        throw Error(SPORE_EINVAL, "method '" + method + "' is only possible through another context (via)");
+    if (via && !via->alive.load())
+        throw Error(SPORE_EDISCONNECTED, "context " + via->name + " (via) is disconnected");
+
+    auto ctx = std::make_shared<ContextState>();
+    ctx->id = next_id_.fetch_add(1);
+    ctx->method = method;
+    std::string base = json_str(options.get(), "name", method + "." + std::to_string(ctx->id));
+    ctx->name = via ? via->name + "/" + base : base;
+    ctx->via_id = via ? via->id : 0;
+    int64_t timeout_ms = json_int(options.get(), "connect_timeout", 30000);
+    if (timeout_ms <= 0) throw Error(SPORE_EINVAL, "connect_timeout must be positive");
+
+    ConnectRequest rq;
+    rq.method = method;
+    rq.id = ctx->id;
+    rq.name = ctx->name;
+    rq.timeout_s = double(timeout_ms) / 1000.0;
+    rq.agent_cache = json_bool(options.get(), "agent_cache", true);
+    rq.agent_compress = json_bool(options.get(), "agent_compress", true);
+    rq.remote_name = json_str(options.get(), "remote_name");
+
+    if (via) {
+        Json args = json_object();
+        cJSON_AddStringToObject(args.get(), "method", method.c_str());
+        cJSON_AddNumberToObject(args.get(), "id", ctx->id);
+        cJSON_AddStringToObject(args.get(), "name", ctx->name.c_str());
+        cJSON_AddNumberToObject(args.get(), "timeout_ms", double(timeout_ms));
+        cJSON_AddBoolToObject(args.get(), "agent_cache", rq.agent_cache);
+        cJSON_AddBoolToObject(args.get(), "agent_compress", rq.agent_compress);
+        if (!rq.remote_name.empty()) cJSON_AddStringToObject(args.get(), "remote_name", rq.remote_name.c_str());
+        cJSON_AddItemToObject(args.get(), "options", options.release());
+        std::string text = json_print(args.get());
+        {
+            std::lock_guard<std::mutex> lk(ctx_mu_);
+            contexts_[ctx->id] = ctx;  // so log records from it are named at once
+        }
+        try {
+            call(via, "spore.connect", text.c_str(), nullptr, 0, "", int(timeout_ms) + 5000);
+        } catch (Error &e) {
+            {
+                std::lock_guard<std::mutex> lk(ctx_mu_);
+                contexts_.erase(ctx->id);
+            }
+            // Report the failure as this connect's, not as a call's.
+            ErrorInfo info = e.info();
+            if (info.code == SPORE_EREMOTE || info.code == SPORE_EBADARGS) info.code = SPORE_ECONNECT;
+            info.function.clear();
+            if (info.context.empty()) info.context = ctx->name;
+            throw Error(info);
+        }
+        if (!router_.has_route(ctx->id)) {
+            std::lock_guard<std::mutex> lk(ctx_mu_);
+            contexts_.erase(ctx->id);
+            throw Error(SPORE_EPROTO, "context " + via->name + " reported " + ctx->name + " up without a route");
+        }
+        return ctx;
+    }
+
+    struct Waiter {
+        std::mutex mu;
+        std::condition_variable cv;
+        bool done = false;
+        ErrorInfo err;
+    };
+    auto w = std::make_shared<Waiter>();
+    auto self = shared_from_this();
+    auto rq_shared = std::make_shared<ConnectRequest>(std::move(rq));
+    rq_shared->options = std::move(options);
+    loop_.post([this, self, w, ctx, rq_shared] {
+        auto finish = [w](ErrorInfo e) {
+            std::lock_guard<std::mutex> lk(w->mu);
+            w->done = true;
+            w->err = std::move(e);
+            w->cv.notify_all();
+        };
+        if (closing_.load()) return finish(ErrorInfo{SPORE_ESHUTDOWN, "the router is shutting down", "", ctx->name, ""});
+        uint32_t id = ctx->id;
+        auto conn = std::make_shared<Connection>(
+            loop_, std::move(*rq_shared), router_.limits(), [this] { return image(); },
+            [this, ctx, finish, id](const ErrorInfo &err) {
+                auto it = connecting_.find(id);
+                if (it == connecting_.end()) return finish(err);  // start() failed synchronously
+                auto conn = it->second;
+                connecting_.erase(it);
+                if (err.code != SPORE_OK) {
+                    // Keep it referenced until reaped.
+                    children_[id] = conn;
+                    conn->reap(0.0, 0.5, [this, id] { children_.erase(id); });
+                    return finish(err);
+                }
+                children_[id] = conn;
+                {
+                    std::lock_guard<std::mutex> lk(ctx_mu_);
+                    contexts_[id] = ctx;
+                }
+                conn->on_stderr_line([this, ctx](const std::string &line) {
+                    if (SPORE_LOG_INFO >= level_.load())
+                        push_log(LogRecord{ctx->id, ctx->name, "stderr", line, SPORE_LOG_INFO, now_seconds()});
+                });
+                router_.attach_child(conn->stream());
+                send_init(conn->stream(), *ctx, conn->request());
+                finish(ErrorInfo{});
+            });
+        connecting_[id] = conn;
+        conn->start();
+    });
+    std::unique_lock<std::mutex> lk(w->mu);
+    w->cv.wait(lk, [&] { return w->done || closing_.load(); });
+    if (!w->done) throw Error(SPORE_ESHUTDOWN, "the router is shutting down");
+    if (w->err.code != SPORE_OK) throw Error(w->err);
+    return ctx;
+}
+
+std::shared_ptr<PendingCall> Master::call_async(const std::shared_ptr<ContextState> &ctx, const std::string &function,
+                                                const char *args_json, const void *data, size_t len,
+                                                const std::string &chain, bool no_reply) {
+    if (!valid_function_name(function))
+        throw Error(SPORE_EINVAL, "invalid function name '" + function.substr(0, 64) + "'");
+    std::string args = "{}";
+    if (args_json && *args_json) {
+        std::string err;
+        Json j = json_parse(args_json, kDefaultMaxJsonDepth, &err);
+        if (!j) throw Error(SPORE_EINVAL, "arguments of " + function + " are not valid JSON: " + err);
+        if (!cJSON_IsObject(j.get())) throw Error(SPORE_EINVAL, "arguments of " + function + " must be a JSON object");
+        args = args_json;
+    }
+    if (closing_.load()) throw Error(SPORE_ESHUTDOWN, "the router is shutting down");
+    if (!ctx->alive.load()) throw Error(ErrorInfo{SPORE_EDISCONNECTED, "context " + ctx->name + " is disconnected", "", ctx->name, function});
+
+    Message m;
+    m.h.dst_id = ctx->id;
+    m.h.handle = kHandleCall;
+    m.json.reserve(function.size() + args.size() + chain.size() + 32);
+    m.json += "{\"fn\":\"";
+    m.json += function;
+    m.json += "\",\"args\":";
+    m.json += args;
+    if (!chain.empty()) {
+        m.json += ",\"chain\":\"";
+        m.json += chain;
+        m.json += "\"";
+    }
+    m.json += "}";
+    if (data && len) m.bin.assign(static_cast<const char *>(data), len);
+    if (m.wire_size() > opts_.max_message_size)
+        throw Error(ErrorInfo{SPORE_ETOOBIG,
+                              "call of " + function + " is " + std::to_string(m.wire_size()) +
+                                  " bytes, over the maximum message size of " + std::to_string(opts_.max_message_size),
+                              "", ctx->name, function});
+
+    std::shared_ptr<PendingCall> pc;
+    if (!no_reply) {
+        std::lock_guard<std::mutex> lk(pending_mu_);
+        uint32_t h;
+        do {
+            h = next_handle_++;
+            if (next_handle_ < kFirstDynamicHandle) next_handle_ = kFirstDynamicHandle;
+        } while (pending_.count(h));
+        pc = std::make_shared<PendingCall>(h, ctx->id, function, ctx->name);
+        pending_[h] = pc;
+        m.h.reply_to = h;
+    }
+    // Re-check after registering: a disconnect that ran before we were in
+    // the table would otherwise leave this call waiting forever.
+    int rc = ctx->alive.load() ? router_.send(m) : SPORE_EDISCONNECTED;
+    if (rc != SPORE_OK) {
+        if (pc) forget(*pc);
+        if (rc == SPORE_ENOROUTE) rc = SPORE_EDISCONNECTED;
+        if (closing_.load()) rc = SPORE_ESHUTDOWN;
+        throw Error(ErrorInfo{rc, "cannot send " + function + " to " + ctx->name + ": " + error_code_text(rc), "",
+                              ctx->name, function});
+    }
+    return pc;
+}
+
+void Master::forget(const PendingCall &pc) {
+    std::lock_guard<std::mutex> lk(pending_mu_);
+    auto it = pending_.find(pc.handle());
+    if (it != pending_.end() && it->second.get() == &pc) pending_.erase(it);
+}
+
+ErrorInfo Master::wait_error(PendingCall &pc, int timeout_ms, bool *timed_out) {
+    *timed_out = !pc.wait(timeout_ms);
+    if (*timed_out) {
+        return ErrorInfo{SPORE_ETIMEDOUT,
+                         "call of " + pc.function() + " in " + pc.context() + " timed out after " +
+                             std::to_string(timeout_ms) + " ms",
+                         "", pc.context(), pc.function()};
+    }
+    return pc.error();
+}
+
+std::pair<std::string, std::string> Master::call(const std::shared_ptr<ContextState> &ctx, const std::string &function,
+                                                 const char *args_json, const void *data, size_t len,
+                                                 const std::string &chain, int timeout_ms) {
+    auto pc = call_async(ctx, function, args_json, data, len, chain, false);
+    bool timed_out = false;
+    ErrorInfo e = wait_error(*pc, timeout_ms, &timed_out);
+    if (timed_out) forget(*pc);
+    if (e.code != SPORE_OK) throw Error(e);
+    return {pc->take_json(), pc->take_bin()};
+}
+
+void Master::on_reply(Message &&m) {
+    std::shared_ptr<PendingCall> pc;
+    {
+        std::lock_guard<std::mutex> lk(pending_mu_);
+        auto it = pending_.find(m.h.handle);
+        if (it == pending_.end()) return;  // abandoned or timed out
+        // Only the context that was called may answer.
+        if (it->second->target() != m.h.src_id && m.h.src_id != 0) {
+            if (SPORE_LOG_WARNING >= level_.load())
+                push_log(LogRecord{0, "master", "spore.router",
+                                   "dropped a reply to handle " + std::to_string(m.h.handle) + " from context " +
+                                       std::to_string(m.h.src_id) + ", which was not called",
+                                   SPORE_LOG_WARNING, now_seconds()});
+            return;
+        }
+        pc = it->second;
+        pending_.erase(it);
+    }
+    if (m.h.flags & kFlagError) {
+        ErrorInfo e = Router::parse_error_json(m.json);
+        if (e.context.empty()) e.context = pc->context();
+        if (e.function.empty()) e.function = pc->function();
+        pc->complete(std::move(e), {}, {});
+    } else {
+        pc->complete(ErrorInfo{}, std::move(m.json), std::move(m.bin));
+    }
+}
+
+void Master::on_route_lost(uint32_t id, const std::string &reason) {
+    std::shared_ptr<ContextState> ctx;
+    {
+        std::lock_guard<std::mutex> lk(ctx_mu_);
+        auto it = contexts_.find(id);
+        if (it != contexts_.end()) {
+            ctx = it->second;
+            contexts_.erase(it);
+        }
+    }
+    if (ctx) {
+        ctx->alive.store(false);
+        std::lock_guard<std::mutex> lk(ctx->mu);
+        ctx->lost_reason = reason;
+        ctx->cv.notify_all();
+    }
+    std::vector<std::shared_ptr<PendingCall>> failed;
+    {
+        std::lock_guard<std::mutex> lk(pending_mu_);
+        for (auto it = pending_.begin(); it != pending_.end();) {
+            if (it->second->target() == id) {
+                failed.push_back(it->second);
+                it = pending_.erase(it);
+            } else {
+                ++it;
+            }
+        }
+    }
+    std::string name = ctx ? ctx->name : "context " + std::to_string(id);
+    for (auto &pc : failed)
+        pc->complete(ErrorInfo{SPORE_EDISCONNECTED, name + " disconnected during " + pc->function() + " (" + reason + ")",
+                               "", name, pc->function()},
+                     {}, {});
+}
+
+void Master::fail_all_pending(int code, const std::string &why) {
+    std::unordered_map<uint32_t, std::shared_ptr<PendingCall>> all;
+    {
+        std::lock_guard<std::mutex> lk(pending_mu_);
+        all.swap(pending_);
+    }
+    for (auto &kv : all)
+        kv.second->complete(ErrorInfo{code, kv.second->function() + " in " + kv.second->context() + ": " + why, "",
+                                      kv.second->context(), kv.second->function()},
+                            {}, {});
+}
+
+void Master::on_log(Message &&m) {
+    std::string err;
+    Json j = json_parse(m.json, kDefaultMaxJsonDepth, &err);
+    if (!j || !cJSON_IsObject(j.get())) return;
+    LogRecord r;
+    r.context_id = m.h.src_id;
+    auto ctx = find_context(m.h.src_id);
+    r.context = ctx ? ctx->name : json_str(j.get(), "name", "context " + std::to_string(m.h.src_id));
+    r.logger = json_str(j.get(), "logger", "remote");
+    r.level = int(json_int(j.get(), "level", SPORE_LOG_INFO));
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(j.get(), "time");
+    r.time = cJSON_IsNumber(t) ? t->valuedouble : now_seconds();
+    r.message = json_str(j.get(), "msg");
+    if (r.level < level_.load()) return;
+    push_log(std::move(r));
+}
+
+void Master::on_alloc_ids(Message &&m) {
+    Message r;
+    r.h.dst_id = m.h.src_id;
+    r.h.handle = m.h.reply_to;
+    if (!r.h.handle) return;
+    uint32_t start = next_id_block_;
+    next_id_block_ += 1000;
+    r.json = "{\"start\":" + std::to_string(start) + ",\"end\":" + std::to_string(start + 1000) + "}";
+    router_.send(r);
+}
+
+void Master::push_log(LogRecord rec) {
+    std::lock_guard<std::mutex> lk(log_mu_);
+    if (logs_.size() >= opts_.log_queue_size) {
+        logs_.pop_front();
+        dropped_logs_.fetch_add(1);
+    }
+    bool was_empty = logs_.empty();
+    logs_.push_back(std::move(rec));
+    if (was_empty) {
+        uint64_t one = 1;
+        ssize_t r = ::write(log_efd_, &one, sizeof one);
+        (void)r;
+    }
+    log_cv_.notify_one();
+}
+
+int Master::next_log(LogRecord &out, int timeout_ms) {
+    std::unique_lock<std::mutex> lk(log_mu_);
+    auto ready = [this] { return !logs_.empty() || closed_; };
+    if (timeout_ms < 0) log_cv_.wait(lk, ready);
+    else log_cv_.wait_for(lk, std::chrono::milliseconds(timeout_ms), ready);
+    if (logs_.empty()) return closed_ ? SPORE_ESHUTDOWN : SPORE_ETIMEDOUT;
+    out = std::move(logs_.front());
+    logs_.pop_front();
+    if (logs_.empty()) {
+        uint64_t v;
+        ssize_t r = ::read(log_efd_, &v, sizeof v);
+        (void)r;
+    }
+    return SPORE_OK;
+}
+
+void Master::set_log_level(int level) {
+    level_.store(level);
+    if (closing_.load()) return;
+    loop_.post([this, level] {
+        for (auto &s : router_.child_streams()) {
+            Message m;
+            m.h.dst_id = s->remote_id();
+            m.h.handle = kHandleSetLogLevel;
+            m.json = "{\"level\":" + std::to_string(level) + "}";
+            s->send(m);
+        }
+    });
+}
+
+int Master::shutdown_context(const std::shared_ptr<ContextState> &ctx, int timeout_ms) {
+    if (ctx->alive.load() && !closing_.load()) {
+        Message m;
+        m.h.dst_id = ctx->id;
+        m.h.handle = kHandleShutdown;
+        router_.send(m);
+    }
+    std::unique_lock<std::mutex> lk(ctx->mu);
+    auto gone = [&] { return !ctx->alive.load(); };
+    if (timeout_ms < 0) ctx->cv.wait(lk, gone);
+    else if (!ctx->cv.wait_for(lk, std::chrono::milliseconds(timeout_ms), gone)) return SPORE_ETIMEDOUT;
+    return SPORE_OK;
+}
+
+}  // namespace spore

@@ -1,0 +1,184 @@
+// The master side of spore: what a program's router is. Owns the broker
+// thread (a Loop), the Router with id 0, the contexts it opened, the calls in
+// flight and the queue of forwarded log records. The C API is a thin shell
+// over this class.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+
+#include "core/connection.h"
+#include "core/error.h"
+#include "core/image.h"
+#include "core/json.h"
+#include "core/loop.h"
+#include "core/router.h"
+
+namespace spore {
+
+struct LogRecord {
+    uint32_t context_id = 0;
+    std::string context;
+    std::string logger;
+    std::string message;
+    int level = 20;
+    double time = 0;
+};
+
+// One call in flight. Completed on the broker thread, waited on by callers.
+class PendingCall {
+public:
+    PendingCall(uint32_t handle, uint32_t target, std::string function, std::string context)
+        : handle_(handle), target_(target), function_(std::move(function)), context_(std::move(context)) {}
+    ~PendingCall();
+
+    uint32_t handle() const { return handle_; }
+    uint32_t target() const { return target_; }
+    const std::string &function() const { return function_; }
+    const std::string &context() const { return context_; }
+
+    // First completion wins; later ones are ignored.
+    void complete(ErrorInfo err, std::string json, std::string bin);
+    // Waits up to timeout_ms (-1 forever); true when done.
+    bool wait(int timeout_ms);
+    bool done() const;
+    int fd();  // eventfd readable once done (created on first use)
+
+    // Valid once done.
+    const ErrorInfo &error() const { return err_; }
+    std::string take_json() { return std::move(json_); }
+    std::string take_bin() { return std::move(bin_); }
+    bool taken = false;
+
+private:
+    const uint32_t handle_, target_;
+    const std::string function_, context_;
+    mutable std::mutex mu_;
+    std::condition_variable cv_;
+    bool done_ = false;
+    ErrorInfo err_;
+    std::string json_, bin_;
+    int efd_ = -1;
+};
+
+class ContextState {
+public:
+    uint32_t id = 0;
+    std::string name;
+    std::string method;
+    uint32_t via_id = 0;  // 0: a direct child of the master
+    std::atomic<bool> alive{true};
+    std::mutex mu;
+    std::condition_variable cv;  // signalled when alive turns false
+    std::string lost_reason;     // guarded by mu
+};
+
+class Master : public std::enable_shared_from_this<Master> {
+public:
+    struct Options {
+        std::string agent_path;
+        uint64_t max_message_size = kDefaultMaxMessageSize;
+        int log_level = 20;
+        size_t log_queue_size = 10000;
+    };
+
+    static std::shared_ptr<Master> create(Options opts);
+    ~Master();
+    Master(const Master &) = delete;
+    Master &operator=(const Master &) = delete;
+
+    // Shuts every context down, fails pending calls, joins the broker thread.
+    // Idempotent; must not run on the broker thread.
+    void close();
+    bool closing() const { return closing_.load(); }
+
+    // Throws spore::Error.
+    std::shared_ptr<ContextState> connect(const std::string &method, Json options,
+                                          const std::shared_ptr<ContextState> &via);
+
+    // Starts a call; throws spore::Error for failures known before sending.
+    // With no_reply no PendingCall is returned.
+    std::shared_ptr<PendingCall> call_async(const std::shared_ptr<ContextState> &ctx, const std::string &function,
+                                            const char *args_json, const void *data, size_t len,
+                                            const std::string &chain, bool no_reply);
+    // Blocks; throws spore::Error; returns {json, bin}.
+    std::pair<std::string, std::string> call(const std::shared_ptr<ContextState> &ctx, const std::string &function,
+                                             const char *args_json, const void *data, size_t len,
+                                             const std::string &chain, int timeout_ms);
+    // Wait helper shared by call() and the async API. Throws on failure.
+    static ErrorInfo wait_error(PendingCall &pc, int timeout_ms, bool *timed_out);
+    void forget(const PendingCall &pc);
+
+    // Returns SPORE_OK or SPORE_ETIMEDOUT.
+    int shutdown_context(const std::shared_ptr<ContextState> &ctx, int timeout_ms);
+
+    void set_log_level(int level);
+    int log_level() const { return level_.load(); }
+    // SPORE_OK, SPORE_ETIMEDOUT or SPORE_ESHUTDOWN.
+    int next_log(LogRecord &out, int timeout_ms);
+    int log_fd() const { return log_efd_; }
+    uint64_t dropped_logs() const { return dropped_logs_.load(); }
+
+    size_t context_count() const;
+    std::string new_chain_id();
+
+private:
+    explicit Master(Options opts);
+    void start();
+    void push_log(LogRecord rec);
+    void on_route_lost(uint32_t id, const std::string &reason);
+    void on_reply(Message &&m);
+    void on_log(Message &&m);
+    void on_alloc_ids(Message &&m);
+    std::shared_ptr<AgentImage> image();
+    void fail_all_pending(int code, const std::string &why);
+    void send_init(const std::shared_ptr<Stream> &s, const ContextState &ctx, const ConnectRequest &rq);
+    std::shared_ptr<ContextState> find_context(uint32_t id) const;
+    void shutdown_on_loop();
+    void shutdown_check();
+
+    Options opts_;
+    Loop loop_;
+    Router router_;
+    std::thread thread_;
+    std::atomic<bool> closing_{false};
+    std::mutex close_mu_;
+    bool closed_ = false;
+
+    std::atomic<uint32_t> next_id_{1};
+    std::atomic<uint64_t> next_chain_{1};
+    mutable std::mutex ctx_mu_;
+    std::unordered_map<uint32_t, std::shared_ptr<ContextState>> contexts_;
+    // Direct children's processes (broker thread only).
+    std::unordered_map<uint32_t, std::shared_ptr<Connection>> children_;
+    std::unordered_map<uint32_t, std::shared_ptr<Connection>> connecting_;
+    TimerPtr shutdown_timer_;
+    double shutdown_deadline_ = 0;
+
+    std::mutex pending_mu_;
+    std::unordered_map<uint32_t, std::shared_ptr<PendingCall>> pending_;
+    uint32_t next_handle_ = kFirstDynamicHandle;
+
+    std::atomic<int> level_{20};
+    std::mutex log_mu_;
+    std::condition_variable log_cv_;
+    std::deque<LogRecord> logs_;
+    int log_efd_ = -1;
+    std::atomic<uint64_t> dropped_logs_{0};
+
+    std::mutex image_mu_;
+    std::shared_ptr<AgentImage> image_;
+    uint32_t next_id_block_ = 1u << 30;  // ids handed to agents that ask
+};
+
+// Where the master finds spore-agent: option, $SPORE_AGENT_PATH, install path.
+std::string default_agent_path();
+
+}  // namespace spore

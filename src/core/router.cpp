@@ -1,0 +1,322 @@
+#include "core/router.h"
+
+#include <algorithm>
+
+#include "spore/spore.h"
+
+namespace spore {
+
+Router::Router(Loop &loop) : loop_(loop) {
+    set_handler(kHandleAddRoute, Policy::kImmediateChild,
+                [this](Message &&m, const StreamPtr &in) { handle_add_route(std::move(m), in); });
+    set_handler(kHandleDelRoute, Policy::kImmediateChild,
+                [this](Message &&m, const StreamPtr &in) { handle_del_route(std::move(m), in); });
+}
+
+void Router::set_identity(uint32_t id, std::vector<uint32_t> parent_ids, std::string name) {
+    id_ = id;
+    parent_ids_ = std::move(parent_ids);
+    name_ = std::move(name);
+}
+
+Limits Router::limits() const {
+    std::lock_guard<std::mutex> lk(mu_);
+    return limits_;
+}
+
+void Router::set_limits(const Limits &l) {
+    std::lock_guard<std::mutex> lk(mu_);
+    limits_ = l;
+}
+
+void Router::set_parent(const StreamPtr &s) {
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        parent_ = s;
+    }
+    s->set_toward_parent(true);
+    s->on_message([this, w = std::weak_ptr<Stream>(s)](Stream &, Message &&m) {
+        if (auto sp = w.lock()) dispatch(std::move(m), sp);
+    });
+    s->on_close([this](Stream &st, const std::string &reason) { on_stream_closed(st, reason); });
+}
+
+Router::StreamPtr Router::parent() const {
+    std::lock_guard<std::mutex> lk(mu_);
+    return parent_;
+}
+
+void Router::attach_child(const StreamPtr &s) {
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        children_.push_back(s);
+    }
+    s->on_message([this, w = std::weak_ptr<Stream>(s)](Stream &, Message &&m) {
+        if (auto sp = w.lock()) dispatch(std::move(m), sp);
+    });
+    s->on_close([this](Stream &st, const std::string &reason) { on_stream_closed(st, reason); });
+    add_route(s->remote_id(), s);
+}
+
+bool Router::has_parent_authority(uint32_t auth_id) const {
+    if (auth_id == id_) return true;
+    return std::find(parent_ids_.begin(), parent_ids_.end(), auth_id) != parent_ids_.end();
+}
+
+bool Router::add_route(uint32_t id, const StreamPtr &via) {
+    if (has_parent_authority(id)) return false;  // self or an ancestor
+    std::lock_guard<std::mutex> lk(mu_);
+    if (routes_.count(id)) return false;
+    routes_[id] = via;
+    ids_by_stream_[via.get()].insert(id);
+    return true;
+}
+
+Router::StreamPtr Router::route_for(uint32_t id) const {
+    std::lock_guard<std::mutex> lk(mu_);
+    auto it = routes_.find(id);
+    if (it != routes_.end()) return it->second;
+    return parent_;
+}
+
+bool Router::has_route(uint32_t id) const {
+    std::lock_guard<std::mutex> lk(mu_);
+    return routes_.count(id) != 0;
+}
+
+std::vector<uint32_t> Router::ids_behind(const Stream *s) const {
+    std::lock_guard<std::mutex> lk(mu_);
+    auto it = ids_by_stream_.find(s);
+    if (it == ids_by_stream_.end()) return {};
+    return {it->second.begin(), it->second.end()};
+}
+
+std::vector<Router::StreamPtr> Router::child_streams() const {
+    std::lock_guard<std::mutex> lk(mu_);
+    return children_;
+}
+
+int Router::send(const Message &m) {
+    StreamPtr s;
+    uint64_t max;
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        auto it = routes_.find(m.h.dst_id);
+        s = it != routes_.end() ? it->second : parent_;
+        max = limits_.max_message_size;
+    }
+    if (m.wire_size() > max) return SPORE_ETOOBIG;
+    if (!s) return SPORE_ENOROUTE;
+    return s->send(m) ? SPORE_OK : SPORE_EDISCONNECTED;
+}
+
+void Router::set_handler(uint32_t handle, Policy policy, Handler fn) {
+    handlers_[handle] = HandlerEntry{policy, std::move(fn)};
+}
+
+std::string Router::error_json(const ErrorInfo &e) {
+    Json j = json_object();
+    cJSON_AddStringToObject(j.get(), "code", error_code_name(e.code));
+    cJSON_AddStringToObject(j.get(), "message", e.message.c_str());
+    if (!e.remote_type.empty()) cJSON_AddStringToObject(j.get(), "type", e.remote_type.c_str());
+    if (!e.context.empty()) cJSON_AddStringToObject(j.get(), "context", e.context.c_str());
+    if (!e.function.empty()) cJSON_AddStringToObject(j.get(), "function", e.function.c_str());
+    return json_print(j.get());
+}
+
+ErrorInfo Router::parse_error_json(const std::string &json) {
+    ErrorInfo e;
+    std::string err;
+    Json j = json_parse(json, kDefaultMaxJsonDepth, &err);
+    if (!j || !cJSON_IsObject(j.get())) {
+        e.code = SPORE_EPROTO;
+        e.message = "malformed error reply: " + err;
+        return e;
+    }
+    std::string code = json_str(j.get(), "code");
+    e.code = error_code_from_name(code.c_str());
+    if (e.code == SPORE_OK) e.code = SPORE_EUNKNOWN;
+    e.message = json_str(j.get(), "message");
+    e.remote_type = json_str(j.get(), "type");
+    e.context = json_str(j.get(), "context");
+    e.function = json_str(j.get(), "function");
+    return e;
+}
+
+void Router::send_dead(const Header &orig, int code, const std::string &why) {
+    // Never answer an error with an error, and never answer what wants no answer.
+    if (orig.reply_to == 0 || (orig.flags & kFlagError)) return;
+    Message d;
+    d.h.dst_id = orig.src_id;
+    d.h.src_id = id_;
+    d.h.auth_id = id_;
+    d.h.handle = orig.reply_to;
+    d.h.flags = kFlagError;
+    ErrorInfo e;
+    e.code = code;
+    e.message = why;
+    e.context = name_;
+    d.json = error_json(e);
+    if (orig.src_id == id_) {
+        // A local sender: deliver without touching a stream.
+        auto self_stream = StreamPtr();
+        loop_.post([this, d = std::move(d)]() mutable {
+            if (reply_handler_) reply_handler_(std::move(d), nullptr);
+        });
+        return;
+    }
+    send(d);
+}
+
+void Router::drop(const Message &m, const Stream &ingress, const std::string &why) {
+    log(SPORE_LOG_WARNING, "dropped message on stream " + ingress.name() + " (src " + std::to_string(m.h.src_id) +
+                               ", auth " + std::to_string(m.h.auth_id) + ", dst " + std::to_string(m.h.dst_id) +
+                               ", handle " + std::to_string(m.h.handle) + "): " + why);
+}
+
+void Router::dispatch(Message &&m, const StreamPtr &ingress) {
+    // Reverse-path filter: a message must arrive on the stream that leads
+    // back to the context it claims to come from and act for.
+    if (route_for(m.h.src_id) != ingress) return drop(m, *ingress, "source id does not live behind this stream");
+    if (m.h.auth_id != m.h.src_id && route_for(m.h.auth_id) != ingress)
+        return drop(m, *ingress, "authority id does not live behind this stream");
+
+    if (m.h.dst_id == id_) {
+        if (m.h.handle >= kFirstDynamicHandle) {
+            if (reply_handler_) reply_handler_(std::move(m), ingress);
+            else drop(m, *ingress, "no reply handler");
+            return;
+        }
+        auto it = handlers_.find(m.h.handle);
+        if (it == handlers_.end()) {
+            drop(m, *ingress, "no handler for this handle");
+            send_dead(m.h, SPORE_EPROTO,
+                      "context " + name_ + " has no handler for handle " + std::to_string(m.h.handle));
+            return;
+        }
+        bool allowed = true;
+        switch (it->second.policy) {
+        case Policy::kAny: break;
+        case Policy::kParentAuthority: allowed = has_parent_authority(m.h.auth_id); break;
+        case Policy::kImmediateChild: allowed = m.h.src_id == ingress->remote_id() && !ingress->toward_parent(); break;
+        }
+        if (!allowed) {
+            drop(m, *ingress, "refused by policy");
+            send_dead(m.h, SPORE_EREFUSED,
+                      "refused by policy: context " + std::to_string(m.h.src_id) + " may not use handle " +
+                          std::to_string(m.h.handle) + " in " + name_);
+            return;
+        }
+        it->second.fn(std::move(m), ingress);
+        return;
+    }
+
+    // Forwarding.
+    StreamPtr out = route_for(m.h.dst_id);
+    if (!out || out == ingress) {
+        send_dead(m.h, SPORE_ENOROUTE,
+                  "no route to context " + std::to_string(m.h.dst_id) + " from " + name_);
+        return;
+    }
+    if (unidirectional_ && !ingress->toward_parent() && !out->toward_parent()) {
+        drop(m, *ingress, "unidirectional routing forbids child-to-child forwarding");
+        send_dead(m.h, SPORE_EREFUSED,
+                  "routing mode prevents forwarding from context " + std::to_string(m.h.src_id) + " to context " +
+                      std::to_string(m.h.dst_id) + " via " + name_);
+        return;
+    }
+    if (!out->send(m))
+        send_dead(m.h, SPORE_EDISCONNECTED, "context " + std::to_string(m.h.dst_id) + " is disconnected");
+}
+
+void Router::handle_add_route(Message &&m, const StreamPtr &ingress) {
+    std::string err;
+    Json j = json_parse(m.json, kDefaultMaxJsonDepth, &err);
+    int64_t id = j ? json_int(j.get(), "id", -1) : -1;
+    if (id <= 0 || id > int64_t(UINT32_MAX)) return drop(m, *ingress, "malformed add-route");
+    if (!add_route(uint32_t(id), ingress)) return drop(m, *ingress, "add-route for an id that is taken");
+    if (auto p = parent()) {
+        Message up;
+        up.h.dst_id = parent_ids_.empty() ? 0 : parent_ids_.front();
+        up.h.src_id = id_;
+        up.h.auth_id = id_;
+        up.h.handle = kHandleAddRoute;
+        up.json = std::move(m.json);
+        p->send(up);
+    }
+}
+
+void Router::handle_del_route(Message &&m, const StreamPtr &ingress) {
+    std::string err;
+    Json j = json_parse(m.json, kDefaultMaxJsonDepth, &err);
+    int64_t id = j ? json_int(j.get(), "id", -1) : -1;
+    if (id <= 0 || id > int64_t(UINT32_MAX)) return drop(m, *ingress, "malformed del-route");
+    std::string reason = j ? json_str(j.get(), "reason", "disconnected") : "disconnected";
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        auto it = routes_.find(uint32_t(id));
+        if (it == routes_.end() || it->second != ingress) {
+            return;  // not ours to delete (or already gone)
+        }
+        routes_.erase(it);
+        ids_by_stream_[ingress.get()].erase(uint32_t(id));
+    }
+    if (on_route_lost_) on_route_lost_(uint32_t(id), reason);
+    if (auto p = parent()) {
+        Message up;
+        up.h.dst_id = parent_ids_.empty() ? 0 : parent_ids_.front();
+        up.h.src_id = id_;
+        up.h.auth_id = id_;
+        up.h.handle = kHandleDelRoute;
+        up.json = std::move(m.json);
+        p->send(up);
+    }
+}
+
+void Router::on_stream_closed(Stream &s, const std::string &reason) {
+    std::vector<uint32_t> gone;
+    StreamPtr keep;
+    bool was_parent = false;
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        auto it = ids_by_stream_.find(&s);
+        if (it != ids_by_stream_.end()) {
+            gone.assign(it->second.begin(), it->second.end());
+            ids_by_stream_.erase(it);
+        }
+        for (uint32_t id : gone) routes_.erase(id);
+        for (auto c = children_.begin(); c != children_.end(); ++c) {
+            if (c->get() == &s) {
+                keep = *c;
+                children_.erase(c);
+                break;
+            }
+        }
+        if (parent_.get() == &s) {
+            was_parent = true;
+            keep = parent_;
+        }
+    }
+    if (was_parent) {
+        if (on_parent_lost_) on_parent_lost_(reason);
+        return;
+    }
+    for (uint32_t id : gone) {
+        if (on_route_lost_) on_route_lost_(id, reason);
+        if (auto p = parent()) {
+            Message up;
+            up.h.dst_id = parent_ids_.empty() ? 0 : parent_ids_.front();
+            up.h.src_id = id_;
+            up.h.auth_id = id_;
+            up.h.handle = kHandleDelRoute;
+            Json j = json_object();
+            cJSON_AddNumberToObject(j.get(), "id", id);
+            cJSON_AddStringToObject(j.get(), "reason", reason.c_str());
+            up.json = json_print(j.get());
+            p->send(up);
+        }
+    }
+    if (keep && on_child_closed_) on_child_closed_(keep, reason);
+}
+
+}  // namespace spore
