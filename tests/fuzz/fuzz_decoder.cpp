@@ -3,7 +3,9 @@
 // Build (see tests/fuzz/make_corpus.py for the seed corpus):
 //   clang++ -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Isrc \
 //       src/core/frame.cpp src/core/json.cpp tests/fuzz/fuzz_decoder.cpp -lcjson -o fuzz_decoder
-//   ./fuzz_decoder -max_len=65536 -malloc_limit_mb=16 corpus-copy/
+//   cp -r tests/fuzz/corpus /tmp/corpus-copy   # so the repo corpus does not grow
+//   UBSAN_OPTIONS=halt_on_error=1 ./fuzz_decoder -max_len=65536 -malloc_limit_mb=16 /tmp/corpus-copy
+// (halt_on_error makes undefined behaviour fatal instead of a printed warning.)
 //
 // The input is the byte stream itself (so corpus files are plain frames). A
 // PRNG seeded from a hash of the input picks the limits and how the stream is
