@@ -116,7 +116,7 @@ void check_spawn(int rc) {
 struct Child {
     pid_t pid;
     Services &svc;
-    bool reaped = false, status_known = false;
+    bool registered = false, reaped = false, status_known = false;
     int status = 0;
 
     ~Child() {
@@ -134,7 +134,7 @@ struct Child {
         reaped = true;
         status_known = r == pid;
         status = st;
-        svc.unregister_process(pid);
+        if (registered) svc.unregister_process(pid);
         return true;
     }
 };
@@ -285,8 +285,9 @@ void proc_run(const CallRequest &req, CallReply &reply, Services &svc) {
                      std::string(req.function) + ": cannot execute '" + argv[0] +
                          "': " + errno_text(rc) + " (errno " + std::to_string(rc) + ")");
     }
+    Child child{pid, svc};  // from here on the child is always killed/reaped
     svc.register_process(pid);
-    Child child{pid, svc};
+    child.registered = true;
     in_rd.reset();
     out_wr.reset();
     err_wr.reset();

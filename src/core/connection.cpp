@@ -53,7 +53,7 @@ void Connection::start() {
     try {
         if (method->name != "fork") {
             auto img = image_fn_();
-            in.first_stage = first_stage_script(img->sha256(), req_.agent_cache, agent_args);
+            in.first_stage = first_stage_script(img->sha256(), req_.agent_cache, agent_args, req_.agent_compress);
         }
         spec = method->build(in);
     } catch (const Error &e) {
@@ -173,7 +173,7 @@ void Connection::handle_line(const std::string &raw_line, bool &hello_seen) {
     std::string line = raw_line;
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.rfind(kReadyMarker, 0) == 0) {
-        send_image(line.find(" gz") != std::string::npos && req_.agent_compress);
+        send_image(line.find(" gz") != std::string::npos);
         return;
     }
     if (line.rfind(kHelloMarker, 0) == 0) {

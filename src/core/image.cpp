@@ -80,7 +80,7 @@ std::string shell_quote(const std::string &word) {
     return out;
 }
 
-std::string first_stage_script(const std::string &sha256, bool cache, const std::string &agent_args) {
+std::string first_stage_script(const std::string &sha256, bool cache, const std::string &agent_args, bool compress) {
     // Kept short and strictly POSIX: it runs under dash, bash, busybox sh.
     // x: run a cached agent from dir $1 if that dir is ours and the file is
     //    executable there (test -x fails on noexec mounts).
@@ -97,12 +97,13 @@ std::string first_stage_script(const std::string &sha256, bool cache, const std:
     if (cache) {
         s += "for d in /dev/shm /tmp /var/tmp;do x \"$d/spore-$U\";done\n";
     }
-    s += "if command -v gzip >/dev/null 2>&1;then Z=gz;else Z=raw;fi\n";
+    if (compress) s += "if command -v gzip >/dev/null 2>&1;then Z=gz;else Z=raw;fi\n";
+    else s += "Z=raw\n";
     s += "echo SPORE-READY $Z;read N||exit 1;G=\n";
     s += "for d in \"$D1\" \"$D2\" /dev/shm/spore-$U /tmp/spore-$U /var/tmp/spore-$U;do\n";
     s += " p \"$d\"||continue;t=\"$d/.spore-agent-$H.$$\"\n";
     s += " if [ -z \"$G\" ];then\n";
-    s += "  if [ $Z = gz ];then head -c \"$N\"|gzip -dc >\"$t\";else head -c \"$N\" >\"$t\";fi||{ rm -f \"$t\";continue; }\n";
+    s += "  if [ $Z = gz ];then head -c \"$N\"|gzip -dc >\"$t\";else head -c \"$N\" >\"$t\";fi||{ rm -f \"$t\";echo \"spore: cannot receive the agent image\" >&2;exit 1; }\n";
     s += "  G=$t\n";
     s += "  if command -v sha256sum >/dev/null 2>&1;then set -- $(sha256sum \"$t\");[ \"$1\" = \"$H\" ]||{ rm -f \"$t\";echo \"spore: agent image hash mismatch\" >&2;exit 1; };fi\n";
     s += " else cp \"$G\" \"$t\" 2>/dev/null||{ rm -f \"$t\";continue; };fi\n";

@@ -33,7 +33,10 @@ std::string gzip_compress(const std::string &data);
 // The POSIX sh first stage (DESIGN §4): runs a cached agent named by its
 // hash, or receives the image on stdin, checks it and runs it.
 // agent_args are appended to the agent's argv (already safe words).
-std::string first_stage_script(const std::string &sha256, bool cache, const std::string &agent_args);
+// With compress false the script asks for the raw image even when the target
+// has gzip.
+std::string first_stage_script(const std::string &sha256, bool cache, const std::string &agent_args,
+                               bool compress = true);
 
 // Quotes a word for a POSIX shell (single quotes).
 std::string shell_quote(const std::string &word);

@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "agent/builtins.h"
@@ -523,6 +524,26 @@ TEST_F(Builtins, RunLeaksNoDescriptors) {
     call("proc.run", R"({"argv":["sleep","5"],"timeout_ms":50})");
     call_err("proc.run", R"({"argv":["nosuchprog"]})");
     EXPECT_EQ(count_fds(), before);
+}
+
+TEST_F(Builtins, RunConcurrentlyFromWorkerThreads) {
+    // Blocking built-ins run on several worker threads at once.
+    std::vector<std::thread> threads;
+    std::vector<std::string> outs(6), errs(6);
+    for (int t = 0; t < 6; ++t)
+        threads.emplace_back([&, t] {
+            std::string input(300000 + t, char('a' + t));
+            CallReply r = sh("cat; echo err" + std::to_string(t) + " >&2", "", input);
+            outs[size_t(t)] = str(r, "stdout");
+            errs[size_t(t)] = str(r, "stderr");
+            call("sys.info");
+        });
+    for (std::thread &th : threads) th.join();
+    for (int t = 0; t < 6; ++t) {
+        EXPECT_EQ(outs[size_t(t)], std::string(300000 + t, char('a' + t)));
+        EXPECT_EQ(errs[size_t(t)], "err" + std::to_string(t) + "\n");
+    }
+    EXPECT_EQ(svc.registered.size(), 6u);
 }
 
 TEST_F(Builtins, RunChildSeesDefaultSignalsAndOwnGroup) {

@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""Turns the raw output of a benchmark suite into its report (scripts/bench).
+
+usage: report.py SUITE JSON_OUT OURS_RAW [BASELINE_RAW]
+
+OURS_RAW and BASELINE_RAW hold lines "sample <metric> <unit> <v>..." and
+"info <metric> <key> <value>" (see tests/bench/core_bench.c and
+tests/bench/mitogen_baseline.py). Prints one line per metric,
+    <name> <median> <unit>[ baseline=<median> ratio=<ours/baseline>][ key=value...]
+then "#" comment lines (goals, notes), and writes JSON_OUT: an object
+metric -> {median, unit, baseline?, ratio?, samples, goal, ...}.
+Python 3 standard library only.
+"""
+import json
+import os
+import statistics
+import sys
+
+# metric -> (goal text, comparison, goal value, baseline metric, note)
+# comparison: "<=" lower is better, ">=" higher is better, None: no goal.
+SUITES = {
+    "core": [
+        ("connect_first_call", "<=", 5.0, "connect_first_call",
+         "local connect (cached agent) + first sys.ping"),
+        ("connect_first_contact", None, None, None,
+         "local connect + first sys.ping with an empty agent cache (image sent)"),
+        ("connect_first_contact_later", None, None, None,
+         "as connect_first_contact, into a second empty cache, from a router that already compressed the image"),
+        ("floor_sh_spawn", None, None, None,
+         "floor: posix_spawn of `/bin/sh -c true` + waitpid"),
+        ("call_rtt", "<=", 30.0, "call_rtt",
+         "blocking sys.ping round trip"),
+        ("call_rtt_1cpu", None, None, None,
+         "as call_rtt with the caller, the I/O thread and the agent pinned to CPU 0"),
+        ("floor_pipe_rtt", None, None, None,
+         "floor: 1-byte ping-pong over two pipes between two processes"),
+        ("floor_pipe_rtt_1cpu", None, None, None,
+         "floor: as floor_pipe_rtt, both processes pinned to CPU 0"),
+        ("floor_pipe_rtt_2cpu", None, None, None,
+         "floor: as floor_pipe_rtt, the processes pinned to CPUs 0 and 1"),
+        ("pipelined_async", ">=", 300000.0, "pipelined_async",
+         "N spore_call_async(sys.ping), then spore_call_wait of all"),
+        ("pipelined_chain", ">=", 300000.0, "pipelined_async",
+         "chain of N-1 no-reply sys.ping + one blocking step"),
+        ("echo_1mib", ">=", 600.0, "echo_1mib",
+         "sys.echo of 1 MiB binary; MB/s = 1 MiB / (round trip / 2), MB = 10^6 B"),
+        ("floor_pipe_echo_1mib", None, None, None,
+         "floor: 1 MiB through a pipe to a child echoing it back, same MB/s formula"),
+        ("contexts_concurrent", "<=", 300.0, "contexts_concurrent",
+         "100 local contexts opened at once from 100 threads"),
+        ("agent_rss", "<=", 4.0, "agent_rss",
+         "VmRSS of an idle agent after a few calls"),
+    ],
+}
+
+
+def parse(path):
+    samples, units, infos = {}, {}, {}
+    if not path or not os.path.exists(path):
+        return samples, units, infos
+    with open(path) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 4 and parts[0] == "sample":
+                metric, unit = parts[1], parts[2]
+                samples.setdefault(metric, []).extend(float(v) for v in parts[3:])
+                units[metric] = unit
+            elif len(parts) >= 4 and parts[0] == "info":
+                infos.setdefault(parts[1], {})[parts[2]] = " ".join(parts[3:])
+    return samples, units, infos
+
+
+def fmt(v):
+    if v >= 1000:
+        return "%.0f" % v
+    if v >= 100:
+        return "%.1f" % v
+    if v >= 10:
+        return "%.2f" % v
+    return "%.3g" % v
+
+
+def num(s):
+    try:
+        return int(s)
+    except ValueError:
+        try:
+            return float(s)
+        except ValueError:
+            return s
+
+
+def main():
+    if len(sys.argv) not in (4, 5):
+        print(__doc__, file=sys.stderr)
+        return 2
+    suite, out_json, ours_raw = sys.argv[1:4]
+    base_raw = sys.argv[4] if len(sys.argv) == 5 else None
+    ours, units, infos = parse(ours_raw)
+    base, base_units, base_infos = parse(base_raw)
+
+    results, comments, missing = {}, [], []
+    for name, cmp, goal, base_name, note in SUITES[suite]:
+        if name not in ours:
+            missing.append(name)
+            continue
+        vals = ours[name]
+        med = statistics.median(vals)
+        unit = units[name]
+        entry = {"median": med, "unit": unit, "samples": vals, "note": note,
+                 "goal": ("%s %s %s" % (cmp, fmt(goal), unit)) if cmp else None}
+        line = "%s %s %s" % (name, fmt(med), unit)
+        if base_name and base_name in base:
+            bmed = statistics.median(base[base_name])
+            entry["baseline"] = bmed
+            entry["baseline_samples"] = base[base_name]
+            entry["baseline_source"] = "mitogen " + base_infos.get("mitogen", {}).get("version", "?")
+            entry["ratio"] = med / bmed if bmed else None
+            line += " baseline=%s ratio=%s" % (fmt(bmed), ("%.3g" % entry["ratio"]) if bmed else "inf")
+            if base_infos.get(base_name, {}).get("extrapolated"):
+                entry["baseline_note"] = "extrapolated: " + base_infos[base_name]["extrapolated"]
+                comments.append("# %s baseline extrapolated: Mitogen %s" % (name, base_infos[base_name]["extrapolated"]))
+        if name in infos:
+            entry["info"] = {k: num(v) for k, v in infos[name].items()}
+            for k, v in infos[name].items():
+                line += " %s=%s" % (k, v)
+        if cmp:
+            met = med <= goal if cmp == "<=" else med >= goal
+            entry["goal_met"] = met
+            comments.append("# goal %s %s %s %s: %s" % (name, cmp, fmt(goal), unit, "met" if met else "MISSED"))
+        lo, hi = min(vals), max(vals)
+        if len(vals) > 2 and lo > 0 and hi / lo > 2.0:
+            comments.append("# %s: runs spread from %s to %s %s (CPU placement or machine load; see docs/benchmarks.md)"
+                            % (name, fmt(lo), fmt(hi), unit))
+        results[name] = entry
+        print(line)
+    sys.stdout.flush()
+    for c in comments:
+        print(c)
+    if not base:
+        print("# no Mitogen baseline in this run (see the note above)")
+    for m in missing:
+        print("# metric %s: no measurement" % m)
+    os.makedirs(os.path.dirname(os.path.abspath(out_json)), exist_ok=True)
+    with open(out_json, "w") as f:
+        json.dump(results, f, indent=2, sort_keys=True)
+        f.write("\n")
+    print("# written %s" % out_json)
+    return 1 if missing else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
