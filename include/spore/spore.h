@@ -138,8 +138,11 @@ SPORE_EXTERN(int) spore_router_new(spore_router **out, const spore_options *opts
 /** Shuts down every context (SHUTDOWN message, then SIGTERM, then SIGKILL),
  *  fails every pending call with SPORE_ESHUTDOWN, joins the I/O thread and
  *  drops the caller's reference. Objects still held (contexts, calls, results)
- *  stay valid to free afterwards. NULL is a no-op. Must not be called from
- *  two threads for the same router. */
+ *  stay valid to free afterwards. Threads blocked in spore_router_next_log on
+ *  this router are woken (SPORE_ESHUTDOWN) and have left it when this returns,
+ *  so a log thread may be stopped this way; no other function may be called
+ *  with the router once spore_router_free has started. NULL is a no-op. Must
+ *  not be called from two threads for the same router. */
 SPORE_EXTERN(void) spore_router_free(spore_router *router) SPORE_NOEXCEPT;
 
 /** Sets the minimum level of records forwarded to this router and pushes it
@@ -148,7 +151,9 @@ SPORE_EXTERN(void) spore_router_free(spore_router *router) SPORE_NOEXCEPT;
 SPORE_EXTERN(int) spore_router_set_log_level(spore_router *router, int level) SPORE_NOEXCEPT;
 
 /** Takes the next forwarded log record, waiting up to timeout_ms (0: do not
- *  wait, -1: wait forever). *out is freed with spore_log_record_free.
+ *  wait, -1: wait forever). Records of output lines (loggers "stdout" and
+ *  "stderr" of proc.run with "stream") are only produced while the level is
+ *  SPORE_LOG_INFO or lower: filtered records are never sent. *out is freed with spore_log_record_free.
  *  @return SPORE_OK, SPORE_ETIMEDOUT (none arrived), SPORE_ESHUTDOWN (router
  *  freed and queue empty), SPORE_EINVAL. */
 SPORE_EXTERN(int) spore_router_next_log(spore_router *router, spore_log_record **out,

@@ -1,6 +1,7 @@
 #include "agent/agent.h"
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <signal.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -13,6 +14,8 @@
 
 namespace spore::agent {
 namespace {
+
+constexpr size_t kLargeMessage = 256 * 1024;
 
 double now_seconds() {
     timeval tv;
@@ -118,9 +121,17 @@ int Agent::run(int parent_in, int parent_out) {
         });
     });
 
+    arm_trim();
     loop_.run();
     final_cleanup();
     return 0;
+}
+
+void Agent::arm_trim() {
+    trim_timer_ = std::make_unique<Timer>(loop_, 1.0, [this] {
+        if (heap_dirty_.exchange(false)) malloc_trim(0);
+        arm_trim();
+    });
 }
 
 void Agent::on_init(Message &&m) {
@@ -189,6 +200,7 @@ void Agent::on_call(Message &&m) {
         job.args.reset(args ? args : cJSON_CreateObject());
     }
     job.msg = std::move(m);
+    if (job.msg.bin.size() >= kLargeMessage) heap_dirty_.store(true);
     if (!body || job.fn.empty() || !cJSON_IsObject(job.args.get())) {
         ErrorInfo e{SPORE_EPROTO, "malformed call message: " + (err.empty() ? "missing fn or args" : err), "",
                     context_name(), job.fn};
@@ -299,6 +311,7 @@ void Agent::reply(const Message &req, CallReply &&r, const ErrorInfo *err) {
         m.json = r.result ? json_print(r.result.get()) : "null";
         m.bin = std::move(r.data);
     }
+    if (m.bin.size() >= kLargeMessage) heap_dirty_.store(true);
     int rc = router_.send(m);
     if (rc == SPORE_ETOOBIG) {
         ErrorInfo e{SPORE_ETOOBIG,
@@ -353,7 +366,7 @@ void Agent::internal_connect(Job &&job) {
             const auto &rq = conn->request();
             children_[rq.id] = conn;
             auto stream = conn->stream();
-            conn->on_stderr_line([this](const std::string &line) { log(SPORE_LOG_INFO, "stderr", line); });
+            conn->on_stderr_line([this](const std::string &line) { log(SPORE_LOG_INFO, "spore.agent.stderr", line); });
             // Route first, announce upward, then configure the child: every
             // ancestor learns the route before any reply from behind it.
             router_.attach_child(stream);
@@ -458,14 +471,14 @@ void Agent::setup_output_capture() {
         loop_.base(), out_r_, EV_READ | EV_PERSIST,
         [](evutil_socket_t fd, short, void *arg) {
             auto *a = static_cast<Agent *>(arg);
-            a->forward_output(fd, a->out_buf_, "stdout", a->out_ev_);
+            a->forward_output(fd, a->out_buf_, "spore.agent.stdout", a->out_ev_);
         },
         this));
     err_ev_.reset(event_new(
         loop_.base(), err_r_, EV_READ | EV_PERSIST,
         [](evutil_socket_t fd, short, void *arg) {
             auto *a = static_cast<Agent *>(arg);
-            a->forward_output(fd, a->err_buf_, "stderr", a->err_ev_);
+            a->forward_output(fd, a->err_buf_, "spore.agent.stderr", a->err_ev_);
         },
         this));
     event_add(out_ev_.get(), nullptr);

@@ -84,6 +84,11 @@ private:
     std::mutex image_mu_;
     bool shutting_down_ = false;
     TimerPtr shutdown_timer_;
+    // Set when a large message passed; a periodic timer then returns free
+    // heap pages to the system, so an idle agent stays small.
+    std::atomic<bool> heap_dirty_{false};
+    TimerPtr trim_timer_;
+    void arm_trim();
     // stdout/stderr of the agent itself (and of anything that inherits them)
     int out_r_ = -1, err_r_ = -1;
     EventPtr out_ev_, err_ev_;

@@ -1,6 +1,7 @@
 // spore-agent: started by the first stage (or by a parent agent for fork)
 // with its parent stream on stdin/stdout.
 #include <fcntl.h>
+#include <malloc.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -30,6 +31,9 @@ int main(int argc, char **argv) {
         }
     }
     signal(SIGPIPE, SIG_IGN);
+    // Worker threads share two malloc arenas instead of one each: a burst of
+    // 50 concurrent calls must not leave 50 arenas resident.
+    mallopt(M_ARENA_MAX, 2);
     // Move the parent stream off fds 0/1 so they can be given to children.
     int in = fcntl(0, F_DUPFD_CLOEXEC, 3);
     int out = fcntl(1, F_DUPFD_CLOEXEC, 3);

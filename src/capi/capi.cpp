@@ -1,6 +1,8 @@
 // The extern "C" layer: argument checks, the exception firewall and the
 // thread-local last error. Everything else lives in the core.
+#include <atomic>
 #include <cstdlib>
+#include <thread>
 #include <cstring>
 #include <new>
 #include <string>
@@ -15,6 +17,9 @@ using spore::ErrorInfo;
 
 struct spore_router {
     std::shared_ptr<spore::Master> m;
+    // Threads inside spore_router_next_log: spore_router_free wakes them and
+    // waits for them to leave before the handle goes away.
+    std::atomic<int> log_waiters{0};
 };
 struct spore_options {
     spore::Json j;
@@ -198,6 +203,7 @@ void spore_router_free(spore_router *router) noexcept {
         router->m->close();
     } catch (...) {
     }
+    while (router->log_waiters.load() > 0) std::this_thread::yield();
     delete router;
 }
 
@@ -214,7 +220,15 @@ int spore_router_next_log(spore_router *router, spore_log_record **out, int time
         SPORE_REQUIRE(router && out, "spore_router_next_log: router and out are required");
         *out = nullptr;
         spore::LogRecord r;
-        int rc = router->m->next_log(r, timeout_ms);
+        router->log_waiters.fetch_add(1);
+        int rc;
+        try {
+            rc = router->m->next_log(r, timeout_ms);
+        } catch (...) {
+            router->log_waiters.fetch_sub(1);
+            throw;
+        }
+        router->log_waiters.fetch_sub(1);
         if (rc == SPORE_ETIMEDOUT) return set_error(rc, "no log record arrived within " + std::to_string(timeout_ms) + " ms");
         if (rc != SPORE_OK) return set_error(rc, "the router was freed and no log records remain");
         auto rec = std::make_unique<spore_log_record>();

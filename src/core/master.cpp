@@ -1,6 +1,7 @@
 #include "core/master.h"
 
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/time.h>
@@ -20,6 +21,11 @@
 
 namespace spore {
 namespace {
+
+const int kSpinMicros = [] {
+    const char *e = std::getenv("SPORE_SPIN_US");
+    return e ? std::atoi(e) : 75;
+}();
 
 double now_seconds() {
     timeval tv;
@@ -55,6 +61,7 @@ void PendingCall::complete(ErrorInfo err, std::string json, std::string bin) {
     std::lock_guard<std::mutex> lk(mu_);
     if (done_) return;
     done_ = true;
+    done_flag_.store(true, std::memory_order_release);
     err_ = std::move(err);
     json_ = std::move(json);
     bin_ = std::move(bin);
@@ -67,6 +74,15 @@ void PendingCall::complete(ErrorInfo err, std::string json, std::string bin) {
 }
 
 bool PendingCall::wait(int timeout_ms) {
+    // A reply usually comes within tens of microseconds. Yielding for a short
+    // while before sleeping saves the wake-up of a sleeping thread, which on
+    // small VMs costs as much as the whole round trip; sched_yield keeps the
+    // CPU available to the broker thread and the agent if they share it.
+    if (timeout_ms != 0 && !done_flag_.load(std::memory_order_acquire)) {
+        auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(kSpinMicros);
+        while (!done_flag_.load(std::memory_order_acquire) && std::chrono::steady_clock::now() < until)
+            sched_yield();
+    }
     std::unique_lock<std::mutex> lk(mu_);
     if (timeout_ms < 0) {
         cv_.wait(lk, [this] { return done_; });
@@ -359,7 +375,7 @@ std::shared_ptr<ContextState> Master::connect(const std::string &method, Json op
                 }
                 conn->on_stderr_line([this, ctx](const std::string &line) {
                     if (SPORE_LOG_INFO >= level_.load())
-                        push_log(LogRecord{ctx->id, ctx->name, "stderr", line, SPORE_LOG_INFO, now_seconds()});
+                        push_log(LogRecord{ctx->id, ctx->name, "spore.agent.stderr", line, SPORE_LOG_INFO, now_seconds()});
                 });
                 router_.attach_child(conn->stream());
                 send_init(conn->stream(), *ctx, conn->request());

@@ -63,6 +63,7 @@ private:
     mutable std::mutex mu_;
     std::condition_variable cv_;
     bool done_ = false;
+    std::atomic<bool> done_flag_{false};  // done_, readable without the lock
     ErrorInfo err_;
     std::string json_, bin_;
     int efd_ = -1;

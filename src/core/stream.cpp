@@ -90,6 +90,11 @@ bool Stream::send(const Message &m) {
 bool Stream::send_raw(std::string bytes) {
     std::unique_lock<std::mutex> lk(wmu_);
     if (closed_) return false;
+    if (corked_ && loop_.in_loop_thread()) {
+        wq_bytes_ += bytes.size();
+        wq_.push_back(std::move(bytes));
+        return true;
+    }
     if (wq_.empty()) {
         // Fast path: write straight from the calling thread.
         size_t off = 0;
@@ -246,6 +251,11 @@ void Stream::handle_read() {
     }
     if (!raw_mode_) {
         Message m;
+        corked_ = true;
+        struct Uncork {
+            Stream *s;
+            ~Uncork() { s->uncork(); }
+        } uncork_at_exit{this};
         for (;;) {
             auto st = decoder_.next(m);
             if (st == FrameDecoder::Status::kNeedMore) break;
@@ -259,6 +269,20 @@ void Stream::handle_read() {
     }
     if (eof) close("EOF");
     else if (!err.empty()) close(err);
+}
+
+void Stream::uncork() {
+    corked_ = false;
+    int err = 0;
+    std::unique_lock<std::mutex> lk(wmu_);
+    if (closed_ || wq_.empty() || wev_active_) return;
+    bool ok = flush_locked(err);
+    if (ok && !wq_.empty()) {
+        wev_active_ = true;
+        event_add(wev_.get(), nullptr);
+    }
+    lk.unlock();
+    if (!ok) close(std::string("write failed: ") + std::strerror(err));
 }
 
 void Stream::close(const std::string &reason) {

@@ -73,6 +73,7 @@ private:
     // Returns false on a fatal write error (errno_out set).
     bool flush_locked(int &errno_out);
     void request_write_event();
+    void uncork();
     ssize_t write_fd(const void *buf, size_t len);
 
     Loop &loop_;
@@ -93,6 +94,9 @@ private:
     size_t wq_off_ = 0;       // bytes of wq_.front() already written
     size_t wq_bytes_ = 0;
     bool wev_active_ = false;  // guarded by wmu_
+    // While the loop thread dispatches a batch of messages read at once, its
+    // own writes are queued and leave in one writev at the end of the batch.
+    bool corked_ = false;      // loop thread only
     bool closed_ = false;      // guarded by wmu_
     bool close_notified_ = false;
     uint64_t bytes_in_ = 0, bytes_out_ = 0;

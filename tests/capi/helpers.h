@@ -259,6 +259,33 @@ static inline int th_wait_pid_gone(pid_t pid, double timeout_s) {
     }
 }
 
+/* The state letter of a process from /proc/<pid>/stat ('R', 'S', 'Z', ...)
+ * or 0 when there is no such process. */
+static inline char th_pid_state(pid_t pid) {
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *rp = strrchr(buf, ')');
+    return rp && rp[1] == ' ' ? rp[2] : 0;
+}
+
+/* Waits up to timeout_s for a process that is not our child to be gone:
+ * no such pid (kill(pid, 0) fails with ESRCH), or a zombie waiting for its
+ * new parent to reap it. 1 when it went. */
+static inline int th_wait_exited(pid_t pid, double timeout_s) {
+    double end = th_now() + timeout_s;
+    for (;;) {
+        if (kill(pid, 0) == -1 && errno == ESRCH) return 1;
+        if (th_pid_state(pid) == 'Z') return 1;
+        if (th_now() >= end) return 0;
+        usleep(2000);
+    }
+}
+
 /* Prints the descendants still around (for failure messages). */
 static inline void th_print_descendants(void) {
     pid_t self = getpid();
