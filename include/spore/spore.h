@@ -193,7 +193,8 @@ SPORE_EXTERN(void) spore_log_record_free(spore_log_record *rec) SPORE_NOEXCEPT;
  *         30000), "remote_name" (str shown in ps), "agent_cache" (bool,
  *         default true: keep the agent in a private cache directory),
  *         "agent_compress" (bool, default true: gzip the image when the
- *         target has gzip), "python_path" is reserved.
+ *         target has gzip). The bytes of agent image sent on first contact
+ *         are reported in a SPORE_LOG_DEBUG record (logger "spore.connect").
  *  @param via NULL to open the context from this program, or a context
  *         through which to open it (that context's agent starts the child
  *         and routes for it).

@@ -405,6 +405,7 @@ void Agent::internal_connect(Job &&job) {
             cJSON_AddNumberToObject(out.result.get(), "image_bytes", double(conn->image_bytes_sent()));
             finish_job(*shared_job, std::move(out), nullptr);
         });
+    conn->on_debug([this](const std::string &line) { log(SPORE_LOG_DEBUG, "spore.connect", line); });
     *conn_holder = conn;
     conn->start();
 }

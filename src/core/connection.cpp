@@ -200,6 +200,9 @@ void Connection::send_image(bool gz) {
     out += bytes;
     image_bytes_sent_ = bytes.size();
     stream_->send_raw(std::move(out));
+    if (on_debug_)
+        on_debug_("first contact with " + req_.name + ": sent the agent image, " + std::to_string(bytes.size()) +
+                  " bytes" + (gz ? " gzipped" : " uncompressed") + " (sha256 " + img->sha256().substr(0, 16) + "...)");
 }
 
 void Connection::read_stderr() {

@@ -50,6 +50,8 @@ public:
 
     // stderr lines after the hello.
     void on_stderr_line(LineFn fn) { on_stderr_ = std::move(fn); }
+    // Debug notes about the bootstrap (image sent, its size).
+    void on_debug(LineFn fn) { on_debug_ = std::move(fn); }
 
     // Waits for the child without blocking the loop: polls with back-off,
     // SIGTERM after term_after_s, SIGKILL after kill_after_s. on_reaped runs
@@ -79,6 +81,7 @@ private:
     ImageFn image_fn_;
     DoneFn done_;
     LineFn on_stderr_;
+    LineFn on_debug_;
     pid_t pid_ = -1;
     int exit_status_ = -1;
     std::shared_ptr<Stream> stream_;

@@ -381,6 +381,10 @@ std::shared_ptr<ContextState> Master::connect(const std::string &method, Json op
                 send_init(conn->stream(), *ctx, conn->request());
                 finish(ErrorInfo{});
             });
+        conn->on_debug([this, ctx](const std::string &line) {
+            if (SPORE_LOG_DEBUG >= level_.load())
+                push_log(LogRecord{0, "master", "spore.connect", line, SPORE_LOG_DEBUG, now_seconds()});
+        });
         connecting_[id] = conn;
         conn->start();
     });

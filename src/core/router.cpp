@@ -159,7 +159,6 @@ void Router::send_dead(const Header &orig, int code, const std::string &why) {
     d.json = error_json(e);
     if (orig.src_id == id_) {
         // A local sender: deliver without touching a stream.
-        auto self_stream = StreamPtr();
         loop_.post([this, d = std::move(d)]() mutable {
             if (reply_handler_) reply_handler_(std::move(d), nullptr);
         });

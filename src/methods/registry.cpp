@@ -15,7 +15,7 @@ const MethodInfo *find_method(std::string_view name) {
 const std::vector<CommonOption> &common_options() {
     static const std::vector<CommonOption> opts = {
         {"name", 's'},           {"connect_timeout", 'i'}, {"remote_name", 's'},
-        {"agent_cache", 'b'},    {"agent_compress", 'b'},  {"debug", 'b'},
+        {"agent_cache", 'b'},    {"agent_compress", 'b'},
     };
     return opts;
 }

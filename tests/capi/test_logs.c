@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include <cmocka.h>
+#include <pthread.h>
 
 #include "helpers.h"
 
@@ -177,6 +178,37 @@ static void test_next_log_timeouts(void **state) {
     spore_log_record_free(rec);
     TH_OK(spore_call_wait(p, NULL, 5000));
     spore_call_free(p);
+}
+
+/* A failed no-reply call is reported by its target as a WARNING record. */
+static void test_no_reply_failure_logged(void **state) {
+    struct fixture *f = *state;
+    spore_context *both[2] = {f->c, f->f};
+    for (int i = 0; i < 2; i++) {
+        double t0 = th_wall_now();
+        TH_OK(spore_call_no_reply(both[i], "fs.stat", "{\"path\":\"/nonexistent/capi-nr\"}", NULL, 0));
+        TH_OK(spore_call_no_reply(both[i], "no.such_fn", NULL, NULL, 0));
+        TH_OK(spore_call_no_reply(both[i], "fs.stat", "{}", NULL, 0));
+        const char *want[3][2] = {{"fs.stat", "/nonexistent/capi-nr"}, {"no.such_fn", "unknown function"},
+                                  {"fs.stat", "path"}};
+        for (int k = 0; k < 3; k++) {
+            spore_log_record *rec = NULL;
+            TH_OK(spore_router_next_log(f->r, &rec, 5000));
+            assert_int_equal(spore_log_record_level(rec), SPORE_LOG_WARNING);
+            assert_string_equal(spore_log_record_logger(rec), "spore.agent");
+            assert_string_equal(spore_log_record_context(rec), spore_context_name(both[i]));
+            assert_int_equal(spore_log_record_context_id(rec), spore_context_id(both[i]));
+            TH_CONTAINS(spore_log_record_message(rec), want[k][0]);
+            TH_CONTAINS(spore_log_record_message(rec), want[k][1]);
+            double t = spore_log_record_time(rec);
+            assert_true(t >= t0 - 2.0 && t <= th_wall_now() + 2.0);
+            spore_log_record_free(rec);
+        }
+    }
+    /* successful no-reply calls log nothing */
+    TH_OK(spore_call_no_reply(f->c, "sys.ping", NULL, NULL, 0));
+    spore_log_record *rec = NULL;
+    TH_ERR(spore_router_next_log(f->r, &rec, 100), SPORE_ETIMEDOUT);
 }
 
 /* Level WARNING: INFO records stop, from the local context and from the
@@ -350,17 +382,65 @@ static void test_records_outlive_router(void **state) {
     spore_log_record_free(rec);
 }
 
+/* Threads blocked in spore_router_next_log are woken with ESHUTDOWN by
+ * spore_router_free, which returns only after they left. */
+struct log_waiter {
+    spore_router *r;
+    int timeout_ms;
+    int rc;
+    volatile int returned;
+    double returned_at;
+};
+
+static void *wait_for_log(void *p) {
+    struct log_waiter *w = p;
+    spore_log_record *rec = NULL;
+    w->rc = spore_router_next_log(w->r, &rec, w->timeout_ms);
+    spore_log_record_free(rec);
+    w->returned_at = th_now();
+    w->returned = 1;
+    return NULL;
+}
+
+static void test_next_log_woken_by_router_free(void **state) {
+    struct fixture *f = *state;
+    enum { N = 3 };
+    pthread_t t[N];
+    struct log_waiter w[N];
+    for (int i = 0; i < N; i++) {
+        memset(&w[i], 0, sizeof w[i]);
+        w[i].r = f->r;
+        w[i].timeout_ms = i == 0 ? -1 : 60000;
+        assert_int_equal(pthread_create(&t[i], NULL, wait_for_log, &w[i]), 0);
+    }
+    th_sleep_ms(100);
+    for (int i = 0; i < N; i++) assert_int_equal(w[i].returned, 0);
+    double t0 = th_now();
+    spore_router_free(f->r);
+    double freed_at = th_now();
+    f->r = NULL;
+    for (int i = 0; i < N; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(w[i].rc, SPORE_ESHUTDOWN);
+        /* they had left before spore_router_free returned */
+        assert_true(w[i].returned_at <= freed_at);
+    }
+    assert_true(freed_at - t0 < 4.0 * th_time_factor());
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_streamed_output_records, setup, teardown),
         cmocka_unit_test_setup_teardown(test_log_fd_readable_while_records_wait, setup, teardown),
         cmocka_unit_test_setup_teardown(test_next_log_timeouts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_no_reply_failure_logged, setup, teardown),
         cmocka_unit_test_setup_teardown(test_set_log_level_pushed_down, setup, teardown),
         cmocka_unit_test_setup_teardown(test_set_log_level_ordered_with_later_calls, setup, teardown),
         cmocka_unit_test_setup_teardown(test_debug_level_records, setup, teardown),
         cmocka_unit_test_setup_teardown(test_router_log_level_option, setup_warning, teardown),
         cmocka_unit_test_setup_teardown(test_dropped_logs, setup_queue10, teardown),
         cmocka_unit_test_setup_teardown(test_records_outlive_router, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_next_log_woken_by_router_free, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
