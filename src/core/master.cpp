@@ -157,6 +157,9 @@ void Master::close() {
     if (closed_) return;
     closed_ = true;
     closing_.store(true);
+    // Callers learn at once that the router is going, before any context
+    // disconnects under them.
+    fail_all_pending(SPORE_ESHUTDOWN, "the router was freed");
     loop_.post([this] { shutdown_on_loop(); });
     if (thread_.joinable()) thread_.join();
     fail_all_pending(SPORE_ESHUTDOWN, "the router was freed");
@@ -507,6 +510,8 @@ void Master::on_reply(Message &&m) {
         ErrorInfo e = Router::parse_error_json(m.json);
         if (e.context.empty()) e.context = pc->context();
         if (e.function.empty()) e.function = pc->function();
+        // Every message names the context it came from.
+        if (e.message.find(e.context) == std::string::npos) e.message = e.context + ": " + e.message;
         pc->complete(std::move(e), {}, {});
     } else {
         pc->complete(ErrorInfo{}, std::move(m.json), std::move(m.bin));
@@ -542,6 +547,13 @@ void Master::on_route_lost(uint32_t id, const std::string &reason) {
         }
     }
     std::string name = ctx ? ctx->name : "context " + std::to_string(id);
+    if (closing_.load()) {
+        for (auto &pc : failed)
+            pc->complete(ErrorInfo{SPORE_ESHUTDOWN, pc->function() + " in " + name + ": the router was freed", "", name,
+                                   pc->function()},
+                         {}, {});
+        return;
+    }
     for (auto &pc : failed)
         pc->complete(ErrorInfo{SPORE_EDISCONNECTED, name + " disconnected during " + pc->function() + " (" + reason + ")",
                                "", name, pc->function()},
@@ -623,15 +635,15 @@ int Master::next_log(LogRecord &out, int timeout_ms) {
 void Master::set_log_level(int level) {
     level_.store(level);
     if (closing_.load()) return;
-    loop_.post([this, level] {
-        for (auto &s : router_.child_streams()) {
-            Message m;
-            m.h.dst_id = s->remote_id();
-            m.h.handle = kHandleSetLogLevel;
-            m.json = "{\"level\":" + std::to_string(level) + "}";
-            s->send(m);
-        }
-    });
+    // Sent from the calling thread, so it reaches each context before any
+    // call this thread makes afterwards.
+    for (auto &s : router_.child_streams()) {
+        Message m;
+        m.h.dst_id = s->remote_id();
+        m.h.handle = kHandleSetLogLevel;
+        m.json = "{\"level\":" + std::to_string(level) + "}";
+        s->send(m);
+    }
 }
 
 int Master::shutdown_context(const std::shared_ptr<ContextState> &ctx, int timeout_ms) {

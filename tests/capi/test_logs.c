@@ -189,8 +189,10 @@ static void test_no_reply_failure_logged(void **state) {
         TH_OK(spore_call_no_reply(both[i], "fs.stat", "{\"path\":\"/nonexistent/capi-nr\"}", NULL, 0));
         TH_OK(spore_call_no_reply(both[i], "no.such_fn", NULL, NULL, 0));
         TH_OK(spore_call_no_reply(both[i], "fs.stat", "{}", NULL, 0));
+        /* blocking built-ins run on a pool: the records may come in any order */
         const char *want[3][2] = {{"fs.stat", "/nonexistent/capi-nr"}, {"no.such_fn", "unknown function"},
-                                  {"fs.stat", "path"}};
+                                  {"fs.stat", "'path'"}};
+        int matched[3] = {0, 0, 0};
         for (int k = 0; k < 3; k++) {
             spore_log_record *rec = NULL;
             TH_OK(spore_router_next_log(f->r, &rec, 5000));
@@ -198,8 +200,12 @@ static void test_no_reply_failure_logged(void **state) {
             assert_string_equal(spore_log_record_logger(rec), "spore.agent");
             assert_string_equal(spore_log_record_context(rec), spore_context_name(both[i]));
             assert_int_equal(spore_log_record_context_id(rec), spore_context_id(both[i]));
-            TH_CONTAINS(spore_log_record_message(rec), want[k][0]);
-            TH_CONTAINS(spore_log_record_message(rec), want[k][1]);
+            const char *msg = spore_log_record_message(rec);
+            int which = -1;
+            for (int w = 0; w < 3; w++)
+                if (!matched[w] && strstr(msg, want[w][0]) && strstr(msg, want[w][1])) which = w;
+            if (which < 0) fail_msg("unexpected record: %s", msg);
+            matched[which] = 1;
             double t = spore_log_record_time(rec);
             assert_true(t >= t0 - 2.0 && t <= th_wall_now() + 2.0);
             spore_log_record_free(rec);
