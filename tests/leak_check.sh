@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Suite-wide leak check, run by ctest as a fixture around every test:
+#   leak_check.sh start <state-dir>   records what exists before the suite
+#   leak_check.sh end <state-dir>     fails if the suite left spore agents,
+#                                     zombies or temp entries behind
+set -euo pipefail
+mode=$1
+state=$2
+mkdir -p "$state"
+
+agents() { # pid of every process whose command line carries a spore label
+  for d in /proc/[0-9]*; do
+    cmd=$(tr '\0' ' ' <"$d/cmdline" 2>/dev/null || true)
+    case "$cmd" in *spore:*|*spore-agent*) echo "${d#/proc/}";; esac
+  done | sort -n
+}
+zombies() { ps -eo pid=,stat= | awk '$2 ~ /^Z/ {print $1}' | sort -n; }
+temps() { ls -d /tmp/spore* /dev/shm/spore* /var/tmp/spore* 2>/dev/null | sort || true; }
+
+if [ "$mode" = start ]; then
+  agents >"$state/agents"
+  zombies >"$state/zombies"
+  temps >"$state/temps"
+  exit 0
+fi
+
+fail=0
+# Give agents that are on their way out a moment.
+for _ in $(seq 1 50); do
+  new=$(comm -13 "$state/agents" <(agents) || true)
+  [ -z "$new" ] && break
+  sleep 0.1
+done
+if [ -n "$new" ]; then
+  echo "leak check: spore processes left behind:"
+  for p in $new; do echo "  $p $(tr '\0' ' ' </proc/$p/cmdline 2>/dev/null)"; done
+  fail=1
+fi
+newz=$(comm -13 "$state/zombies" <(zombies) || true)
+if [ -n "$newz" ]; then
+  echo "leak check: zombies left behind: $newz"
+  ps -o pid,ppid,stat,cmd -p "$(echo $newz | tr ' ' ,)" || true
+  fail=1
+fi
+newt=$(comm -13 "$state/temps" <(temps) || true)
+if [ -n "$newt" ]; then
+  echo "leak check: temporary files or directories left behind:"
+  echo "$newt" | sed 's/^/  /'
+  fail=1
+fi
+[ $fail -eq 0 ] && echo "leak check: no processes, zombies or temp entries left behind"
+exit $fail
