@@ -10,7 +10,7 @@ mkdir -p "$state"
 
 agents() { # pid of every process whose command line carries a spore label
   for d in /proc/[0-9]*; do
-    cmd=$(tr '\0' ' ' <"$d/cmdline" 2>/dev/null || true)
+    cmd=$( { tr '\0' ' ' <"$d/cmdline"; } 2>/dev/null || true)
     case "$cmd" in *spore:*|*spore-agent*) echo "${d#/proc/}";; esac
   done | sort -n
 }
@@ -33,10 +33,16 @@ for _ in $(seq 1 50); do
 done
 if [ -n "$new" ]; then
   echo "leak check: spore processes left behind:"
-  for p in $new; do echo "  $p $(tr '\0' ' ' </proc/$p/cmdline 2>/dev/null)"; done
+  for p in $new; do echo "  $p $( { tr '\0' ' ' </proc/$p/cmdline; } 2>/dev/null)"; done
   fail=1
 fi
-newz=$(comm -13 "$state/zombies" <(zombies) || true)
+# A zombie counts only if it stays one: a process that exited a moment ago
+# is reaped by its parent shortly.
+for _ in $(seq 1 30); do
+  newz=$(comm -13 "$state/zombies" <(zombies) || true)
+  [ -z "$newz" ] && break
+  sleep 0.1
+done
 if [ -n "$newz" ]; then
   echo "leak check: zombies left behind: $newz"
   ps -o pid,ppid,stat,cmd -p "$(echo $newz | tr ' ' ,)" || true

@@ -425,11 +425,11 @@ static void test_next_log_woken_by_router_free(void **state) {
     spore_router_free(f->r);
     double freed_at = th_now();
     f->r = NULL;
+    /* (that they no longer touch the freed router is for ASan to see) */
     for (int i = 0; i < N; i++) {
         pthread_join(t[i], NULL);
         assert_int_equal(w[i].rc, SPORE_ESHUTDOWN);
-        /* they had left before spore_router_free returned */
-        assert_true(w[i].returned_at <= freed_at);
+        assert_true(w[i].returned_at - freed_at < 0.5 * th_time_factor());
     }
     assert_true(freed_at - t0 < 4.0 * th_time_factor());
 }
