@@ -42,6 +42,8 @@ public:
 
     // Loop thread. Spawns the child; done is called exactly once.
     void start();
+    // Gives up on a connect in progress (done gets SPORE_ESHUTDOWN).
+    void cancel(const std::string &why) { fail(SPORE_ESHUTDOWN, why); }
 
     const std::shared_ptr<Stream> &stream() const { return stream_; }
     pid_t pid() const { return pid_; }

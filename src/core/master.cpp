@@ -179,7 +179,11 @@ void Master::shutdown_on_loop() {
     // Graceful first: SHUTDOWN to each child; then SIGTERM and SIGKILL
     // through the reapers; the loop stops when every child is collected or
     // after a bounded time.
-    for (auto &kv : connecting_) kv.second->kill_and_wait();
+    // Connects in progress fail (their callers are waiting) and their
+    // children go at once: they never got a stream to shut down through.
+    auto connecting = connecting_;
+    for (auto &kv : connecting) kv.second->cancel("the router is shutting down");
+    for (auto &kv : connecting) kv.second->kill_and_wait();
     connecting_.clear();
     for (auto &s : router_.child_streams()) {
         Message m;
