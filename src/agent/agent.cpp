@@ -370,15 +370,10 @@ void Agent::internal_connect(Job &&job) {
             // Route first, announce upward, then configure the child: every
             // ancestor learns the route before any reply from behind it.
             router_.attach_child(stream);
-            Message add;
-            add.h.dst_id = router_.parent_ids().front();
-            add.h.src_id = add.h.auth_id = router_.id();
-            add.h.handle = kHandleAddRoute;
             Json aj = json_object();
             cJSON_AddNumberToObject(aj.get(), "id", rq.id);
             cJSON_AddStringToObject(aj.get(), "name", rq.name.c_str());
-            add.json = json_print(aj.get());
-            router_.send(add);
+            router_.send_up(kHandleAddRoute, json_print(aj.get()));
 
             Message init;
             init.h.dst_id = rq.id;

@@ -234,15 +234,19 @@ void Router::handle_add_route(Message &&m, const StreamPtr &ingress) {
     int64_t id = j ? json_int(j.get(), "id", -1) : -1;
     if (id <= 0 || id > int64_t(UINT32_MAX)) return drop(m, *ingress, "malformed add-route");
     if (!add_route(uint32_t(id), ingress)) return drop(m, *ingress, "add-route for an id that is taken");
-    if (auto p = parent()) {
-        Message up;
-        up.h.dst_id = parent_ids_.empty() ? 0 : parent_ids_.front();
-        up.h.src_id = id_;
-        up.h.auth_id = id_;
-        up.h.handle = kHandleAddRoute;
-        up.json = std::move(m.json);
-        p->send(up);
-    }
+    send_up(kHandleAddRoute, std::move(m.json));
+}
+
+void Router::send_up(uint32_t handle, std::string json) {
+    auto p = parent();
+    if (!p) return;  // the master: nobody further up
+    Message up;
+    up.h.dst_id = parent_ids_.empty() ? 0 : parent_ids_.front();
+    up.h.src_id = id_;
+    up.h.auth_id = id_;
+    up.h.handle = handle;
+    up.json = std::move(json);
+    p->send(up);
 }
 
 void Router::handle_del_route(Message &&m, const StreamPtr &ingress) {
@@ -261,15 +265,7 @@ void Router::handle_del_route(Message &&m, const StreamPtr &ingress) {
         ids_by_stream_[ingress.get()].erase(uint32_t(id));
     }
     if (on_route_lost_) on_route_lost_(uint32_t(id), reason);
-    if (auto p = parent()) {
-        Message up;
-        up.h.dst_id = parent_ids_.empty() ? 0 : parent_ids_.front();
-        up.h.src_id = id_;
-        up.h.auth_id = id_;
-        up.h.handle = kHandleDelRoute;
-        up.json = std::move(m.json);
-        p->send(up);
-    }
+    send_up(kHandleDelRoute, std::move(m.json));
 }
 
 void Router::on_stream_closed(Stream &s, const std::string &reason) {
@@ -302,18 +298,10 @@ void Router::on_stream_closed(Stream &s, const std::string &reason) {
     }
     for (uint32_t id : gone) {
         if (on_route_lost_) on_route_lost_(id, reason);
-        if (auto p = parent()) {
-            Message up;
-            up.h.dst_id = parent_ids_.empty() ? 0 : parent_ids_.front();
-            up.h.src_id = id_;
-            up.h.auth_id = id_;
-            up.h.handle = kHandleDelRoute;
-            Json j = json_object();
-            cJSON_AddNumberToObject(j.get(), "id", id);
-            cJSON_AddStringToObject(j.get(), "reason", reason.c_str());
-            up.json = json_print(j.get());
-            p->send(up);
-        }
+        Json j = json_object();
+        cJSON_AddNumberToObject(j.get(), "id", id);
+        cJSON_AddStringToObject(j.get(), "reason", reason.c_str());
+        send_up(kHandleDelRoute, json_print(j.get()));
     }
     if (keep && on_child_closed_) on_child_closed_(keep, reason);
 }

@@ -92,6 +92,8 @@ public:
     static ErrorInfo parse_error_json(const std::string &json);
 
     bool has_parent_authority(uint32_t auth_id) const;
+    // Sends a message for the parent's own handle (nothing in the master).
+    void send_up(uint32_t handle, std::string json);
 
     // Child streams currently attached (loop thread).
     std::vector<StreamPtr> child_streams() const;

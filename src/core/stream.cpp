@@ -62,15 +62,15 @@ size_t Stream::queued_bytes() const {
     return wq_bytes_;
 }
 
-ssize_t Stream::write_fd(const void *buf, size_t len) {
-    if (wfd_is_socket_) return ::send(wfd_, buf, len, MSG_NOSIGNAL);
-    // A pipe whose reader died raises SIGPIPE; keep it off this thread and
-    // swallow it, since a library must not change the process's signal setup.
+// A pipe whose reader died raises SIGPIPE; keep it off this thread and
+// swallow it, since a library must not change the process's signal setup.
+template <typename WriteFn>
+static ssize_t without_sigpipe(WriteFn &&write_fn) {
     sigset_t pipe_set, old;
     sigemptyset(&pipe_set);
     sigaddset(&pipe_set, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
-    ssize_t n = ::write(wfd_, buf, len);
+    ssize_t n = write_fn();
     if (n < 0 && errno == EPIPE) {
         int saved = errno;
         timespec zero{0, 0};
@@ -79,6 +79,11 @@ ssize_t Stream::write_fd(const void *buf, size_t len) {
     }
     pthread_sigmask(SIG_SETMASK, &old, nullptr);
     return n;
+}
+
+ssize_t Stream::write_fd(const void *buf, size_t len) {
+    if (wfd_is_socket_) return ::send(wfd_, buf, len, MSG_NOSIGNAL);
+    return without_sigpipe([&] { return ::write(wfd_, buf, len); });
 }
 
 bool Stream::send(const Message &m) {
@@ -156,18 +161,7 @@ bool Stream::flush_locked(int &errno_out) {
             mh.msg_iovlen = size_t(n_iov);
             n = ::sendmsg(wfd_, &mh, MSG_NOSIGNAL);
         } else {
-            sigset_t pipe_set, old;
-            sigemptyset(&pipe_set);
-            sigaddset(&pipe_set, SIGPIPE);
-            pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
-            n = ::writev(wfd_, iov, n_iov);
-            if (n < 0 && errno == EPIPE) {
-                int saved = errno;
-                timespec zero{0, 0};
-                sigtimedwait(&pipe_set, nullptr, &zero);
-                errno = saved;
-            }
-            pthread_sigmask(SIG_SETMASK, &old, nullptr);
+            n = without_sigpipe([&] { return ::writev(wfd_, iov, n_iov); });
         }
         if (n < 0) {
             if (errno == EINTR) continue;

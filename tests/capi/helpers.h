@@ -329,6 +329,18 @@ static inline int th_settled_fds(void) {
 /* 1 when fd is an open descriptor of this process. */
 static inline int th_fd_open(int fd) { return fcntl(fd, F_GETFD) != -1; }
 
+/* Waits up to timeout_s for fd to be closed (the router's thread may drop
+ * the last reference to an object a moment after the caller freed its
+ * handle); 1 when it was. */
+static inline int th_wait_fd_closed(int fd, double timeout_s) {
+    double end = th_now() + timeout_s;
+    while (th_fd_open(fd)) {
+        if (th_now() >= end) return 0;
+        usleep(1000);
+    }
+    return 1;
+}
+
 /* Prints this process's open fds and what they are (for failure messages). */
 static inline void th_print_fds(void) {
     DIR *d = opendir("/proc/self/fd");

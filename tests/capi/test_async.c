@@ -150,7 +150,7 @@ static void test_fd_readable_exactly_when_done(void **state) {
     spore_result_free(res);
     assert_true(th_readable(fd, 0));
     spore_call_free(p);
-    assert_false(th_fd_open(fd));
+    assert_true(th_wait_fd_closed(fd, 1.0));
 
     /* an fd asked for after the call finished is readable at once */
     TH_OK(spore_call_async(&p, f->c, "sys.ping", NULL, NULL, 0));
@@ -160,7 +160,7 @@ static void test_fd_readable_exactly_when_done(void **state) {
     assert_true(fd >= 0);
     assert_true(th_readable(fd, 0));
     spore_call_free(p);
-    assert_false(th_fd_open(fd));
+    assert_true(th_wait_fd_closed(fd, 1.0));
 
     /* a blocking poll wakes up when the call ends */
     p = start_sleep(f->c, "0.2");
@@ -172,7 +172,7 @@ static void test_fd_readable_exactly_when_done(void **state) {
     assert_true(took < 1.0 * th_time_factor());
     assert_int_equal(spore_call_done(p), 1);
     spore_call_free(p);
-    assert_false(th_fd_open(fd));
+    assert_true(th_wait_fd_closed(fd, 1.0));
     /* (the fixture's teardown checks the fd count against the start) */
 }
 
@@ -306,7 +306,7 @@ static void test_free_pending_call(void **state) {
         int fd = i % 2 ? spore_call_fd(p) : -1;
         if (i % 2) assert_true(th_fd_open(fd));
         spore_call_free(p);
-        if (i % 2) assert_false(th_fd_open(fd));
+        if (i % 2) assert_true(th_wait_fd_closed(fd, 1.0));
         /* and calls whose reply is about to arrive */
         TH_OK(spore_call_async(&p, f->c, "sys.echo", "{\"value\":\"dropped\"}", "x", 1));
         spore_call_free(p);
