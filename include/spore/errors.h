@@ -26,16 +26,14 @@
     X(ENOROUTE,     -12, "no route to context")                                \
     X(ESHUTDOWN,    -13, "router is shutting down")                            \
     X(EINTERNAL,    -14, "internal error")                                     \
-    X(EUNKNOWN,     -15, "unknown error")                                      \
-    X(ENOTFOUND,    -16, "not found")                                          \
-    X(EBUSY,        -17, "busy")
+    X(EUNKNOWN,     -15, "unknown error")
 
 typedef enum spore_error_code {
     SPORE_OK = 0,
 #define SPORE__ERROR_ENUM(name, num, text) SPORE_##name = (num),
     SPORE_ERROR_MAP(SPORE__ERROR_ENUM)
 #undef SPORE__ERROR_ENUM
-    SPORE__ERROR_LAST = -17
+    SPORE__ERROR_LAST = -15
 } spore_error_code;
 
 #endif /* SPORE_ERRORS_H */

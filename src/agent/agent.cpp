@@ -121,6 +121,12 @@ int Agent::run(int parent_in, int parent_out) {
         });
     });
 
+    // SIGTERM (from a parent that lost patience) still cleans up: children
+    // and process groups are killed before the agent leaves.
+    EventPtr term(evsignal_new(
+        loop_.base(), SIGTERM, [](evutil_socket_t, short, void *arg) { static_cast<Agent *>(arg)->begin_exit("SIGTERM"); },
+        this));
+    if (term) event_add(term.get(), nullptr);
     arm_trim();
     loop_.run();
     final_cleanup();
@@ -166,7 +172,6 @@ void Agent::on_init(Message &&m) {
     router_.set_unidirectional(json_bool(cfg.get(), "unidirectional", true));
     parent_->set_remote_id(parents.front());
     level_.store(int(json_int(cfg.get(), "log_level", SPORE_LOG_INFO)));
-    agent_cache_ = json_bool(cfg.get(), "agent_cache", true);
     std::vector<Message> corked;
     {
         std::lock_guard<std::mutex> lk(state_mu_);
@@ -207,9 +212,13 @@ void Agent::on_call(Message &&m) {
         return finish_job(job, CallReply{}, &e);
     }
     if (!job.chain.empty()) {
+        auto existing = chains_.find(job.chain);
         if (job.fn == "spore.forget_chain") {
-            chains_.erase(job.chain);
-            return finish_job(job, CallReply{}, nullptr);
+            // Forgetting is a step like the others: steps queued before it
+            // still run (or fail) first.
+            if (existing != chains_.end() && existing->second.busy) existing->second.queue.push_back(std::move(job));
+            else if (existing != chains_.end()) chains_.erase(existing);
+            return;
         }
         Chain &c = chains_[job.chain];
         if (c.error) {
@@ -272,7 +281,7 @@ void Agent::start_job(Job &&job) {
 
 void Agent::finish_job(const Job &job, CallReply &&r, const ErrorInfo *err) {
     reply(job.msg, std::move(r), err);
-    if (!job.chain.empty() && job.fn != "spore.forget_chain") chain_step_done(job.chain, err);
+    if (!job.chain.empty()) chain_step_done(job.chain, err);
 }
 
 void Agent::chain_step_done(const std::string &chain, const ErrorInfo *err) {
@@ -284,6 +293,10 @@ void Agent::chain_step_done(const std::string &chain, const ErrorInfo *err) {
     while (!c.queue.empty()) {
         Job next = std::move(c.queue.front());
         c.queue.pop_front();
+        if (next.fn == "spore.forget_chain") {
+            chains_.erase(it);  // later steps of a forgotten chain start afresh
+            return;
+        }
         if (c.error) {
             ErrorInfo e = *c.error;
             reply(next.msg, CallReply{}, &e);
@@ -388,7 +401,6 @@ void Agent::internal_connect(Job &&job) {
             cJSON_AddNumberToObject(ij.get(), "log_level", level_.load());
             cJSON_AddNumberToObject(ij.get(), "max_message_size", double(router_.limits().max_message_size));
             cJSON_AddBoolToObject(ij.get(), "unidirectional", router_.unidirectional());
-            cJSON_AddBoolToObject(ij.get(), "agent_cache", rq.agent_cache);
             init.json = json_print(ij.get());
             stream->send(init);
 
@@ -435,7 +447,8 @@ void Agent::on_shutdown_request() {
         down.h.handle = kHandleShutdown;
         s->send(down);
     }
-    shutdown_timer_ = std::make_unique<Timer>(loop_, 2.0, [this] { loop_.stop(); });
+    // The parent sends SIGTERM after 2 s: leave well before that.
+    shutdown_timer_ = std::make_unique<Timer>(loop_, 1.0, [this] { loop_.stop(); });
 }
 
 void Agent::begin_exit(const std::string &why) {

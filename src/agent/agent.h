@@ -75,7 +75,6 @@ private:
     mutable std::mutex state_mu_;  // guards name_ and pre_init_logs_
     std::string name_ = "agent";
     std::vector<Message> pre_init_logs_;
-    bool agent_cache_ = true;
     std::unordered_map<uint32_t, std::shared_ptr<Connection>> children_;
     std::unordered_map<std::string, Chain> chains_;
     std::mutex procs_mu_;

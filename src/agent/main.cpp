@@ -28,6 +28,12 @@ int main(int argc, char **argv) {
         if (n > 0) {
             path[n] = '\0';
             unlink(path);
+            // And the private directory, unless something else is in it.
+            char *slash = std::strrchr(path, '/');
+            if (slash && slash != path) {
+                *slash = '\0';
+                rmdir(path);
+            }
         }
     }
     signal(SIGPIPE, SIG_IGN);

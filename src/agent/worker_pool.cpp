@@ -33,7 +33,15 @@ void WorkerPool::submit(std::function<void()> job) {
     if (rc != 0) {
         lk.lock();
         --threads_;
-        cv_.notify_one();  // an existing thread will pick the job up
+        if (threads_ > 0) {
+            cv_.notify_one();  // an existing thread will pick the job up
+            return;
+        }
+        // No thread at all: run it here rather than never.
+        auto fn = std::move(jobs_.back());
+        jobs_.pop_back();
+        lk.unlock();
+        fn();
     }
 }
 

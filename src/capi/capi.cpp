@@ -33,7 +33,7 @@ struct spore_pending {
     std::shared_ptr<spore::PendingCall> pc;
     ErrorInfo err;
     spore_error view{};
-    bool finished = false;
+    std::atomic<bool> finished{false};  // read by spore_call_done from any thread
 };
 struct spore_result {
     std::string json;
@@ -179,7 +179,8 @@ int spore_router_new(spore_router **out, const spore_options *opts) noexcept {
                                   "router option 'max_message_size' must be an integer from 4096 to 4294967295");
                     mo.max_message_size = uint64_t(item->valuedouble);
                 } else if (key == "log_level") {
-                    SPORE_REQUIRE(cJSON_IsNumber(item), "router option 'log_level' must be an integer");
+                    SPORE_REQUIRE(cJSON_IsNumber(item) && item->valuedouble >= 0 && item->valuedouble <= 100,
+                                  "router option 'log_level' must be an integer from 0 to 100");
                     mo.log_level = int(item->valuedouble);
                 } else if (key == "log_queue_size") {
                     SPORE_REQUIRE(cJSON_IsNumber(item) && item->valuedouble >= 1,
@@ -210,6 +211,7 @@ void spore_router_free(spore_router *router) noexcept {
 int spore_router_set_log_level(spore_router *router, int level) noexcept {
     return guarded([&]() -> int {
         SPORE_REQUIRE(router, "spore_router_set_log_level: router is NULL");
+        SPORE_REQUIRE(level >= 0 && level <= 100, "spore_router_set_log_level: level must be from 0 to 100");
         router->m->set_log_level(level);
         return SPORE_OK;
     });
@@ -376,9 +378,7 @@ const spore_error *spore_call_error(const spore_pending *call) noexcept {
     static const spore_error none = {SPORE_EINVAL, "call is NULL", "", "", ""};
     if (!call) return &none;
     auto *c = const_cast<spore_pending *>(call);
-    if (!c->finished && c->pc->done()) {
-        c->err = c->pc->error();
-    }
+    if (!c->finished.load() && c->pc->done()) c->err = c->pc->error();
     fill_view(c->err, c->view);
     return &c->view;
 }
@@ -393,6 +393,7 @@ void spore_call_free(spore_pending *call) noexcept {
 
 int spore_chain_new(spore_chain **out, spore_context *ctx) noexcept {
     return guarded([&]() -> int {
+        if (out) *out = nullptr;
         SPORE_REQUIRE(out && ctx, "spore_chain_new: out and ctx are required");
         auto ch = std::make_unique<spore_chain>();
         ch->m = ctx->m;

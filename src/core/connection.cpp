@@ -299,7 +299,7 @@ void Connection::reap(double term_after_s, double kill_after_s, std::function<vo
 
 void Connection::reap_step() {
     if (pid_ > 0) {
-        int st;
+        int st = 0;
         pid_t r = waitpid(pid_, &st, WNOHANG);
         if (r == pid_ || (r < 0 && errno == ECHILD)) {
             exit_status_ = st;
@@ -334,7 +334,7 @@ void Connection::reap_step() {
 
 bool Connection::try_reap() {
     if (pid_ <= 0) return true;
-    int st;
+    int st = 0;
     pid_t r = waitpid(pid_, &st, WNOHANG);
     if (r == pid_ || (r < 0 && errno == ECHILD)) {
         exit_status_ = st;

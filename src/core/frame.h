@@ -35,7 +35,6 @@ enum Handle : uint32_t {
     kHandleDetach = 109,      // reserved: child detaches from its parent
     kHandleInit = 110,        // parent -> new child: its configuration
     kHandleSetLogLevel = 111, // {"level"}: minimum level to forward, pushed down the tree
-    kHandleForgetChain = 112, // {"chain"}: drop the state of a call chain
     kFirstDynamicHandle = 1000,
 };
 

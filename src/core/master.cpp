@@ -207,7 +207,7 @@ void Master::shutdown_check() {
         loop_.stop();
         return;
     }
-    if (now >= shutdown_deadline_ - 1.5) {
+    if (now >= shutdown_deadline_ - 1.0) {
         for (auto &kv : children_)
             if (!kv.second->reaped()) ::kill(kv.second->pid(), SIGTERM);
     }
@@ -237,7 +237,7 @@ std::string Master::new_chain_id() {
     return std::to_string(getpid()) + "-" + std::to_string(next_chain_.fetch_add(1));
 }
 
-void Master::send_init(const std::shared_ptr<Stream> &s, const ContextState &ctx, const ConnectRequest &rq) {
+void Master::send_init(const std::shared_ptr<Stream> &s, const ContextState &ctx) {
     Message init;
     init.h.dst_id = ctx.id;
     init.h.handle = kHandleInit;
@@ -249,7 +249,6 @@ void Master::send_init(const std::shared_ptr<Stream> &s, const ContextState &ctx
     cJSON_AddNumberToObject(j.get(), "log_level", level_.load());
     cJSON_AddNumberToObject(j.get(), "max_message_size", double(opts_.max_message_size));
     cJSON_AddBoolToObject(j.get(), "unidirectional", true);
-    cJSON_AddBoolToObject(j.get(), "agent_cache", rq.agent_cache);
     init.json = json_print(j.get());
     s->send(init);
 }
@@ -294,6 +293,10 @@ std::shared_ptr<ContextState> Master::connect(const std::string &method, Json op
     std::string base = json_str(options.get(), "name", method + "." + std::to_string(ctx->id));
     ctx->name = via ? via->name + "/" + base : base;
     ctx->via_id = via ? via->id : 0;
+    if (via) {
+        ctx->path = via->path;
+        ctx->path.push_back(via->id);
+    }
     int64_t timeout_ms = json_int(options.get(), "connect_timeout", 30000);
     if (timeout_ms <= 0) throw Error(SPORE_EINVAL, "connect_timeout must be positive");
 
@@ -385,7 +388,7 @@ std::shared_ptr<ContextState> Master::connect(const std::string &method, Json op
                         push_log(LogRecord{ctx->id, ctx->name, "spore.agent.stderr", line, SPORE_LOG_INFO, now_seconds()});
                 });
                 router_.attach_child(conn->stream());
-                send_init(conn->stream(), *ctx, conn->request());
+                send_init(conn->stream(), *ctx);
                 finish(ErrorInfo{});
             });
         conn->on_debug([this, ctx](const std::string &line) {
@@ -410,7 +413,8 @@ std::shared_ptr<PendingCall> Master::call_async(const std::shared_ptr<ContextSta
     std::string args = "{}";
     if (args_json && *args_json) {
         std::string err;
-        Json j = json_parse(args_json, kDefaultMaxJsonDepth, &err);
+        // The call body wraps the arguments in one more level.
+        Json j = json_parse(args_json, kDefaultMaxJsonDepth - 1, &err);
         if (!j) throw Error(SPORE_EINVAL, "arguments of " + function + " are not valid JSON: " + err);
         if (!cJSON_IsObject(j.get())) throw Error(SPORE_EINVAL, "arguments of " + function + " must be a JSON object");
         args = args_json;
@@ -447,7 +451,7 @@ std::shared_ptr<PendingCall> Master::call_async(const std::shared_ptr<ContextSta
             h = next_handle_++;
             if (next_handle_ < kFirstDynamicHandle) next_handle_ = kFirstDynamicHandle;
         } while (pending_.count(h));
-        pc = std::make_shared<PendingCall>(h, ctx->id, function, ctx->name);
+        pc = std::make_shared<PendingCall>(h, ctx->id, function, ctx->name, ctx->path);
         pending_[h] = pc;
         m.h.reply_to = h;
     }
@@ -499,7 +503,7 @@ void Master::on_reply(Message &&m) {
         auto it = pending_.find(m.h.handle);
         if (it == pending_.end()) return;  // abandoned or timed out
         // Only the context that was called may answer.
-        if (it->second->target() != m.h.src_id && m.h.src_id != 0) {
+        if (!it->second->may_answer(m.h.src_id, (m.h.flags & kFlagError) != 0)) {
             if (SPORE_LOG_WARNING >= level_.load())
                 push_log(LogRecord{0, "master", "spore.router",
                                    "dropped a reply to handle " + std::to_string(m.h.handle) + " from context " +

@@ -12,7 +12,9 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <algorithm>
 #include <unordered_map>
+#include <vector>
 
 #include "core/connection.h"
 #include "core/error.h"
@@ -35,14 +37,22 @@ struct LogRecord {
 // One call in flight. Completed on the broker thread, waited on by callers.
 class PendingCall {
 public:
-    PendingCall(uint32_t handle, uint32_t target, std::string function, std::string context)
-        : handle_(handle), target_(target), function_(std::move(function)), context_(std::move(context)) {}
+    PendingCall(uint32_t handle, uint32_t target, std::string function, std::string context,
+                std::vector<uint32_t> path = {})
+        : handle_(handle), target_(target), function_(std::move(function)), context_(std::move(context)),
+          path_(std::move(path)) {}
     ~PendingCall();
 
     uint32_t handle() const { return handle_; }
     uint32_t target() const { return target_; }
     const std::string &function() const { return function_; }
     const std::string &context() const { return context_; }
+    // Whether src may answer: the target itself, or (with an error only) an
+    // intermediary on the way to it that could not deliver.
+    bool may_answer(uint32_t src, bool is_error) const {
+        if (src == target_) return true;
+        return is_error && (src == 0 || std::find(path_.begin(), path_.end(), src) != path_.end());
+    }
 
     // First completion wins; later ones are ignored.
     void complete(ErrorInfo err, std::string json, std::string bin);
@@ -60,6 +70,7 @@ public:
 private:
     const uint32_t handle_, target_;
     const std::string function_, context_;
+    const std::vector<uint32_t> path_;
     mutable std::mutex mu_;
     std::condition_variable cv_;
     bool done_ = false;
@@ -75,6 +86,7 @@ public:
     std::string name;
     std::string method;
     uint32_t via_id = 0;  // 0: a direct child of the master
+    std::vector<uint32_t> path;  // the intermediaries from the master down to it
     std::atomic<bool> alive{true};
     std::mutex mu;
     std::condition_variable cv;  // signalled when alive turns false
@@ -140,7 +152,7 @@ private:
     void on_alloc_ids(Message &&m);
     std::shared_ptr<AgentImage> image();
     void fail_all_pending(int code, const std::string &why);
-    void send_init(const std::shared_ptr<Stream> &s, const ContextState &ctx, const ConnectRequest &rq);
+    void send_init(const std::shared_ptr<Stream> &s, const ContextState &ctx);
     std::shared_ptr<ContextState> find_context(uint32_t id) const;
     void shutdown_on_loop();
     void shutdown_check();

@@ -269,6 +269,7 @@ void Router::handle_del_route(Message &&m, const StreamPtr &ingress) {
 }
 
 void Router::on_stream_closed(Stream &s, const std::string &reason) {
+    if (reason != "EOF") log(SPORE_LOG_WARNING, "stream " + s.name() + " closed: " + reason);
     std::vector<uint32_t> gone;
     StreamPtr keep;
     bool was_parent = false;

@@ -95,7 +95,7 @@ bool Stream::send(const Message &m) {
 bool Stream::send_raw(std::string bytes) {
     std::unique_lock<std::mutex> lk(wmu_);
     if (closed_) return false;
-    if (corked_ && loop_.in_loop_thread()) {
+    if (loop_.in_loop_thread() && corked_) {  // corked_ is loop-thread state
         wq_bytes_ += bytes.size();
         wq_.push_back(std::move(bytes));
         return true;
