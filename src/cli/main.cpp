@@ -467,7 +467,7 @@ std::vector<Hop> parse_target(std::string_view t) {
             size_t eq = item.find('=');
             std::string key = percent_decode(item.substr(0, eq), hop.text);
             if (key.empty()) usage_error("option without a name in target hop '" + hop.text + "'");
-            // A bare key is a boolean flag: "local?debug" == "local?debug=true".
+            // A bare key is a boolean flag: "local?agent_cache" == "local?agent_cache=true".
             std::string value = eq == std::string_view::npos ? "true" : percent_decode(item.substr(eq + 1), hop.text);
             hop.options.emplace_back(std::move(key), std::move(value));
         }

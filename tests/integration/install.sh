@@ -68,16 +68,12 @@ pc=$prefix/lib/pkgconfig/spore.pc
 check "lib/pkgconfig/spore.pc exists" test -f "$pc"
 export PKG_CONFIG_PATH=$prefix/lib/pkgconfig
 pc_libdir=$(pkg-config --variable=libdir spore)
-if [ "$(cd "$pc_libdir" 2>/dev/null && pwd -P)" != "$(cd "$prefix/lib" && pwd -P)" ]; then
-    # spore.pc names the prefix configured at build time, not the one it was
-    # installed to (it is not relocatable through ${pcfiledir}). Use a copy
-    # with the prefix replaced; --define-variable would not do, as it also
-    # rewrites the variables of the packages in Requires.private.
-    old_prefix=$(pkg-config --variable=prefix spore)
-    echo "note: spore.pc is not relocatable (libdir=$pc_libdir); using a copy with prefix=$prefix"
-    mkdir -p "$work/pkgconfig"
-    sed "s|$old_prefix|$prefix|g" "$pc" >"$work/pkgconfig/spore.pc"
-    export PKG_CONFIG_PATH=$work/pkgconfig
+# spore.pc finds everything relative to itself, so an install under another
+# prefix than the configured one must still point at itself.
+if [ "$(cd "$pc_libdir" 2>/dev/null && pwd -P)" = "$(cd "$prefix/lib" && pwd -P)" ]; then
+    pass "spore.pc is relocatable (libdir=$pc_libdir)"
+else
+    fail "spore.pc libdir $pc_libdir is not the installed $prefix/lib"
 fi
 pkgconf=(pkg-config)
 flags=$("${pkgconf[@]}" --cflags --libs spore)
