@@ -309,6 +309,9 @@ void Agent::chain_step_done(const std::string &chain, const ErrorInfo *err) {
 }
 
 void Agent::reply(const Message &req, CallReply &&r, const ErrorInfo *err) {
+    // Once shutting down, calls in flight end as "disconnected" at the
+    // caller, not with the result of a process the shutdown killed.
+    if (shutting_down_.load()) return;
     if (req.h.reply_to == 0) {
         if (err) log(SPORE_LOG_WARNING, "spore.agent", "no-reply call " + err->function + " failed: " + err->message);
         return;

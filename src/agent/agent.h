@@ -81,7 +81,7 @@ private:
     std::set<pid_t> procs_;
     std::shared_ptr<AgentImage> image_;
     std::mutex image_mu_;
-    bool shutting_down_ = false;
+    std::atomic<bool> shutting_down_{false};  // read by worker threads
     TimerPtr shutdown_timer_;
     // Set when a large message passed; a periodic timer then returns free
     // heap pages to the system, so an idle agent stays small.

@@ -323,7 +323,7 @@ static void test_free_contexts_before_calls(void **state) {
 static int private_tmp(void) {
     if (unshare(CLONE_NEWNS) != 0) return 0;
     /* keep our mounts from propagating to the rest of the machine */
-    if (mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) return 0;
+    if (mount("none", "/", "none", MS_REC | MS_PRIVATE, NULL) != 0) return 0;
     if (mount("capi-tmp", "/tmp", "tmpfs", 0, "mode=1777") != 0) return 0;
     return 1;
 }
