@@ -1,5 +1,6 @@
 #include "core/connection.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
@@ -8,6 +9,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "methods/method.h"
@@ -20,6 +23,40 @@ namespace {
 constexpr size_t kLastLines = 20;
 constexpr size_t kMaxLine = 4096;
 }  // namespace
+
+// An agent runs in a session of its own (POSIX_SPAWN_SETSID), and so does
+// everything it starts unless that calls setsid itself. When an agent dies by
+// a signal it could not clean up after itself, so whatever is left in its
+// session is killed here: no process outlives its context.
+void kill_session_of(pid_t sid) {
+    for (int pass = 0; pass < 2; ++pass) {
+        DIR *d = opendir("/proc");
+        if (!d) return;
+        bool found = false;
+        while (dirent *e = readdir(d)) {
+            char *end;
+            long pid = std::strtol(e->d_name, &end, 10);
+            if (*end || pid <= 1 || pid == getpid()) continue;
+            char path[64], buf[512];
+            std::snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+            int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+            if (fd < 0) continue;
+            ssize_t n = ::read(fd, buf, sizeof buf - 1);
+            ::close(fd);
+            if (n <= 0) continue;
+            buf[n] = '\0';
+            const char *rp = std::strrchr(buf, ')');
+            long session = 0;
+            // After the command name: state ppid pgrp session ...
+            if (rp && std::sscanf(rp + 2, "%*c %*d %*d %ld", &session) == 1 && session == sid) {
+                ::kill(pid_t(pid), SIGKILL);
+                found = true;
+            }
+        }
+        closedir(d);
+        if (!found) return;
+    }
+}
 
 std::string sanitize_name(const std::string &name) {
     std::string out;
@@ -303,6 +340,7 @@ void Connection::reap_step() {
         pid_t r = waitpid(pid_, &st, WNOHANG);
         if (r == pid_ || (r < 0 && errno == ECHILD)) {
             exit_status_ = st;
+            if (r == pid_ && WIFSIGNALED(st)) kill_session_of(pid_);
             pid_ = -1;
         }
     }
@@ -338,6 +376,7 @@ bool Connection::try_reap() {
     pid_t r = waitpid(pid_, &st, WNOHANG);
     if (r == pid_ || (r < 0 && errno == ECHILD)) {
         exit_status_ = st;
+        if (r == pid_ && WIFSIGNALED(st)) kill_session_of(pid_);
         pid_ = -1;
         reap_timer_.reset();
         return true;
@@ -351,6 +390,7 @@ void Connection::kill_and_wait() {
     int st;
     while (waitpid(pid_, &st, 0) < 0 && errno == EINTR) {
     }
+    kill_session_of(pid_);
     pid_ = -1;
     reap_timer_.reset();
 }
