@@ -172,6 +172,7 @@ void Master::close() {
         }
     }
     std::lock_guard<std::mutex> l4(log_mu_);
+    logs_closed_ = true;
     log_cv_.notify_all();
 }
 
@@ -626,10 +627,10 @@ void Master::push_log(LogRecord rec) {
 
 int Master::next_log(LogRecord &out, int timeout_ms) {
     std::unique_lock<std::mutex> lk(log_mu_);
-    auto ready = [this] { return !logs_.empty() || closed_; };
+    auto ready = [this] { return !logs_.empty() || logs_closed_; };
     if (timeout_ms < 0) log_cv_.wait(lk, ready);
     else log_cv_.wait_for(lk, std::chrono::milliseconds(timeout_ms), ready);
-    if (logs_.empty()) return closed_ ? SPORE_ESHUTDOWN : SPORE_ETIMEDOUT;
+    if (logs_.empty()) return logs_closed_ ? SPORE_ESHUTDOWN : SPORE_ETIMEDOUT;
     out = std::move(logs_.front());
     logs_.pop_front();
     if (logs_.empty()) {

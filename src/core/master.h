@@ -183,6 +183,7 @@ private:
     std::mutex log_mu_;
     std::condition_variable log_cv_;
     std::deque<LogRecord> logs_;
+    bool logs_closed_ = false;  // guarded by log_mu_
     int log_efd_ = -1;
     std::atomic<uint64_t> dropped_logs_{0};
 

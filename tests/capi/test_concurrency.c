@@ -234,14 +234,14 @@ static void test_100_forks_concurrently(void **state) {
  * opens and shuts down contexts on the same router. */
 struct churner {
     spore_router *r;
-    volatile int stop;
+    int stop; /* read and written with __atomic builtins */
     int cycles, failed;
     char first_error[256];
 };
 
 static void *churn(void *p) {
     struct churner *ch = p;
-    while (!ch->stop) {
+    while (!__atomic_load_n(&ch->stop, __ATOMIC_ACQUIRE)) {
         spore_context *c = NULL;
         int rc = spore_connect(&c, ch->r, "local", NULL, NULL);
         if (rc == SPORE_OK) {
@@ -279,7 +279,7 @@ static void test_calls_while_contexts_come_and_go(void **state) {
         assert_int_equal(pthread_create(&t[i], NULL, call_many, &a[i]), 0);
     }
     for (int i = 0; i < T; i++) pthread_join(t[i], NULL);
-    ch.stop = 1;
+    __atomic_store_n(&ch.stop, 1, __ATOMIC_RELEASE);
     pthread_join(tc, NULL);
     print_message("%d connect/shutdown cycles alongside the calls\n", ch.cycles);
     for (int i = 0; i < T; i++) {
