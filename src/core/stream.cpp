@@ -14,6 +14,7 @@ namespace {
 constexpr size_t kReadChunk = 256 * 1024;
 // Bytes read per wake-up before yielding to other streams.
 constexpr size_t kReadBudget = 4 * 1024 * 1024;
+constexpr size_t kCoalesceLimit = 64 * 1024;
 
 bool is_socket(int fd) {
     struct stat st;
@@ -96,8 +97,7 @@ bool Stream::send_raw(std::string bytes) {
     std::unique_lock<std::mutex> lk(wmu_);
     if (closed_) return false;
     if (loop_.in_loop_thread() && corked_) {  // corked_ is loop-thread state
-        wq_bytes_ += bytes.size();
-        wq_.push_back(std::move(bytes));
+        enqueue_locked(std::move(bytes));
         return true;
     }
     if (wq_.empty()) {
@@ -121,14 +121,24 @@ bool Stream::send_raw(std::string bytes) {
         if (off == bytes.size()) return true;
         wq_off_ = off;
     }
-    wq_bytes_ += bytes.size();
-    wq_.push_back(std::move(bytes));
+    enqueue_locked(std::move(bytes));
     if (!wev_active_) {
         wev_active_ = true;
         lk.unlock();
         request_write_event();
     }
     return true;
+}
+
+void Stream::enqueue_locked(std::string bytes) {
+    wq_bytes_ += bytes.size();
+    // Small messages queued back to back (a batch of replies) share one
+    // buffer, so they leave in few large writes instead of many tiny ones.
+    if (!wq_.empty() && bytes.size() < kCoalesceLimit && wq_.back().size() + bytes.size() <= kCoalesceLimit) {
+        wq_.back() += bytes;
+        return;
+    }
+    wq_.push_back(std::move(bytes));
 }
 
 void Stream::request_write_event() {
@@ -145,10 +155,10 @@ void Stream::request_write_event() {
 
 bool Stream::flush_locked(int &errno_out) {
     while (!wq_.empty()) {
-        iovec iov[16];
+        iovec iov[64];
         int n_iov = 0;
         size_t off = wq_off_;
-        for (auto it = wq_.begin(); it != wq_.end() && n_iov < 16; ++it) {
+        for (auto it = wq_.begin(); it != wq_.end() && n_iov < 64; ++it) {
             iov[n_iov].iov_base = const_cast<char *>(it->data()) + off;
             iov[n_iov].iov_len = it->size() - off;
             off = 0;

@@ -73,6 +73,7 @@ private:
     // Returns false on a fatal write error (errno_out set).
     bool flush_locked(int &errno_out);
     void request_write_event();
+    void enqueue_locked(std::string bytes);
     void uncork();
     ssize_t write_fd(const void *buf, size_t len);
 
