@@ -6,6 +6,10 @@
 
 namespace spore {
 
+namespace {
+constexpr size_t kMaxRoutesPerStream = 100000;
+}  // namespace
+
 Router::Router(Loop &loop) : loop_(loop) {
     set_handler(kHandleAddRoute, Policy::kImmediateChild,
                 [this](Message &&m, const StreamPtr &in) { handle_add_route(std::move(m), in); });
@@ -67,6 +71,8 @@ bool Router::add_route(uint32_t id, const StreamPtr &via) {
     if (has_parent_authority(id)) return false;  // self or an ancestor
     std::lock_guard<std::mutex> lk(mu_);
     if (routes_.count(id)) return false;
+    // A hostile child must not grow the table without bound.
+    if (ids_by_stream_[via.get()].size() >= kMaxRoutesPerStream) return false;
     routes_[id] = via;
     ids_by_stream_[via.get()].insert(id);
     return true;
