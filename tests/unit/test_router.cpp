@@ -243,6 +243,27 @@ TEST_F(RouterTest, AddRouteFromBeyondTheImmediateChildIsRefused) {
     EXPECT_FALSE(router->has_route(10));
 }
 
+TEST_F(RouterTest, RoutesBehindOneStreamAreCapped) {
+    // A child announcing ever more contexts cannot grow the table forever.
+    const uint32_t n = 100500;
+    for (uint32_t i = 0; i < n; ++i) {
+        peer7.send(msg(5, 7, 7, kHandleAddRoute, 0, "{\"id\":" + std::to_string(10000 + i) + "}"));
+        // Small writes each cost a socket buffer's worth of overhead: pump
+        // often so the peer never blocks.
+        if (i % 50 == 0) {
+            pump();
+            Message drain;
+            while (parent_peer.next(drain)) {
+            }
+        }
+    }
+    pump();
+    EXPECT_TRUE(router->has_route(10000));
+    EXPECT_TRUE(router->has_route(10000 + 99998));
+    EXPECT_FALSE(router->has_route(10000 + n - 1));
+    EXPECT_EQ(router->ids_behind(child7.get()).size(), 100000u);
+}
+
 TEST_F(RouterTest, MalformedRouteMessagesAreDropped) {
     peer7.send(msg(5, 7, 7, kHandleAddRoute, 0, "not json"));
     peer7.send(msg(5, 7, 7, kHandleAddRoute, 0, "{\"id\":-4}"));
