@@ -318,6 +318,10 @@ TEST_F(RouterTest, BadMagicClosesOnlyThatStream) {
     EXPECT_FALSE(child8->closed());
     EXPECT_TRUE(peer7.eof());
     EXPECT_EQ(lost.count(7), 1u);
+    // The reason is logged, with the first bytes of the bad frame.
+    ASSERT_FALSE(logs.empty());
+    EXPECT_NE(logs.back().find("bad frame magic"), std::string::npos) << logs.back();
+    EXPECT_NE(logs.back().find("47 45 54"), std::string::npos) << logs.back();  // "GET"
 }
 
 TEST_F(RouterTest, OversizedFrameClosesTheStreamBeforeAllocating) {
