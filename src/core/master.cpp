@@ -227,13 +227,6 @@ std::shared_ptr<ContextState> Master::find_context(uint32_t id) const {
     return it == contexts_.end() ? nullptr : it->second;
 }
 
-size_t Master::context_count() const {
-    std::lock_guard<std::mutex> lk(ctx_mu_);
-    size_t n = 0;
-    for (auto &kv : contexts_) n += kv.second->alive.load() ? 1 : 0;
-    return n;
-}
-
 std::string Master::new_chain_id() {
     return std::to_string(getpid()) + "-" + std::to_string(next_chain_.fetch_add(1));
 }

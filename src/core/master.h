@@ -139,7 +139,6 @@ public:
     int log_fd() const { return log_efd_; }
     uint64_t dropped_logs() const { return dropped_logs_.load(); }
 
-    size_t context_count() const;
     std::string new_chain_id();
 
 private:

@@ -58,11 +58,6 @@ bool Stream::closed() const {
     return closed_;
 }
 
-size_t Stream::queued_bytes() const {
-    std::lock_guard<std::mutex> lk(wmu_);
-    return wq_bytes_;
-}
-
 // A pipe whose reader died raises SIGPIPE; keep it off this thread and
 // swallow it, since a library must not change the process's signal setup.
 template <typename WriteFn>

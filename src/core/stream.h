@@ -51,7 +51,6 @@ public:
     bool closed() const;
 
     const std::string &name() const { return name_; }
-    void set_name(std::string n) { name_ = std::move(n); }
     uint32_t remote_id() const { return remote_id_; }
     void set_remote_id(uint32_t id) { remote_id_ = id; }
     // True for an agent's stream to its parent.
@@ -62,7 +61,6 @@ public:
 
     uint64_t bytes_in() const { return bytes_in_; }
     uint64_t bytes_out() const { return bytes_out_; }
-    size_t queued_bytes() const;
 
 private:
     static void on_read_cb(evutil_socket_t, short, void *arg);
