@@ -275,7 +275,9 @@ void Router::handle_del_route(Message &&m, const StreamPtr &ingress) {
 }
 
 void Router::on_stream_closed(Stream &s, const std::string &reason) {
-    if (reason != "EOF") log(SPORE_LOG_WARNING, "stream " + s.name() + " closed: " + reason);
+    // Failures are worth a record; EOF and closes this side chose are not.
+    for (const char *failure : {"protocol error", "read failed", "write failed"})
+        if (reason.rfind(failure, 0) == 0) log(SPORE_LOG_WARNING, "stream " + s.name() + " closed: " + reason);
     std::vector<uint32_t> gone;
     StreamPtr keep;
     bool was_parent = false;
