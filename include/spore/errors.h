@@ -26,14 +26,18 @@
     X(ENOROUTE,     -12, "no route to context")                                \
     X(ESHUTDOWN,    -13, "router is shutting down")                            \
     X(EINTERNAL,    -14, "internal error")                                     \
-    X(EUNKNOWN,     -15, "unknown error")
+    X(EUNKNOWN,     -15, "unknown error")                                    \
+    X(EAUTH,        -16, "authentication failed")                            \
+    X(EPASSREQ,     -17, "password required")                                \
+    X(EHOSTKEY,     -18, "host key verification failed")                     \
+    X(EDENIED,      -19, "not allowed to become that user")
 
 typedef enum spore_error_code {
     SPORE_OK = 0,
 #define SPORE__ERROR_ENUM(name, num, text) SPORE_##name = (num),
     SPORE_ERROR_MAP(SPORE__ERROR_ENUM)
 #undef SPORE__ERROR_ENUM
-    SPORE__ERROR_LAST = -15
+    SPORE__ERROR_LAST = -19
 } spore_error_code;
 
 #endif /* SPORE_ERRORS_H */

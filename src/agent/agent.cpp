@@ -353,6 +353,7 @@ void Agent::internal_connect(Job &&job) {
     req.agent_compress = json_bool(a, "agent_compress", true);
     req.remote_name = json_str(a, "remote_name");
     req.in_agent = true;
+    req.local_agent = "/proc/" + std::to_string(getpid()) + "/exe";
     const cJSON *opts = cJSON_GetObjectItemCaseSensitive(a, "options");
     req.options.reset(opts ? cJSON_Duplicate(opts, 1) : cJSON_CreateObject());
     if (req.method.empty() || id <= 0 || id > int64_t(UINT32_MAX) || req.name.empty()) {

@@ -23,6 +23,10 @@
 
 namespace spore::agent {
 
+// `spore-agent --setns ...`: enter a process's namespaces and run a command
+// there (setns_helper.cpp). Returns the command's exit status.
+int run_setns_helper(int argc, char **argv);
+
 class Agent : public Services {
 public:
     Agent();

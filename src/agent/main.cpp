@@ -12,6 +12,7 @@
 #include "agent/agent.h"
 
 int main(int argc, char **argv) {
+    if (argc > 1 && std::strcmp(argv[1], "--setns") == 0) return spore::agent::run_setns_helper(argc, argv);
     bool unlink_self = false;
     for (int i = 1; i < argc; ++i) {
         if (std::strcmp(argv[i], "--version") == 0) {

@@ -4,7 +4,9 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <termios.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -13,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "core/shlex.h"
 #include "methods/method.h"
 #include "spore/version.h"
 
@@ -77,6 +80,59 @@ Connection::~Connection() {
     if (pid_ > 0) kill_and_wait();
 }
 
+namespace {
+// WSL rejects TCSAFLUSH on a pty.
+bool running_on_wsl() {
+    static const bool wsl = [] {
+        char buf[256] = {0};
+        int fd = ::open("/proc/sys/kernel/osrelease", O_RDONLY | O_CLOEXEC);
+        if (fd < 0) return false;
+        ssize_t n = ::read(fd, buf, sizeof buf - 1);
+        ::close(fd);
+        if (n <= 0) return false;
+        std::string r(buf, size_t(n));
+        for (auto &c : r) c = char(tolower(static_cast<unsigned char>(c)));
+        return r.find("microsoft") != std::string::npos || r.find("wsl") != std::string::npos;
+    }();
+    return wsl;
+}
+
+// A pty in raw mode (8-bit clean, no echo, no line discipline): passwords are
+// not echoed back and, for su, the framed stream passes through unchanged.
+bool open_raw_pty(UniqueFd &master, std::string &slave_path, std::string &err) {
+    int m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (m < 0 || grantpt(m) != 0 || unlockpt(m) != 0) {
+        err = std::string("cannot open a pty: ") + std::strerror(errno);
+        if (m >= 0) ::close(m);
+        return false;
+    }
+    master.reset(m);
+    char name[128];
+    if (ptsname_r(m, name, sizeof name) != 0) {
+        err = std::string("ptsname: ") + std::strerror(errno);
+        return false;
+    }
+    slave_path = name;
+    // Set the mode through the slave: on some systems the master ignores it.
+    int s = ::open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (s < 0) {
+        err = std::string("cannot open ") + name + ": " + std::strerror(errno);
+        return false;
+    }
+    termios t{};
+    if (tcgetattr(s, &t) == 0) {
+        cfmakeraw(&t);
+        tcsetattr(s, running_on_wsl() ? TCSANOW : TCSAFLUSH, &t);
+    }
+    winsize ws{};
+    ws.ws_row = 24;
+    ws.ws_col = 200;
+    ioctl(s, TIOCSWINSZ, &ws);
+    ::close(s);
+    return true;
+}
+}  // namespace
+
 void Connection::start() {
     const MethodInfo *method = find_method(req_.method);
     if (!method) return fail(SPORE_EINVAL, "unknown connection method '" + req_.method + "'");
@@ -86,64 +142,37 @@ void Connection::start() {
     in.options = req_.options.get();
     in.agent_args = agent_args;
     in.in_agent = req_.in_agent;
-    LaunchSpec spec;
+    in.local_agent = req_.local_agent;
     try {
         if (method->name != "fork") {
             auto img = image_fn_();
             in.first_stage = first_stage_script(img->sha256(), req_.agent_cache, agent_args, req_.agent_compress);
         }
-        spec = method->build(in);
+        spec_ = method->build(in);
+        if (!spec_.prompts.empty()) prompts_ = std::make_unique<PromptMatcher>(spec_.prompts, spec_.secrets);
     } catch (const Error &e) {
         return fail(e.code(), e.what());
     }
-    if (spec.agent_direct) spec.argv.push_back(agent_args);
+    // The options (and the secrets in them) are not needed any more.
+    for (auto &s : spec_.secrets) wipe(s.second);
+    const cJSON *item;
+    cJSON_ArrayForEach(item, req_.options.get())
+        if (cJSON_IsString(item) && item->valuestring) explicit_bzero(item->valuestring, std::strlen(item->valuestring));
+    req_.options = json_object();
+    if (spec_.agent_direct) spec_.argv.push_back(agent_args);
+    if (on_debug_) on_debug_("starting " + req_.name + ": " + quote_for_log(spec_.argv));
 
-    int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
-        return fail(SPORE_ECONNECT, std::string("socketpair: ") + std::strerror(errno));
-    UniqueFd ours(sv[0]), theirs(sv[1]);
-    // Larger socket buffers let a 1 MiB message move in few wake-ups.
-    int sz = 1 << 20;
-    setsockopt(ours.get(), SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
-    setsockopt(ours.get(), SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
-    int ep[2];
-    if (pipe2(ep, O_CLOEXEC) != 0) return fail(SPORE_ECONNECT, std::string("pipe: ") + std::strerror(errno));
-    UniqueFd err_r(ep[0]), err_w(ep[1]);
+    UniqueFd ours, err_r;
+    if (spawn(spec_, ours, err_r) != 0) return;
 
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, theirs.get(), 0);
-    posix_spawn_file_actions_adddup2(&fa, theirs.get(), 1);
-    posix_spawn_file_actions_adddup2(&fa, err_w.get(), 2);
-    posix_spawnattr_t attr;
-    posix_spawnattr_init(&attr);
-    sigset_t empty, defaults;
-    sigemptyset(&empty);
-    sigemptyset(&defaults);
-    for (int s : {SIGPIPE, SIGINT, SIGTERM, SIGHUP, SIGCHLD, SIGQUIT, SIGUSR1, SIGUSR2}) sigaddset(&defaults, s);
-    posix_spawnattr_setsigmask(&attr, &empty);
-    posix_spawnattr_setsigdefault(&attr, &defaults);
-    // A session of its own: terminal signals aimed at the program do not hit
-    // the agents, which are shut down through their streams instead.
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSID);
-    std::vector<char *> argv;
-    for (auto &a : spec.argv) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    pid_t pid = -1;
-    int rc = posix_spawn(&pid, argv[0], &fa, &attr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&attr);
-    if (rc != 0) return fail(SPORE_ECONNECT, "cannot start " + spec.argv[0] + ": " + std::strerror(rc));
-    pid_ = pid;
-    theirs.reset();
-    err_w.reset();
-
-    err_fd_ = std::move(err_r);
-    set_nonblocking(err_fd_.get());
-    err_ev_.reset(event_new(
-        loop_.base(), err_fd_.get(), EV_READ | EV_PERSIST,
-        [](evutil_socket_t, short, void *arg) { static_cast<Connection *>(arg)->read_stderr(); }, this));
-    event_add(err_ev_.get(), nullptr);
+    if (err_r) {
+        err_fd_ = std::move(err_r);
+        set_nonblocking(err_fd_.get());
+        err_ev_.reset(event_new(
+            loop_.base(), err_fd_.get(), EV_READ | EV_PERSIST,
+            [](evutil_socket_t, short, void *arg) { static_cast<Connection *>(arg)->read_stderr(); }, this));
+        event_add(err_ev_.get(), nullptr);
+    }
 
     int sock = ours.release();
     stream_ = std::make_shared<Stream>(loop_, sock, sock, req_.name, limits_);
@@ -169,6 +198,93 @@ void Connection::start() {
     });
 }
 
+// Starts the launcher. stream_fd gets our end of its stdin/stdout (a socket,
+// or the pty master for TtyMode::Full); err_fd its stderr (a pipe, or the
+// pty master for TtyMode::Hybrid). Returns non-zero after fail().
+int Connection::spawn(const LaunchSpec &spec, UniqueFd &stream_fd, UniqueFd &err_fd) {
+    UniqueFd ours, theirs, err_w, pty;
+    std::string slave, err;
+    if (spec.tty != TtyMode::None && !open_raw_pty(pty, slave, err)) {
+        fail(SPORE_ECONNECT, err);
+        return -1;
+    }
+    if (spec.tty != TtyMode::Full) {
+        int sv[2];
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+            fail(SPORE_ECONNECT, std::string("socketpair: ") + std::strerror(errno));
+            return -1;
+        }
+        ours.reset(sv[0]);
+        theirs.reset(sv[1]);
+        // Larger socket buffers let a 1 MiB message move in few wake-ups.
+        int sz = 1 << 20;
+        setsockopt(ours.get(), SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
+        setsockopt(ours.get(), SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
+    }
+    if (spec.tty == TtyMode::None) {
+        int ep[2];
+        if (pipe2(ep, O_CLOEXEC) != 0) {
+            fail(SPORE_ECONNECT, std::string("pipe: ") + std::strerror(errno));
+            return -1;
+        }
+        err_fd.reset(ep[0]);
+        err_w.reset(ep[1]);
+    }
+
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    switch (spec.tty) {
+    case TtyMode::None:
+        posix_spawn_file_actions_adddup2(&fa, theirs.get(), 0);
+        posix_spawn_file_actions_adddup2(&fa, theirs.get(), 1);
+        posix_spawn_file_actions_adddup2(&fa, err_w.get(), 2);
+        break;
+    case TtyMode::Hybrid:
+        // Opened after setsid and without O_NOCTTY, the pty becomes the
+        // child's controlling terminal: /dev/tty reaches it.
+        posix_spawn_file_actions_adddup2(&fa, theirs.get(), 0);
+        posix_spawn_file_actions_adddup2(&fa, theirs.get(), 1);
+        posix_spawn_file_actions_addopen(&fa, 2, slave.c_str(), O_RDWR, 0);
+        break;
+    case TtyMode::Full:
+        posix_spawn_file_actions_addopen(&fa, 0, slave.c_str(), O_RDWR, 0);
+        posix_spawn_file_actions_adddup2(&fa, 0, 1);
+        posix_spawn_file_actions_adddup2(&fa, 0, 2);
+        break;
+    }
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    sigset_t empty, defaults;
+    sigemptyset(&empty);
+    sigemptyset(&defaults);
+    for (int s : {SIGPIPE, SIGINT, SIGTERM, SIGHUP, SIGCHLD, SIGQUIT, SIGUSR1, SIGUSR2}) sigaddset(&defaults, s);
+    posix_spawnattr_setsigmask(&attr, &empty);
+    posix_spawnattr_setsigdefault(&attr, &defaults);
+    // A session of its own: terminal signals aimed at the program do not hit
+    // the agents, which are shut down through their streams instead.
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSID);
+    std::vector<char *> argv;
+    for (auto &a : spec_.argv) argv.push_back(const_cast<char *>(a.c_str()));
+    argv.push_back(nullptr);
+    pid_t pid = -1;
+    // posix_spawnp: launchers (ssh, sudo, docker...) are found on PATH.
+    int rc = posix_spawnp(&pid, argv[0], &fa, &attr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
+    if (rc != 0) {
+        fail(SPORE_ECONNECT, "cannot start " + spec.argv[0] + ": " + std::strerror(rc));
+        return -1;
+    }
+    pid_ = pid;
+    if (spec.tty == TtyMode::Full) {
+        stream_fd = std::move(pty);
+    } else {
+        stream_fd = std::move(ours);
+        if (spec.tty == TtyMode::Hybrid) err_fd = std::move(pty);
+    }
+    return 0;
+}
+
 void Connection::remember(const std::string &line) {
     if (line.empty()) return;
     last_lines_.push_back(line.substr(0, kMaxLine));
@@ -185,6 +301,11 @@ std::string Connection::last_output() const {
 }
 
 void Connection::on_raw(std::string_view bytes) {
+    // On a full terminal the prompts arrive here, mixed with the markers.
+    if (spec_.tty == TtyMode::Full && prompts_) {
+        scan_prompts(bytes);
+        if (finished_) return;
+    }
     out_buf_.append(bytes);
     bool hello = false;
     size_t pos;
@@ -193,6 +314,7 @@ void Connection::on_raw(std::string_view bytes) {
         out_buf_.erase(0, pos + 1);
         handle_line(line, hello);
     }
+    if (finished_) return;
     if (hello) {
         std::string leftover;
         leftover.swap(out_buf_);
@@ -222,7 +344,68 @@ void Connection::handle_line(const std::string &raw_line, bool &hello_seen) {
         hello_seen = true;
         return;
     }
-    remember(line);
+    // On a full terminal the prompt scanner already remembered the line.
+    if (!(spec_.tty == TtyMode::Full && prompts_)) remember(prompts_ ? prompts_->mask(line) : line);
+}
+
+void Connection::scan_prompts(std::string_view bytes) {
+    prompt_lines_.clear();
+    auto o = prompts_->feed(bytes, prompt_lines_);
+    for (auto &l : prompt_lines_) {
+        if (!spec_.debug_line_prefix.empty() && l.rfind(spec_.debug_line_prefix, 0) == 0 && on_debug_) on_debug_(l);
+        if (l.rfind(kReadyMarker, 0) != 0 && l.rfind(kHelloMarker, 0) != 0) remember(l);
+    }
+    apply(o);
+    if (finished_) return;
+    settle_timer_.reset();
+    if (prompts_->prompt_pending()) {
+        // A prompt is acted on once the output pauses: a banner line that
+        // only contains "password:" goes on, and is not answered.
+        std::weak_ptr<Connection> weak = weak_from_this();
+        settle_timer_ = std::make_unique<Timer>(loop_, 0.03, [weak] {
+            auto self = weak.lock();
+            if (!self || self->finished_ || !self->prompts_) return;
+            auto out = self->prompts_->settle();
+            self->settle_timer_.reset();
+            self->apply(out);
+        });
+    }
+}
+
+void Connection::apply(const PromptMatcher::Outcome &o) {
+    if (o.code) {
+        std::string why = o.message;
+        if (o.code == SPORE_EHOSTKEY && prompts_)
+            for (auto &n : prompts_->notes()) why += "; " + n;
+        drain_stderr_now();
+        fail(o.code, why);
+        return;
+    }
+    if (!o.reply.empty()) {
+        if (on_debug_) on_debug_(req_.name + ": answering a prompt");
+        send_to_terminal(o.reply);
+    }
+}
+
+void Connection::send_to_terminal(std::string bytes) {
+    if (spec_.tty == TtyMode::Full) {
+        if (stream_) stream_->send_raw(bytes);
+    } else if (spec_.tty == TtyMode::Hybrid && err_fd_) {
+        const char *p = bytes.data();
+        size_t left = bytes.size();
+        while (left > 0) {
+            ssize_t n = ::write(err_fd_.get(), p, left);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) break;
+            p += n;
+            left -= size_t(n);
+        }
+    } else {
+        wipe(bytes);
+        fail(SPORE_ECONNECT, "the launcher asks for input but has no terminal");
+        return;
+    }
+    wipe(bytes);
 }
 
 void Connection::send_image(bool gz) {
@@ -246,18 +429,21 @@ void Connection::read_stderr() {
     char buf[8192];
     for (;;) {
         ssize_t n = ::read(err_fd_.get(), buf, sizeof buf);
+        if (n > 0 && !booted_ && prompts_) {
+            scan_prompts(std::string_view(buf, size_t(n)));
+            if (finished_) return;
+            continue;
+        }
         if (n > 0) {
             err_buf_.append(buf, size_t(n));
             size_t pos;
             while ((pos = err_buf_.find('\n')) != std::string::npos) {
                 std::string line = err_buf_.substr(0, pos);
                 err_buf_.erase(0, pos + 1);
-                if (booted_ && on_stderr_) on_stderr_(line);
-                else remember(line);
+                stderr_line(line);
             }
             if (err_buf_.size() > kMaxLine) {
-                if (booted_ && on_stderr_) on_stderr_(err_buf_);
-                else remember(err_buf_);
+                stderr_line(err_buf_);
                 err_buf_.clear();
             }
             continue;
@@ -266,14 +452,25 @@ void Connection::read_stderr() {
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
         // EOF or error: flush the last partial line and stop watching.
         if (!err_buf_.empty()) {
-            if (booted_ && on_stderr_) on_stderr_(err_buf_);
-            else remember(err_buf_);
+            stderr_line(err_buf_);
             err_buf_.clear();
         }
         err_ev_.reset();
         err_fd_.reset();
         return;
     }
+}
+
+void Connection::stderr_line(const std::string &raw) {
+    std::string line = raw;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (!spec_.debug_line_prefix.empty() && line.rfind(spec_.debug_line_prefix, 0) == 0) {
+        if (on_debug_) on_debug_(line);
+        if (!booted_) remember(line);
+        return;
+    }
+    if (booted_ && on_stderr_) on_stderr_(line);
+    else remember(line);
 }
 
 void Connection::drain_stderr_now() {
@@ -301,6 +498,8 @@ void Connection::succeed() {
     finished_ = true;
     booted_ = true;
     timeout_.reset();
+    settle_timer_.reset();
+    prompts_.reset();  // wipes the secrets
     // stderr lines that came before the hello were part of the bootstrap.
     last_lines_.clear();
     auto done = std::move(done_);
@@ -311,6 +510,7 @@ void Connection::fail(int code, const std::string &why) {
     if (finished_) return;
     finished_ = true;
     timeout_.reset();
+    settle_timer_.reset();
     ErrorInfo err;
     err.code = code;
     err.context = req_.name;
@@ -320,6 +520,8 @@ void Connection::fail(int code, const std::string &why) {
         else if (WIFSIGNALED(exit_status_)) err.message += " (killed by signal " + std::to_string(WTERMSIG(exit_status_)) + ")";
     }
     if (!last_lines_.empty()) err.message += "; last output:" + last_output();
+    if (prompts_) err.message = prompts_->mask(err.message);
+    prompts_.reset();
     if (stream_) stream_->close("connect failed");
     auto done = std::move(done_);
     if (done) done(err);

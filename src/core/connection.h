@@ -14,7 +14,9 @@
 #include "core/image.h"
 #include "core/json.h"
 #include "core/loop.h"
+#include "core/prompts.h"
 #include "core/stream.h"
+#include "methods/method.h"
 
 namespace spore {
 
@@ -28,6 +30,8 @@ struct ConnectRequest {
     bool agent_cache = true;
     bool agent_compress = true;
     std::string remote_name;
+    // A spore-agent executable on this machine (setns runs it as a helper).
+    std::string local_agent;
 };
 
 class Connection : public std::enable_shared_from_this<Connection> {
@@ -70,6 +74,12 @@ private:
     void succeed();
     void on_raw(std::string_view bytes);
     void handle_line(const std::string &line, bool &hello_seen);
+    // Bootstrap output that may hold prompts (the terminal, or stderr).
+    void scan_prompts(std::string_view bytes);
+    void apply(const PromptMatcher::Outcome &o);
+    void send_to_terminal(std::string bytes);
+    void stderr_line(const std::string &line);
+    int spawn(const LaunchSpec &spec, UniqueFd &stream_fd, UniqueFd &err_fd);
     void send_image(bool gz);
     void read_stderr();
     void drain_stderr_now();
@@ -92,6 +102,10 @@ private:
     std::string out_buf_, err_buf_;
     std::deque<std::string> last_lines_;
     TimerPtr timeout_;
+    LaunchSpec spec_;
+    std::unique_ptr<PromptMatcher> prompts_;
+    std::vector<std::string> prompt_lines_;
+    TimerPtr settle_timer_;
     bool finished_ = false;
     bool booted_ = false;
     size_t image_bytes_sent_ = 0;

@@ -247,27 +247,6 @@ void Master::send_init(const std::shared_ptr<Stream> &s, const ContextState &ctx
     s->send(init);
 }
 
-namespace {
-// Checks connect options against the method's schema.
-void validate_options(const MethodInfo &m, const cJSON *opts) {
-    const cJSON *item;
-    cJSON_ArrayForEach(item, opts) {
-        std::string_view key = item->string ? item->string : "";
-        char type = 0;
-        for (auto &c : common_options())
-            if (c.key == key) type = c.type;
-        for (auto &k : m.option_keys)
-            if (k == key) type = 's';
-        if (!type) throw Error(SPORE_EINVAL, "unknown option '" + std::string(key) + "' for method " + std::string(m.name));
-        bool ok = (type == 's' && cJSON_IsString(item)) || (type == 'i' && cJSON_IsNumber(item)) ||
-                  (type == 'b' && cJSON_IsBool(item));
-        if (!ok) {
-            const char *want = type == 's' ? "a string" : type == 'i' ? "an integer" : "a boolean";
-            throw Error(SPORE_EINVAL, "option '" + std::string(key) + "' must be " + want);
-        }
-    }
-}
-}  // namespace
 
 std::shared_ptr<ContextState> Master::connect(const std::string &method, Json options,
                                               const std::shared_ptr<ContextState> &via) {
@@ -302,6 +281,7 @@ std::shared_ptr<ContextState> Master::connect(const std::string &method, Json op
     rq.agent_cache = json_bool(options.get(), "agent_cache", true);
     rq.agent_compress = json_bool(options.get(), "agent_compress", true);
     rq.remote_name = json_str(options.get(), "remote_name");
+    rq.local_agent = opts_.agent_path.empty() ? default_agent_path() : opts_.agent_path;
 
     if (via) {
         Json args = json_object();

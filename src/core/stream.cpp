@@ -245,6 +245,11 @@ void Stream::handle_read() {
         }
         if (errno == EINTR) continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+        if (errno == EIO) {
+            // A pty master reads EIO once the last slave fd is closed: EOF.
+            eof = true;
+            break;
+        }
         err = std::string("read failed: ") + std::strerror(errno);
         break;
     }

@@ -6,7 +6,7 @@ namespace spore {
 
 LaunchSpec build_local(const LaunchInput &in) {
     LaunchSpec spec;
-    spec.argv = {"/bin/sh", "-c", in.first_stage};
+    spec.argv = in.boot_argv();
     return spec;
 }
 

@@ -1,20 +1,37 @@
 // Connection methods (DESIGN §5): each turns its options into the command
 // that starts a child whose stdin/stdout reach a POSIX sh running the first
-// stage (or, for fork, the agent itself). One source file per method.
+// stage (or, for fork, the agent itself), says whether that command needs a
+// terminal, and which prompts it may print. One source file per method.
 #pragma once
 
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "core/json.h"
+#include "core/prompts.h"
 
 namespace spore {
+
+enum class TtyMode {
+    None,    // stdin/stdout on a socketpair, stderr on a pipe
+    Hybrid,  // stdin/stdout on a socketpair; stderr and the controlling
+             // terminal on a pty (sudo, doas and ssh read passwords from /dev/tty)
+    Full,    // stdin, stdout and stderr all on a pty (su insists on one)
+};
 
 struct LaunchSpec {
     std::vector<std::string> argv;
     // True when argv starts the agent directly (no first stage, no image).
     bool agent_direct = false;
+    TtyMode tty = TtyMode::None;
+    PromptTable prompts;
+    // Secrets the prompts may send, by name ("password", "passphrase").
+    std::vector<std::pair<std::string, std::string>> secrets;
+    // Where the launcher is a program that prints debug lines (ssh -v), the
+    // pattern of those lines: after the hello they become debug logs.
+    std::string debug_line_prefix;
 };
 
 struct LaunchInput {
@@ -22,29 +39,70 @@ struct LaunchInput {
     std::string first_stage;         // the sh script to run in the target
     std::string agent_args;          // argv words for a directly started agent
     bool in_agent = false;           // true when an agent (not the master) connects
+    std::string local_agent;         // a spore-agent executable on this machine
+
+    // The command that runs the first stage: command_prefix words, then
+    // /bin/sh -c <first stage>. A prefix with shell operators (&&, ;) is run
+    // by /bin/sh itself.
+    std::vector<std::string> boot_argv() const;
+    // The same as one sh command line (for launchers that take a string: ssh, su).
+    std::string boot_command_line() const;
+    // The same, free of '$' (sudo -i re-quotes its command but leaves '$'
+    // for the login shell to expand).
+    std::vector<std::string> boot_argv_without_dollar() const;
 };
 
 using BuildLaunchFn = LaunchSpec (*)(const LaunchInput &);
 
+// Option value types: 's' string, 'i' integer, 'b' boolean, 'l' list of
+// strings (a JSON array, or a string split by split_words).
+struct OptionSpec {
+    std::string_view key;
+    char type;
+};
+
 struct MethodInfo {
     std::string_view name;
     BuildLaunchFn build;
-    bool needs_agent;                     // only possible through `via` (fork)
-    std::vector<std::string_view> option_keys;  // method-specific option names
+    bool needs_agent;                    // only possible through `via` (fork)
+    std::vector<OptionSpec> options;     // method-specific options
 };
 
 // Null when the method is unknown.
 const MethodInfo *find_method(std::string_view name);
+// Every method, in the order of the registry (for docs and --help).
+const std::vector<MethodInfo> &all_methods();
 
-// Options every method accepts, with their JSON types ('s', 'i', 'b').
-struct CommonOption {
-    std::string_view key;
-    char type;
-};
-const std::vector<CommonOption> &common_options();
+// Options every method accepts.
+const std::vector<OptionSpec> &common_options();
+
+// Throws spore::Error(SPORE_EINVAL) for unknown keys and wrong types.
+void validate_options(const MethodInfo &m, const cJSON *opts);
+
+// Helpers for the builders.
+std::string opt_str(const cJSON *o, const char *key, const std::string &def = "");
+bool opt_bool(const cJSON *o, const char *key, bool def = false);
+int64_t opt_int(const cJSON *o, const char *key, int64_t def = 0);
+// A required string option; throws SPORE_EINVAL naming method and key.
+std::string opt_required(const cJSON *o, const char *key, std::string_view method);
+// Extra prompt patterns from the options `password_prompts` and
+// `incorrect_prompts` (lists), added before the method's own.
+void add_user_prompts(PromptTable &t, const cJSON *o, const std::string &secret = "password");
 
 // Declarations of the per-method builders (one file each).
 LaunchSpec build_local(const LaunchInput &in);
 LaunchSpec build_fork(const LaunchInput &in);
+LaunchSpec build_ssh(const LaunchInput &in);
+LaunchSpec build_sudo(const LaunchInput &in);
+LaunchSpec build_su(const LaunchInput &in);
+LaunchSpec build_doas(const LaunchInput &in);
+LaunchSpec build_docker(const LaunchInput &in);
+LaunchSpec build_podman(const LaunchInput &in);
+LaunchSpec build_lxc(const LaunchInput &in);
+LaunchSpec build_lxd(const LaunchInput &in);
+LaunchSpec build_kubectl(const LaunchInput &in);
+LaunchSpec build_jail(const LaunchInput &in);
+LaunchSpec build_setns(const LaunchInput &in);
+LaunchSpec build_machinectl(const LaunchInput &in);
 
 }  // namespace spore

@@ -1,0 +1,84 @@
+// ssh through the OpenSSH client (backend=openssh; also what an agent uses
+// for an onward ssh hop). The remote login shell runs the boot command line.
+// A terminal is only used when a password or key passphrase may have to be
+// typed; otherwise ssh runs with BatchMode and never prompts.
+#include "core/error.h"
+#include "core/shlex.h"
+#include "methods/method.h"
+
+namespace spore {
+
+LaunchSpec build_ssh(const LaunchInput &in) {
+    const cJSON *o = in.options;
+    std::string backend = opt_str(o, "backend", "openssh");
+    if (backend != "openssh")
+        throw Error(SPORE_EINVAL, "ssh backend '" + backend + "' is not available here (use backend=openssh)");
+    std::string host = opt_required(o, "hostname", "ssh");
+    std::string password = opt_str(o, "password"), passphrase = opt_str(o, "identity_passphrase");
+    std::string check = opt_str(o, "check_host_keys", "enforce");
+    if (check != "enforce" && check != "accept" && check != "ignore")
+        throw Error(SPORE_EINVAL, "check_host_keys must be enforce, accept or ignore (not '" + check + "')");
+    int64_t debug = opt_int(o, "ssh_debug_level", 0);
+    if (debug < 0 || debug > 3) throw Error(SPORE_EINVAL, "ssh_debug_level must be 0 to 3");
+    int64_t port = opt_int(o, "port", 0);
+    if (port < 0 || port > 65535) throw Error(SPORE_EINVAL, "port must be 1 to 65535");
+
+    LaunchSpec spec;
+    bool interactive = !password.empty() || !passphrase.empty();
+    spec.tty = interactive ? TtyMode::Hybrid : TtyMode::None;
+    auto &a = spec.argv;
+    a = {opt_str(o, "ssh_path", "ssh")};
+    if (debug > 0) {
+        a.push_back("-" + std::string(size_t(debug), 'v'));
+        spec.debug_line_prefix = "debug";
+    } else {
+        // Keeps banners and warnings (which may say "password") off the channel.
+        a.insert(a.end(), {"-o", "LogLevel ERROR"});
+    }
+    std::string user = opt_str(o, "username");
+    if (!user.empty()) a.insert(a.end(), {"-l", user});
+    if (port) a.insert(a.end(), {"-p", std::to_string(port)});
+    std::string key = opt_str(o, "identity_file");
+    if (!key.empty()) a.insert(a.end(), {"-i", key});
+    if (opt_bool(o, "identities_only", true) && (!key.empty() || !password.empty()))
+        a.insert(a.end(), {"-o", "IdentitiesOnly yes"});
+    if (!opt_bool(o, "use_agent", true)) a.insert(a.end(), {"-o", "IdentityAgent none"});
+    if (opt_bool(o, "compression", false)) a.insert(a.end(), {"-o", "Compression yes"});
+    int64_t ka = opt_int(o, "keepalive_interval", 15), kc = opt_int(o, "keepalive_count", 3);
+    if (ka > 0) a.insert(a.end(), {"-o", "ServerAliveInterval " + std::to_string(ka), "-o", "ServerAliveCountMax " + std::to_string(kc)});
+    if (!interactive) a.insert(a.end(), {"-o", "BatchMode yes"});
+    else if (password.empty()) a.insert(a.end(), {"-o", "PasswordAuthentication no", "-o", "KbdInteractiveAuthentication no"});
+    std::string known = opt_str(o, "known_hosts_file");
+    if (check == "ignore") {
+        a.insert(a.end(), {"-o", "StrictHostKeyChecking no", "-o", "UserKnownHostsFile /dev/null", "-o",
+                           "GlobalKnownHostsFile /dev/null"});
+    } else {
+        a.insert(a.end(), {"-o", check == "accept" ? "StrictHostKeyChecking accept-new" : "StrictHostKeyChecking yes"});
+        if (!known.empty()) a.insert(a.end(), {"-o", "UserKnownHostsFile " + known});
+    }
+    auto extra = option_words(o, "ssh_args");
+    a.insert(a.end(), extra.begin(), extra.end());
+    a.push_back(host);
+    a.push_back(in.boot_command_line());
+
+    spec.secrets = {{"password", password}, {"passphrase", passphrase}};
+    PromptTable &t = spec.prompts;
+    add_user_prompts(t, o);
+    t.add_note("fingerprint (for the [^ ]+ key sent by the remote host )?is[[:space:]]*$");
+    t.add_note("^(SHA256|MD5):[^ ]+");
+    t.add_note("key fingerprint is");
+    t.add_failure("remote host identification has changed", SPORE_EHOSTKEY, "the host key of " + host + " has changed");
+    t.add_failure("no [^ ]+ host key is known for", SPORE_EHOSTKEY, "the host key of " + host + " is not known");
+    t.add_failure("host key verification failed", SPORE_EHOSTKEY, "host key verification failed for " + host);
+    // ssh's own refusal lists the methods it tried; a remote shell's
+    // "Permission denied" (say, from cd) does not look like this.
+    t.add_denied("^([^ ]+@[^ ]+: )?permission denied \\([a-z,-]+\\)", "ssh: authentication failed");
+    t.add_failure("too many authentication failures", SPORE_EAUTH, "ssh: too many authentication failures");
+    t.add_failure("(verification code|one-time password|otp)[^\n]*:[[:space:]]*$", SPORE_EPASSREQ,
+                  "ssh asks for a one-time code; add a pattern with password_prompts to answer it", true);
+    t.add_prompt("enter passphrase for[^\n]*:[[:space:]]*$", "passphrase");
+    t.add_prompt("password:[[:space:]]*$", "password");
+    return spec;
+}
+
+}  // namespace spore
