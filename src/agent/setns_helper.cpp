@@ -8,6 +8,7 @@
 #include <grp.h>
 #include <sched.h>
 #include <signal.h>
+#include <strings.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -61,19 +62,35 @@ std::string capture(const std::vector<std::string> &argv) {
     return out;
 }
 
-// The first number after any of the keys (case-insensitive), e.g. "PID: 42".
+// The value of the first line "<key>: <number>" or "<key>=<number>" (key
+// case-insensitive, at the start of the line), e.g. "PID: 42" of lxc-info
+// and `lxc info`, "Leader=42" of machinectl; -1 when there is none. Only
+// whole lines count: `lxc info rapid7` prints "Name: rapid7" before "Pid:",
+// and that 7 is not the container's process.
 long number_after(const std::string &text, std::initializer_list<const char *> keys) {
-    std::string lower;
-    for (char c : text) lower.push_back(char(tolower(static_cast<unsigned char>(c))));
     for (const char *k : keys) {
-        size_t pos = lower.find(k);
-        if (pos == std::string::npos) continue;
-        pos += std::strlen(k);
-        while (pos < lower.size() && (lower[pos] == ' ' || lower[pos] == '\t' || lower[pos] == ':' || lower[pos] == '='))
+        const size_t klen = std::strlen(k);
+        size_t start = 0;
+        while (start < text.size()) {
+            size_t end = text.find('\n', start);
+            if (end == std::string::npos) end = text.size();
+            std::string line = text.substr(start, end - start);
+            start = end + 1;
+            size_t pos = line.find_first_not_of(" \t");
+            if (pos == std::string::npos || line.size() - pos < klen || strncasecmp(line.c_str() + pos, k, klen) != 0)
+                continue;
+            pos += klen;
+            while (pos < line.size() && (line[pos] == ' ' || line[pos] == '\t')) ++pos;
+            if (pos >= line.size() || (line[pos] != ':' && line[pos] != '=')) continue;  // "Pids", "PID_FILE"
             ++pos;
-        char *end = nullptr;
-        long v = std::strtol(lower.c_str() + pos, &end, 10);
-        if (end != lower.c_str() + pos && v > 0) return v;
+            while (pos < line.size() && (line[pos] == ' ' || line[pos] == '\t')) ++pos;
+            if (pos >= line.size() || line[pos] < '0' || line[pos] > '9') continue;
+            char *stop = nullptr;
+            errno = 0;
+            long v = std::strtol(line.c_str() + pos, &stop, 10);
+            while (*stop == ' ' || *stop == '\t' || *stop == '\r') ++stop;
+            if (*stop == '\0' && errno == 0 && v > 0) return v;
+        }
     }
     return -1;
 }

@@ -375,9 +375,8 @@ std::string json_quote(std::string_view s) {
 //   target := hop ( '/' hop )*
 //   hop    := method [ '://' authority | ':' argument ] [ '?' key[=value] ( '&' key[=value] )* ]
 //
-// Only the plain form (method plus options) names a method that exists today
-// ("local", "fork"); the argument forms are parsed now so that the planned
-// transports slot in: "ssh://user@host:port" and "sudo:user".
+// The argument forms set a method's main option: "ssh://user@host:port",
+// "sudo:user", "docker:container", "kubectl:pod", "setns:pid" and so on.
 
 struct Hop {
     std::string text;    // the hop as written, for messages
@@ -530,9 +529,28 @@ void set_hop_argument(spore_options *opts, const Hop &hop) {
         if (!port.empty()) set_option(opts, "port", port);
         return;
     }
-    if (hop.arg_kind == Hop::kColon && hop.method == "sudo") {
-        set_option(opts, "username", "\"" + hop.arg + "\"");
-        return;
+    // method:argument sets the method's main option.
+    static const std::pair<const char *, const char *> kColonOption[] = {
+        {"sudo", "username"},   {"su", "username"},     {"doas", "username"},  {"docker", "container"},
+        {"podman", "container"}, {"lxc", "container"},  {"lxd", "container"},  {"jail", "container"},
+        {"machinectl", "container"}, {"kubectl", "pod"}, {"setns", "pid"}};
+    if (hop.arg_kind == Hop::kColon) {
+        for (auto &[method, key] : kColonOption) {
+            if (hop.method != method) continue;
+            // setns:1234 names a process; setns:docker:web names a container of a kind.
+            if (hop.method == "setns") {
+                size_t colon = hop.arg.find(':');
+                if (colon != std::string::npos) {
+                    set_option(opts, "kind", "\"" + hop.arg.substr(0, colon) + "\"");
+                    set_option(opts, "container", "\"" + hop.arg.substr(colon + 1) + "\"");
+                } else {
+                    set_option(opts, "pid", hop.arg);
+                }
+                return;
+            }
+            set_option(opts, key, "\"" + hop.arg + "\"");
+            return;
+        }
     }
     usage_error("method '" + hop.method + "' takes no " +
                 (hop.arg_kind == Hop::kColon ? "':argument'" : "'://authority'") + " (in target hop '" +
@@ -540,6 +558,21 @@ void set_hop_argument(spore_options *opts, const Hop &hop) {
 }
 
 // ------------------------------------------------------------ the options
+
+// SPORE_PASSWORD, read once and removed from the environment, so that no
+// launcher or agent started from here inherits it.
+std::string &g_password() {
+    static std::string pw = [] {
+        std::string v;
+        if (const char *e = std::getenv("SPORE_PASSWORD")) {
+            v = e;
+            explicit_bzero(const_cast<char *>(e), std::strlen(e));
+            unsetenv("SPORE_PASSWORD");
+        }
+        return v;
+    }();
+    return pw;
+}
 
 struct Global {
     int call_timeout_ms = -1;
@@ -877,6 +910,11 @@ public:
                 has_timeout |= kv.first == "connect_timeout";
             }
             set_hop_argument(o, hop);
+            bool has_password = false;
+            for (auto &kv : hop.options) has_password |= kv.first == "password";
+            if (!has_password && !g_password().empty() &&
+                (hop.method == "ssh" || hop.method == "sudo" || hop.method == "su" || hop.method == "doas"))
+                if (spore_options_set_str(o, "password", g_password().c_str()) != SPORE_OK) lib_failure(kExitUsage);
             if (g_.connect_timeout_ms && !has_timeout)
                 set_option(o, "connect_timeout", std::to_string(*g_.connect_timeout_ms));
             spore_context *ctx = nullptr;
@@ -970,7 +1008,14 @@ const char kMainHelp[] =
     "  local?name=web&connect_timeout=5000\n"
     "                            connect options: integers, true/false, else strings\n"
     "                            (\"...\" forces a string; %XX escapes '/', '&', '=')\n"
-    "  Methods today: local, fork. Planned: ssh://[user@]host[:port], sudo:user.\n"
+    "  ssh://deploy@web1:2222/sudo:root\n"
+    "                            ssh to web1 as deploy, then sudo to root there\n"
+    "  Hop forms: local, fork, ssh://[user@]host[:port], sudo:user, su:user,\n"
+    "  doas:user, docker:container, podman:container, lxc:container,\n"
+    "  lxd:container, kubectl:pod, jail:name, machinectl:machine, setns:pid,\n"
+    "  setns:kind:container; any method also as method?option=value&...\n"
+    "  Passwords: give them as ?password=... only if the command line is private;\n"
+    "  better set SPORE_PASSWORD (used by the first hop that asks and has none).\n"
     "\n"
     "Exit status: 0 success, 1 runtime error, 2 usage error (also a bad target\n"
     "or JSON), 3 a hop could not be connected, 4 the call timed out (--timeout),\n"
@@ -1218,6 +1263,7 @@ int run_main(int argc, char **argv) {
 }  // namespace
 
 int main(int argc, char **argv) {
+    g_password();  // taken out of the environment before anything is started
     try {
         return run_main(argc, argv);
     } catch (const Failure &f) {

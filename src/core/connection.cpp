@@ -185,6 +185,7 @@ void Connection::start() {
         auto self = weak.lock();
         if (!self || self->finished_) return;
         self->drain_stderr_now();
+        if (self->pending_code_) return self->fail_pending();
         std::string why = reason == "EOF" ? "the child exited before the agent answered" : reason;
         self->fail(SPORE_ECONNECT, why);
     });
@@ -356,7 +357,7 @@ void Connection::scan_prompts(std::string_view bytes) {
         if (l.rfind(kReadyMarker, 0) != 0 && l.rfind(kHelloMarker, 0) != 0) remember(l);
     }
     apply(o);
-    if (finished_) return;
+    if (finished_ || pending_code_) return;
     settle_timer_.reset();
     if (prompts_->prompt_pending()) {
         // A prompt is acted on once the output pauses: a banner line that
@@ -374,17 +375,29 @@ void Connection::scan_prompts(std::string_view bytes) {
 
 void Connection::apply(const PromptMatcher::Outcome &o) {
     if (o.code) {
-        std::string why = o.message;
-        if (o.code == SPORE_EHOSTKEY && prompts_)
-            for (auto &n : prompts_->notes()) why += "; " + n;
-        drain_stderr_now();
-        fail(o.code, why);
+        if (pending_code_) return;  // the first failure counts
+        // The launcher usually says more (a fingerprint, a reason) and then
+        // exits: fail once its output ends, or after a moment.
+        pending_code_ = o.code;
+        pending_why_ = o.message;
+        std::weak_ptr<Connection> weak = weak_from_this();
+        settle_timer_ = std::make_unique<Timer>(loop_, 0.3, [weak] {
+            if (auto self = weak.lock()) self->fail_pending();
+        });
         return;
     }
     if (!o.reply.empty()) {
         if (on_debug_) on_debug_(req_.name + ": answering a prompt");
         send_to_terminal(o.reply);
     }
+}
+
+void Connection::fail_pending() {
+    drain_stderr_now();
+    std::string why = pending_why_;
+    if (prompts_)
+        for (auto &n : prompts_->notes()) why += "; " + n;
+    fail(pending_code_, why);
 }
 
 void Connection::send_to_terminal(std::string bytes) {
@@ -456,7 +469,10 @@ void Connection::read_stderr() {
             err_buf_.clear();
         }
         err_ev_.reset();
-        err_fd_.reset();
+        err_eof_ = true;
+        // A pty master stays open while the child lives: closing it would
+        // hang up the child's controlling terminal (SIGHUP to the agent).
+        if (spec_.tty != TtyMode::Hybrid) err_fd_.reset();
         return;
     }
 }
@@ -474,11 +490,11 @@ void Connection::stderr_line(const std::string &raw) {
 }
 
 void Connection::drain_stderr_now() {
-    if (!err_fd_) return;
+    if (!err_fd_ || err_eof_) return;
     // Give a dying child a moment to finish its last words.
-    for (int i = 0; i < 20 && err_fd_; ++i) {
+    for (int i = 0; i < 20 && err_fd_ && !err_eof_; ++i) {
         read_stderr();
-        if (!err_fd_) break;
+        if (!err_fd_ || err_eof_) break;
         if (pid_ > 0) {
             int st;
             pid_t r = waitpid(pid_, &st, WNOHANG);

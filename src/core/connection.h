@@ -77,6 +77,7 @@ private:
     // Bootstrap output that may hold prompts (the terminal, or stderr).
     void scan_prompts(std::string_view bytes);
     void apply(const PromptMatcher::Outcome &o);
+    void fail_pending();
     void send_to_terminal(std::string bytes);
     void stderr_line(const std::string &line);
     int spawn(const LaunchSpec &spec, UniqueFd &stream_fd, UniqueFd &err_fd);
@@ -98,6 +99,7 @@ private:
     int exit_status_ = -1;
     std::shared_ptr<Stream> stream_;
     UniqueFd err_fd_;
+    bool err_eof_ = false;
     EventPtr err_ev_;
     std::string out_buf_, err_buf_;
     std::deque<std::string> last_lines_;
@@ -106,6 +108,8 @@ private:
     std::unique_ptr<PromptMatcher> prompts_;
     std::vector<std::string> prompt_lines_;
     TimerPtr settle_timer_;
+    int pending_code_ = 0;  // a failure seen in the launcher's output
+    std::string pending_why_;
     bool finished_ = false;
     bool booted_ = false;
     size_t image_bytes_sent_ = 0;

@@ -160,8 +160,17 @@ PromptMatcher::Outcome PromptMatcher::feed(std::string_view bytes, std::vector<s
         tail_.erase(0, pos + 1);
         Outcome o = on_line(line);
         if (!line.empty() && line != "\r") lines.push_back(mask(line));
-        if (o.code) return o;
-        if (!o.reply.empty()) out.reply += o.reply;
+        // The first failure counts; the lines after it are still read (for
+        // notes such as a fingerprint, and for the error's last output).
+        if (o.code && !out.code) {
+            out.code = o.code;
+            out.message = o.message;
+        }
+        if (!o.reply.empty() && !out.code) out.reply += o.reply;
+    }
+    if (out.code) {
+        out.reply.clear();
+        return out;
     }
     // Terminals may end a prompt with "\r" only; keep the tail bounded.
     if (tail_.size() > 4096) tail_.erase(0, tail_.size() - 4096);

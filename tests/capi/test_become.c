@@ -1,0 +1,344 @@
+/* sudo, su and doas for real, with the test accounts of tests/harness:
+ * without and with passwords (correct, wrong, missing), accounts that may
+ * not change user, option handling, and passwords that never show up in
+ * argv, logs or files. The tests run as root, so every chain first becomes
+ * an unprivileged test account (root needs no password) and changes user
+ * from there. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "harness_env.h"
+#include "helpers.h"
+
+/* Every context a test opened, freed by done(). */
+static spore_context *opened[64];
+static int n_opened;
+
+/* Frees the test's contexts, then the router. */
+static void done(spore_router *r) {
+    for (int i = 0; i < n_opened; i++) spore_context_free(opened[i]);
+    n_opened = 0;
+    spore_router_free(r);
+}
+
+/* Opens method with key=value string options (NULL-terminated pairs). */
+static int connect_with(spore_context **out, spore_router *r, const char *method, spore_context *via, ...) {
+    spore_options *o = NULL;
+    TH_OK(spore_options_new(&o));
+    va_list ap;
+    va_start(ap, via);
+    const char *k;
+    while ((k = va_arg(ap, const char *)) != NULL) {
+        const char *v = va_arg(ap, const char *);
+        if (strcmp(v, "true") == 0 || strcmp(v, "false") == 0) TH_OK(spore_options_set_bool(o, k, v[0] == 't'));
+        else TH_OK(spore_options_set_str(o, k, v));
+    }
+    va_end(ap);
+    *out = NULL;
+    int rc = spore_connect(out, r, method, o, via);
+    spore_options_free(o);
+    if (rc == SPORE_OK && n_opened < 64) opened[n_opened++] = *out;
+    return rc;
+}
+
+/* root -> sudo -u <account> (no password needed as root). */
+static spore_context *as_account(spore_router *r, const char *account) {
+    spore_context *c = NULL;
+    TH_OK(connect_with(&c, r, "sudo", NULL, "username", account, NULL));
+    return c;
+}
+
+static char *whoami(spore_context *c) {
+    char *json = th_call(c, "sys.info", NULL);
+    char *user = th_json_str(json, "user", NULL);
+    free(json);
+    assert_non_null(user);
+    return user;
+}
+
+static void assert_user(spore_context *c, const char *want) {
+    char *u = whoami(c);
+    assert_string_equal(u, want);
+    free(u);
+}
+
+/* ------------------------------------------------------------------ sudo */
+
+static void test_sudo_without_password(void **state) {
+    (void)state;
+    TH_NEED_HARNESS();
+    th_baseline b = th_begin();
+    spore_router *r = th_router(NULL);
+    spore_context *u = as_account(r, "spore-test-sudo-nopw");
+    assert_user(u, "spore-test-sudo-nopw");
+    spore_context *root = NULL, *target = NULL;
+    TH_OK(connect_with(&root, r, "sudo", u, NULL));
+    assert_user(root, "root");
+    TH_OK(connect_with(&target, r, "sudo", u, "username", "spore-test-target", NULL));
+    assert_user(target, "spore-test-target");
+    done(r);
+    th_end(&b);
+}
+
+static void test_sudo_with_password(void **state) {
+    (void)state;
+    TH_NEED_HARNESS();
+    th_baseline b = th_begin();
+    spore_router *r = th_router(NULL);
+    spore_context *u = as_account(r, "spore-test-sudo-pw");
+    const char *pw = th_hvar("SPORE_TEST_PW_SUDO_PW");
+    spore_context *c = NULL;
+
+    TH_OK(connect_with(&c, r, "sudo", u, "password", pw, NULL));
+    assert_user(c, "root");
+
+    TH_ERR(connect_with(&c, r, "sudo", u, "password", "not-the-password", NULL), SPORE_EAUTH);
+    assert_null(c);
+    TH_CONTAINS(spore_last_error()->message, "incorrect password");
+    TH_CONTAINS(spore_last_error()->message, "sudo");
+
+    TH_ERR(connect_with(&c, r, "sudo", u, NULL), SPORE_EPASSREQ);
+    TH_CONTAINS(spore_last_error()->message, "password required");
+    /* The context that was refused is named in the error. */
+    assert_non_null(spore_last_error()->context);
+    TH_CONTAINS(spore_last_error()->context, "/sudo.");
+
+    done(r);
+    th_end(&b);
+}
+
+static void test_sudo_user_not_allowed(void **state) {
+    (void)state;
+    TH_NEED_HARNESS();
+    th_baseline b = th_begin();
+    spore_router *r = th_router(NULL);
+    spore_context *u = as_account(r, "spore-test-nosudo");
+    spore_context *c = NULL;
+    TH_ERR(connect_with(&c, r, "sudo", u, "password", th_hvar("SPORE_TEST_PW_NOSUDO"), NULL), SPORE_EDENIED);
+    TH_CONTAINS(spore_last_error()->message, "sudoers");
+    /* Allowed to sudo, but not to that account. */
+    spore_context *u2 = as_account(r, "spore-test-sudo-nopw");
+    TH_ERR(connect_with(&c, r, "sudo", u2, "username", "spore-test-key", NULL), SPORE_EPASSREQ);
+    done(r);
+    th_end(&b);
+}
+
+static void test_sudo_options(void **state) {
+    (void)state;
+    TH_NEED_HARNESS();
+    th_baseline b = th_begin();
+    spore_router *r = th_router(NULL);
+    spore_context *u = as_account(r, "spore-test-sudo-nopw");
+    spore_context *c = NULL;
+
+    /* -H: HOME is the target's. */
+    TH_OK(connect_with(&c, r, "sudo", u, "username", "spore-test-target", "set_home", "true", NULL));
+    char *json = th_call(c, "sys.getenv", "{\"name\": \"HOME\"}");
+    TH_CONTAINS(json, "/home/spore-test-target");
+    free(json);
+
+    /* -i: a login shell in the target's home (the command passes through it intact). */
+    TH_OK(connect_with(&c, r, "sudo", u, "username", "spore-test-target", "login", "true", NULL));
+    json = th_call(c, "sys.info", NULL);
+    TH_CONTAINS(json, "\"cwd\":\"/home/spore-test-target\"");
+    free(json);
+
+    /* The same through sudo_args, re-parsed. */
+    TH_OK(connect_with(&c, r, "sudo", u, "sudo_args", "-u spore-test-target -H", NULL));
+    assert_user(c, "spore-test-target");
+
+    /* Flags spore does not understand are refused before anything runs. */
+    TH_ERR(connect_with(&c, r, "sudo", u, "sudo_args", "-s", NULL), SPORE_EINVAL);
+    TH_CONTAINS(spore_last_error()->message, "sudo_args");
+    TH_ERR(connect_with(&c, r, "sudo", u, "sudo_args", "-u root --chdir=/tmp", NULL), SPORE_EINVAL);
+    TH_CONTAINS(spore_last_error()->message, "--chdir");
+
+    /* An unknown account. */
+    TH_ERR(connect_with(&c, r, "sudo", u, "username", "spore-test-nobody-here", NULL), SPORE_EDENIED);
+
+    done(r);
+    th_end(&b);
+}
+
+static void test_sudo_custom_prompt_table(void **state) {
+    (void)state;
+    TH_NEED_HARNESS();
+    th_baseline b = th_begin();
+    spore_router *r = th_router(NULL);
+    spore_context *u = as_account(r, "spore-test-sudo-pw");
+    spore_context *c = NULL;
+    /* A launcher whose prompt is not sudo's: a shell script that asks in
+     * French and checks the answer; the user's pattern answers it. */
+    char *dir = th_mkdtemp("prompt");
+    char path[512], script[1024];
+    snprintf(path, sizeof path, "%s/asker", dir);
+    snprintf(script, sizeof script,
+             "#!/bin/sh\n"
+             "printf 'Mot de passe secret ? ' >/dev/tty\n"
+             "read pw </dev/tty\n"
+             "[ \"$pw\" = open-sesame ] || { echo 'asker: mauvais mot' >&2; exit 1; }\n"
+             "while [ \"$1\" != -- ]; do shift; done; shift; exec \"$@\"\n");
+    assert_int_equal(th_write_file(path, script, strlen(script), 0755), 0);
+    TH_OK(connect_with(&c, r, "sudo", NULL, "sudo_path", path, "password", "open-sesame", "password_prompts",
+                       "'secret \\?[[:space:]]*$'", NULL));
+    assert_user(c, "root");
+    TH_ERR(connect_with(&c, r, "sudo", NULL, "sudo_path", path, "password", "wrong", "password_prompts",
+                        "'secret \\?[[:space:]]*$'", "incorrect_prompts", "'mauvais mot'", NULL),
+           SPORE_EAUTH);
+    done(r);
+    th_rm_rf(dir);
+    free(dir);
+    (void)u;
+    th_end(&b);
+}
+
+/* -------------------------------------------------------------------- su */
+
+static void test_su(void **state) {
+    (void)state;
+    TH_NEED_HARNESS();
+    th_baseline b = th_begin();
+    spore_router *r = th_router(NULL);
+    spore_context *u = as_account(r, "spore-test-key");
+    const char *pw = th_hvar("SPORE_TEST_PW_TARGET");
+    spore_context *c = NULL;
+    TH_OK(connect_with(&c, r, "su", u, "username", "spore-test-target", "password", pw, NULL));
+    assert_user(c, "spore-test-target");
+    /* The stream runs over a terminal: a large message must pass unchanged. */
+    size_t n = 300 * 1024;
+    unsigned char *data = malloc(n);
+    for (size_t i = 0; i < n; i++) data[i] = (unsigned char)(i * 7 + (i >> 8));
+    spore_result *res = NULL;
+    TH_OK(spore_call(&res, c, "sys.echo", "{\"value\": 1}", data, n, 30000));
+    size_t got = 0;
+    const void *back = spore_result_bytes(res, &got);
+    assert_int_equal(got, n);
+    assert_memory_equal(back, data, n);
+    spore_result_free(res);
+    free(data);
+
+    TH_ERR(connect_with(&c, r, "su", u, "username", "spore-test-target", "password", "wrong", NULL), SPORE_EAUTH);
+    TH_ERR(connect_with(&c, r, "su", u, "username", "spore-test-target", NULL), SPORE_EPASSREQ);
+    done(r);
+    th_end(&b);
+}
+
+/* ------------------------------------------------------------------ doas */
+
+static void test_doas(void **state) {
+    (void)state;
+    TH_NEED_HARNESS();
+    th_baseline b = th_begin();
+    spore_router *r = th_router(NULL);
+    spore_context *c = NULL;
+    spore_context *nopw = as_account(r, "spore-test-doas-nopw");
+    TH_OK(connect_with(&c, r, "doas", nopw, NULL));
+    assert_user(c, "root");
+    TH_OK(connect_with(&c, r, "doas", nopw, "username", "spore-test-target", NULL));
+    assert_user(c, "spore-test-target");
+
+    spore_context *pw = as_account(r, "spore-test-doas-pw");
+    TH_OK(connect_with(&c, r, "doas", pw, "password", th_hvar("SPORE_TEST_PW_DOAS_PW"), NULL));
+    assert_user(c, "root");
+    TH_ERR(connect_with(&c, r, "doas", pw, "password", "wrong", NULL), SPORE_EAUTH);
+    TH_ERR(connect_with(&c, r, "doas", pw, NULL), SPORE_EPASSREQ);
+
+    spore_context *no = as_account(r, "spore-test-nosudo");
+    TH_ERR(connect_with(&c, r, "doas", no, "password", th_hvar("SPORE_TEST_PW_NOSUDO"), NULL), SPORE_EDENIED);
+    done(r);
+    th_end(&b);
+}
+
+/* ------------------------------------------------------------- secrets */
+
+/* 1 if any process's command line or environment contains needle. */
+static int secret_in_proc(const char *needle) {
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    int found = 0;
+    while (!found && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+        const char *files[] = {"cmdline", "environ"};
+        for (int k = 0; k < 2 && !found; k++) {
+            char path[300], buf[65536];
+            snprintf(path, sizeof path, "/proc/%s/%s", e->d_name, files[k]);
+            FILE *f = fopen(path, "r");
+            if (!f) continue;
+            size_t n = fread(buf, 1, sizeof buf - 1, f);
+            fclose(f);
+            for (size_t i = 0; i < n; i++)
+                if (buf[i] == '\0') buf[i] = ' ';
+            buf[n] = '\0';
+            if (strstr(buf, needle)) {
+                found = 1;
+                print_message("secret found in /proc/%s/%s: %.300s\n", e->d_name, files[k], buf);
+            }
+        }
+    }
+    closedir(d);
+    return found;
+}
+
+/* 1 if any regular file under dir contains needle. */
+static int secret_in_files(const char *dir, const char *needle) {
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "grep -rqsF -- '%s' '%s'", needle, dir);
+    return system(cmd) == 0;
+}
+
+static void test_passwords_stay_secret(void **state) {
+    (void)state;
+    TH_NEED_HARNESS();
+    th_baseline b = th_begin();
+    spore_options *ro = NULL;
+    TH_OK(spore_options_new(&ro));
+    TH_OK(spore_options_set_int(ro, "log_level", SPORE_LOG_DEBUG));
+    spore_router *r = th_router(ro);
+    spore_options_free(ro);
+    const char *pw = th_hvar("SPORE_TEST_PW_SUDO_PW");
+    spore_context *u = as_account(r, "spore-test-sudo-pw");
+    spore_context *c = NULL;
+    TH_OK(connect_with(&c, r, "sudo", u, "password", pw, NULL));
+    assert_user(c, "root");
+    /* A wrong password goes through the error path: it must not be echoed there either. */
+    TH_ERR(connect_with(&c, r, "sudo", u, "password", "Wr0ngButSecret", NULL), SPORE_EAUTH);
+    assert_null(strstr(spore_last_error()->message, "Wr0ngButSecret"));
+
+    assert_int_equal(secret_in_proc(pw), 0);
+    const char *runtime = getenv("XDG_RUNTIME_DIR");
+    if (runtime) assert_int_equal(secret_in_files(runtime, pw), 0);
+    assert_int_equal(secret_in_files("/home/spore-test-sudo-pw", pw), 0);
+    assert_int_equal(secret_in_files("/tmp", pw), 0);
+
+    /* Every log record up to now, at DEBUG. */
+    spore_log_record *rec = NULL;
+    int records = 0;
+    while (spore_router_next_log(r, &rec, 0) == SPORE_OK && rec) {
+        records++;
+        assert_null(strstr(spore_log_record_message(rec), pw));
+        assert_null(strstr(spore_log_record_message(rec), "Wr0ngButSecret"));
+        spore_log_record_free(rec);
+        rec = NULL;
+    }
+    assert_true(records > 0);
+    done(r);
+    th_end(&b);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sudo_without_password),
+        cmocka_unit_test(test_sudo_with_password),
+        cmocka_unit_test(test_sudo_user_not_allowed),
+        cmocka_unit_test(test_sudo_options),
+        cmocka_unit_test(test_sudo_custom_prompt_table),
+        cmocka_unit_test(test_su),
+        cmocka_unit_test(test_doas),
+        cmocka_unit_test(test_passwords_stay_secret),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

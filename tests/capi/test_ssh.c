@@ -1,0 +1,294 @@
+/* ssh for real, through the OpenSSH client, against the throw-away sshd of
+ * tests/harness on 127.0.0.1: keys (with and without passphrase),
+ * passwords, host key checking, a banner that says "password", a remote
+ * shell that says "Permission denied", debug lines, failures, and chains
+ * through ssh. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "harness_env.h"
+#include "helpers.h"
+
+static spore_context *opened[64];
+static int n_opened;
+
+static void done(spore_router *r) {
+    for (int i = 0; i < n_opened; i++) spore_context_free(opened[i]);
+    n_opened = 0;
+    spore_router_free(r);
+}
+
+/* Options for the harness's sshd as `user`, then key/value pairs (values
+ * "true"/"false" are booleans, "#123" integers, else strings). */
+static int ssh_connect(spore_context **out, spore_router *r, const char *method, spore_context *via, ...) {
+    spore_options *o = NULL;
+    TH_OK(spore_options_new(&o));
+    if (strcmp(method, "ssh") == 0) {
+        TH_OK(spore_options_set_str(o, "hostname", th_hvar("SPORE_TEST_SSHD_HOST")));
+        TH_OK(spore_options_set_int(o, "port", atoi(th_hvar("SPORE_TEST_SSHD_PORT"))));
+        TH_OK(spore_options_set_str(o, "known_hosts_file", th_hvar("SPORE_TEST_KNOWN_HOSTS")));
+        TH_OK(spore_options_set_str(o, "backend", "openssh"));
+        /* The user's ~/.ssh/config and agent are not part of the test. */
+        TH_OK(spore_options_set_str(o, "ssh_args", "-F /dev/null"));
+        TH_OK(spore_options_set_bool(o, "use_agent", 0));
+    }
+    va_list ap;
+    va_start(ap, via);
+    const char *k;
+    while ((k = va_arg(ap, const char *)) != NULL) {
+        const char *v = va_arg(ap, const char *);
+        if (strcmp(v, "true") == 0 || strcmp(v, "false") == 0) TH_OK(spore_options_set_bool(o, k, v[0] == 't'));
+        else if (v[0] == '#') TH_OK(spore_options_set_int(o, k, atoll(v + 1)));
+        else TH_OK(spore_options_set_str(o, k, v));
+    }
+    va_end(ap);
+    *out = NULL;
+    int rc = spore_connect(out, r, method, o, via);
+    spore_options_free(o);
+    if (rc == SPORE_OK && n_opened < 64) opened[n_opened++] = *out;
+    return rc;
+}
+
+static void assert_user(spore_context *c, const char *want) {
+    char *json = th_call(c, "sys.info", NULL);
+    char *user = th_json_str(json, "user", NULL);
+    free(json);
+    assert_non_null(user);
+    assert_string_equal(user, want);
+    free(user);
+}
+
+static void test_key_login(void **state) {
+    (void)state;
+    TH_NEED_HARNESS();
+    th_baseline b = th_begin();
+    spore_router *r = th_router(NULL);
+    spore_context *c = NULL;
+    TH_OK(ssh_connect(&c, r, "ssh", NULL, "username", "spore-test-key", "identity_file", th_hvar("SPORE_TEST_KEY"), NULL));
+    assert_user(c, "spore-test-key");
+    /* Calls and bulk data over the ssh stream. */
+    size_t n = 2 << 20;
+    unsigned char *data = malloc(n);
+    for (size_t i = 0; i < n; i++) data[i] = (unsigned char)(i ^ (i >> 9));
+    spore_result *res = NULL;
+    TH_OK(spore_call(&res, c, "sys.echo", "{\"value\": 1}", data, n, 30000));
+    size_t got = 0;
+    const void *back = spore_result_bytes(res, &got);
+    assert_int_equal(got, n);
+    assert_memory_equal(back, data, n);
+    spore_result_free(res);
+    free(data);
+    done(r);
+    th_end(&b);
+}
+
+static void test_key_with_passphrase(void **state) {
+    (void)state;
+    TH_NEED_HARNESS();
+    th_baseline b = th_begin();
+    spore_router *r = th_router(NULL);
+    spore_context *c = NULL;
+    TH_OK(ssh_connect(&c, r, "ssh", NULL, "username", "spore-test-key", "identity_file", th_hvar("SPORE_TEST_KEY_PP"),
+                      "identity_passphrase", th_hvar("SPORE_TEST_PASSPHRASE"), NULL));
+    assert_user(c, "spore-test-key");
+    TH_ERR(ssh_connect(&c, r, "ssh", NULL, "username", "spore-test-key", "identity_file", th_hvar("SPORE_TEST_KEY_PP"),
+                       "identity_passphrase", "wrong passphrase", NULL),
+           SPORE_EAUTH);
+    TH_CONTAINS(spore_last_error()->message, "passphrase");
+    done(r);
+    th_end(&b);
+}
+
+static void test_password_login(void **state) {
+    (void)state;
+    TH_NEED_HARNESS();
+    th_baseline b = th_begin();
+    spore_router *r = th_router(NULL);
+    spore_context *c = NULL;
+    const char *pw = th_hvar("SPORE_TEST_PW_PW");
+    TH_OK(ssh_connect(&c, r, "ssh", NULL, "username", "spore-test-pw", "password", pw, NULL));
+    assert_user(c, "spore-test-pw");
+    TH_ERR(ssh_connect(&c, r, "ssh", NULL, "username", "spore-test-pw", "password", "wrong", NULL), SPORE_EAUTH);
+    TH_CONTAINS(spore_last_error()->message, "incorrect password");
+    TH_ERR(ssh_connect(&c, r, "ssh", NULL, "username", "spore-test-pw", NULL), SPORE_EPASSREQ);
+    /* A key the server does not take, and no password: authentication fails. */
+    TH_ERR(ssh_connect(&c, r, "ssh", NULL, "username", "spore-test-pw", "identity_file", th_hvar("SPORE_TEST_KEY"), NULL),
+           SPORE_EPASSREQ);
+    done(r);
+    th_end(&b);
+}
+
+static void test_banner_with_password_is_not_a_prompt(void **state) {
+    (void)state;
+    TH_NEED_HARNESS();
+    th_baseline b = th_begin();
+    spore_router *r = th_router(NULL);
+    spore_context *c = NULL;
+    /* At debug level 1 ssh shows the banner (which says "password" and
+     * "Password:"); the password must only be sent to the real prompt,
+     * or the second prompt would make this an "incorrect password". */
+    TH_OK(ssh_connect(&c, r, "ssh", NULL, "username", "spore-test-pw", "password", th_hvar("SPORE_TEST_PW_PW"),
+                      "ssh_debug_level", "#1", NULL));
+    assert_user(c, "spore-test-pw");
+    done(r);
+    th_end(&b);
+}
+
+static void test_remote_permission_denied_is_not_auth_failure(void **state) {
+    (void)state;
+    TH_NEED_HARNESS();
+    th_baseline b = th_begin();
+    spore_router *r = th_router(NULL);
+    spore_context *c = NULL;
+    /* The remote shell prints "Permission denied" lines before the agent starts. */
+    TH_OK(ssh_connect(&c, r, "ssh", NULL, "username", "spore-test-key", "identity_file", th_hvar("SPORE_TEST_KEY"),
+                      "command_prefix",
+                      "sh -c 'echo Permission denied >&2; echo \"spore-test-key@host: Permission denied\" >&2' ';'",
+                      NULL));
+    assert_user(c, "spore-test-key");
+    done(r);
+    th_end(&b);
+}
+
+static void test_host_keys(void **state) {
+    (void)state;
+    TH_NEED_HARNESS();
+    th_baseline b = th_begin();
+    spore_router *r = th_router(NULL);
+    spore_context *c = NULL;
+    char *dir = th_mkdtemp("hostkeys");
+    char empty[512], wrong[512], accepted[512];
+    snprintf(empty, sizeof empty, "%s/empty", dir);
+    snprintf(wrong, sizeof wrong, "%s/wrong", dir);
+    snprintf(accepted, sizeof accepted, "%s/accepted", dir);
+    assert_int_equal(th_write_file(empty, "", 0, 0600), 0);
+    /* A known_hosts naming another key for this host and port. */
+    char line[1024];
+    snprintf(line, sizeof line,
+             "[%s]:%s ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBC1lR9ZX0gE4zZAZ2oXcHk4XbLLv7OQ2jmI3qkFhBzX\n",
+             th_hvar("SPORE_TEST_SSHD_HOST"), th_hvar("SPORE_TEST_SSHD_PORT"));
+    assert_int_equal(th_write_file(wrong, line, strlen(line), 0600), 0);
+    const char *key = th_hvar("SPORE_TEST_KEY");
+
+    TH_ERR(ssh_connect(&c, r, "ssh", NULL, "username", "spore-test-key", "identity_file", key, "known_hosts_file", empty,
+                       NULL),
+           SPORE_EHOSTKEY);
+    TH_CONTAINS(spore_last_error()->message, "not known");
+
+    TH_ERR(ssh_connect(&c, r, "ssh", NULL, "username", "spore-test-key", "identity_file", key, "known_hosts_file", wrong,
+                       NULL),
+           SPORE_EHOSTKEY);
+    TH_CONTAINS(spore_last_error()->message, "changed");
+    /* The fingerprint of the key the server sent is named. */
+    TH_CONTAINS(spore_last_error()->message, th_hvar("SPORE_TEST_HOST_FP_ED25519"));
+
+    /* accept: the unknown key is added, and used the next time. */
+    TH_OK(ssh_connect(&c, r, "ssh", NULL, "username", "spore-test-key", "identity_file", key, "known_hosts_file",
+                      accepted, "check_host_keys", "accept", NULL));
+    assert_user(c, "spore-test-key");
+    TH_OK(ssh_connect(&c, r, "ssh", NULL, "username", "spore-test-key", "identity_file", key, "known_hosts_file",
+                      accepted, NULL));
+    /* accept does not take a changed key. */
+    TH_ERR(ssh_connect(&c, r, "ssh", NULL, "username", "spore-test-key", "identity_file", key, "known_hosts_file", wrong,
+                       "check_host_keys", "accept", NULL),
+           SPORE_EHOSTKEY);
+    /* ignore: no checking at all. */
+    TH_OK(ssh_connect(&c, r, "ssh", NULL, "username", "spore-test-key", "identity_file", key, "known_hosts_file", wrong,
+                      "check_host_keys", "ignore", NULL));
+    done(r);
+    th_rm_rf(dir);
+    free(dir);
+    th_end(&b);
+}
+
+static void test_debug_lines_become_logs(void **state) {
+    (void)state;
+    TH_NEED_HARNESS();
+    th_baseline b = th_begin();
+    spore_options *ro = NULL;
+    TH_OK(spore_options_new(&ro));
+    TH_OK(spore_options_set_int(ro, "log_level", SPORE_LOG_DEBUG));
+    spore_router *r = th_router(ro);
+    spore_options_free(ro);
+    spore_context *c = NULL;
+    TH_OK(ssh_connect(&c, r, "ssh", NULL, "username", "spore-test-key", "identity_file", th_hvar("SPORE_TEST_KEY"),
+                      "ssh_debug_level", "#2", NULL));
+    int debug1 = 0, debug2 = 0;
+    spore_log_record *rec = NULL;
+    while (spore_router_next_log(r, &rec, 0) == SPORE_OK && rec) {
+        const char *m = spore_log_record_message(rec);
+        if (spore_log_record_level(rec) == SPORE_LOG_DEBUG && strstr(m, "debug1:")) debug1++;
+        if (spore_log_record_level(rec) == SPORE_LOG_DEBUG && strstr(m, "debug2:")) debug2++;
+        spore_log_record_free(rec);
+        rec = NULL;
+    }
+    assert_true(debug1 > 0);
+    assert_true(debug2 > 0);
+    done(r);
+    th_end(&b);
+}
+
+static void test_unreachable_and_unknown_host(void **state) {
+    (void)state;
+    TH_NEED_HARNESS();
+    th_baseline b = th_begin();
+    spore_router *r = th_router(NULL);
+    spore_context *c = NULL;
+    /* A port nobody listens on. */
+    TH_ERR(ssh_connect(&c, r, "ssh", NULL, "username", "spore-test-key", "port", "#1", NULL), SPORE_ECONNECT);
+    TH_CONTAINS(spore_last_error()->message, "refused");
+    spore_options *o = NULL;
+    TH_OK(spore_options_new(&o));
+    TH_OK(spore_options_set_str(o, "hostname", "no-such-host.invalid"));
+    TH_OK(spore_options_set_str(o, "ssh_args", "-F /dev/null"));
+    TH_ERR(spore_connect(&c, r, "ssh", o, NULL), SPORE_ECONNECT);
+    TH_CONTAINS(spore_last_error()->message, "no-such-host.invalid");
+    spore_options_free(o);
+    done(r);
+    th_end(&b);
+}
+
+static void test_chains_through_ssh(void **state) {
+    (void)state;
+    TH_NEED_HARNESS();
+    th_baseline b = th_begin();
+    spore_router *r = th_router(NULL);
+    spore_context *s = NULL, *root = NULL, *f = NULL, *s2 = NULL, *l = NULL;
+    TH_OK(ssh_connect(&s, r, "ssh", NULL, "username", "spore-test-sudo-nopw", "identity_file", th_hvar("SPORE_TEST_KEY"),
+                      NULL));
+    assert_user(s, "spore-test-sudo-nopw");
+    /* ssh -> sudo root -> fork */
+    TH_OK(ssh_connect(&root, r, "sudo", s, NULL));
+    assert_user(root, "root");
+    TH_OK(ssh_connect(&f, r, "fork", root, NULL));
+    assert_user(f, "root");
+    /* local -> ssh: the agent opens the ssh hop with the OpenSSH client. */
+    l = th_connect(r, "local", NULL);
+    opened[n_opened++] = l;
+    TH_OK(ssh_connect(&s2, r, "ssh", l, "username", "spore-test-key", "identity_file", th_hvar("SPORE_TEST_KEY"), NULL));
+    assert_user(s2, "spore-test-key");
+    char *name = strdup(spore_context_name(s2));
+    TH_CONTAINS(name, "local.");
+    free(name);
+    done(r);
+    th_end(&b);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_key_login),
+        cmocka_unit_test(test_key_with_passphrase),
+        cmocka_unit_test(test_password_login),
+        cmocka_unit_test(test_banner_with_password_is_not_a_prompt),
+        cmocka_unit_test(test_remote_permission_denied_is_not_auth_failure),
+        cmocka_unit_test(test_host_keys),
+        cmocka_unit_test(test_debug_lines_become_logs),
+        cmocka_unit_test(test_unreachable_and_unknown_host),
+        cmocka_unit_test(test_chains_through_ssh),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
