@@ -110,6 +110,16 @@ SPORE_EXTERN(int) spore_options_new(spore_options **out) SPORE_NOEXCEPT;
 SPORE_EXTERN(int) spore_options_set_str(spore_options *opts, const char *key,
                                         const char *value) SPORE_NOEXCEPT;
 
+/** Appends a string (copied) to a list option, such as command_prefix,
+ *  ssh_args, sudo_args, kubectl_args, password_prompts or incorrect_prompts.
+ *  The first call starts the list and replaces a value set otherwise.
+ *  A list option may instead be set as one string with
+ *  spore_options_set_str: it is then split into words by a small shell-like
+ *  syntax (quotes and backslashes; nothing is expanded).
+ *  @return SPORE_OK, SPORE_EINVAL (NULL argument or empty key). */
+SPORE_EXTERN(int) spore_options_add_str(spore_options *opts, const char *key,
+                                        const char *value) SPORE_NOEXCEPT;
+
 /** Sets an integer option. @return SPORE_OK, SPORE_EINVAL. */
 SPORE_EXTERN(int) spore_options_set_int(spore_options *opts, const char *key,
                                         int64_t value) SPORE_NOEXCEPT;

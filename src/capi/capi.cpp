@@ -150,6 +150,25 @@ int spore_options_set_str(spore_options *opts, const char *key, const char *valu
     });
 }
 
+int spore_options_add_str(spore_options *opts, const char *key, const char *value) noexcept {
+    return guarded([&]() -> int {
+        SPORE_REQUIRE(opts && key && *key, "spore_options_add_str: options and a non-empty key are required");
+        SPORE_REQUIRE(value, "spore_options_add_str: value is NULL");
+        cJSON *list = cJSON_GetObjectItemCaseSensitive(opts->j.get(), key);
+        if (!cJSON_IsArray(list)) {
+            spore::Json fresh(cJSON_CreateArray());
+            if (!fresh) throw std::bad_alloc();
+            cJSON_DeleteItemFromObjectCaseSensitive(opts->j.get(), key);
+            list = fresh.get();
+            cJSON_AddItemToObject(opts->j.get(), key, fresh.release());
+        }
+        cJSON *item = cJSON_CreateString(value);
+        if (!item) throw std::bad_alloc();
+        cJSON_AddItemToArray(list, item);
+        return SPORE_OK;
+    });
+}
+
 int spore_options_set_int(spore_options *opts, const char *key, int64_t value) noexcept {
     return guarded([&]() -> int { return options_set(opts, key, cJSON_CreateNumber(double(value))); });
 }

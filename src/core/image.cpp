@@ -1,5 +1,8 @@
 #include "core/image.h"
 
+#include <cstdio>
+#include <random>
+
 #include <fcntl.h>
 #include <nettle/sha2.h>
 #include <sys/stat.h>
@@ -87,7 +90,12 @@ std::string first_stage_script(const std::string &sha256, bool cache, const std:
     //    executable there (test -x fails on noexec mounts).
     // p: make dir $1 private (0700, ours, not a symlink).
     std::string s;
-    s += "umask 077;H=" + sha256 + ";A=\"" + agent_args + "\"\n";
+    // T makes the temp file's name unique even where $$ is not (first
+    // stages in different pid namespaces sharing a directory).
+    std::random_device rd;
+    char nonce[17];
+    std::snprintf(nonce, sizeof nonce, "%08x%08x", rd(), rd());
+    s += "umask 077;H=" + sha256 + ";T=" + nonce + ";A=\"" + agent_args + "\"\n";
     s += "x(){ [ -x \"$1/spore-agent-$H\" ]&&[ -O \"$1\" ]&&[ ! -L \"$1\" ]&&exec \"$1/spore-agent-$H\" $A; }\n";
     s += "p(){ [ -n \"$1\" ]||return 1;mkdir -p \"$1\" 2>/dev/null;[ -d \"$1\" ]&&[ ! -L \"$1\" ]&&[ -O \"$1\" ]&&chmod 700 \"$1\" 2>/dev/null&&[ -w \"$1\" ]; }\n";
     s += "D1=;D2=;[ -n \"${XDG_RUNTIME_DIR:-}\" ]&&D1=\"$XDG_RUNTIME_DIR/spore\";[ -n \"${HOME:-}\" ]&&D2=\"$HOME/.cache/spore\"\n";
@@ -102,7 +110,7 @@ std::string first_stage_script(const std::string &sha256, bool cache, const std:
     else s += "Z=raw\n";
     s += "echo SPORE-READY $Z;read N||exit 1;G=\n";
     s += "for d in \"$D1\" \"$D2\" /dev/shm/spore-$U /tmp/spore-$U /var/tmp/spore-$U;do\n";
-    s += " p \"$d\"||continue;t=\"$d/.spore-agent-$H.$$\"\n";
+    s += " p \"$d\"||continue;t=\"$d/.spore-agent-$H.$$.$T\"\n";
     s += " if [ -z \"$G\" ];then\n";
     s += "  if [ $Z = gz ];then head -c \"$N\"|gzip -dc >\"$t\";else head -c \"$N\" >\"$t\";fi||{ rm -f \"$t\";echo \"spore: cannot receive the agent image\" >&2;exit 1; }\n";
     s += "  G=$t\n";

@@ -1,5 +1,5 @@
-// docker: `docker exec -i [--user U] <container> <boot>`, or with `image`
-// `docker run -i --rm [--user U] <image> <boot>`. No terminal: stdio stays
+// docker: `docker exec --interactive [--user=U] <container> <boot>`, or with
+// `image` `docker run --interactive --rm [--user=U] <image> <boot>`. No terminal: stdio stays
 // a socketpair, so the stream is 8-bit clean and not size-limited.
 #include "core/error.h"
 #include "methods/method.h"

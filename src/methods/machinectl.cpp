@@ -1,5 +1,5 @@
 // machinectl: setns into a systemd-nspawn machine, whose leader pid
-// `machinectl show --property=Leader --value <machine>` names.
+// `machinectl show --property=Leader <machine>` names ("Leader=<pid>").
 #include <cstring>
 
 #include "core/json.h"

@@ -203,7 +203,45 @@ static void test_options_set_and_null_arguments(void **state) {
     TH_ERR(spore_options_set_bool(NULL, "k", 1), SPORE_EINVAL);
     TH_ERR(spore_options_set_bool(o, NULL, 1), SPORE_EINVAL);
     TH_ERR(spore_options_set_bool(o, "", 0), SPORE_EINVAL);
+    TH_OK(spore_options_add_str(o, "command_prefix", "nice"));
+    TH_ERR(spore_options_add_str(NULL, "k", "v"), SPORE_EINVAL);
+    TH_ERR(spore_options_add_str(o, NULL, "v"), SPORE_EINVAL);
+    TH_ERR(spore_options_add_str(o, "", "v"), SPORE_EINVAL);
+    TH_ERR(spore_options_add_str(o, "k", NULL), SPORE_EINVAL);
     spore_options_free(o);
+    th_end(&b);
+}
+
+/* A list option built word by word reaches the launcher as exactly those
+ * words (no splitting, no expansion); a string is split shell-like. */
+static void test_options_list(void **state) {
+    (void)state;
+    th_baseline b = th_begin();
+    spore_router *r = th_router(NULL);
+    spore_options *o;
+    TH_OK(spore_options_new(&o));
+    TH_OK(spore_options_set_str(o, "command_prefix", "replaced by the list"));
+    TH_OK(spore_options_add_str(o, "command_prefix", "/usr/bin/env"));
+    TH_OK(spore_options_add_str(o, "command_prefix", "SPORE_LIST_WORD=two words $HOME"));
+    spore_context *c = NULL;
+    TH_OK(spore_connect(&c, r, "local", o, NULL));
+    char *json = th_call(c, "sys.getenv", "{\"name\": \"SPORE_LIST_WORD\"}");
+    assert_string_equal(json, "\"two words $HOME\"");
+    free(json);
+    spore_context_free(c);
+    /* The same as one string, quoted. */
+    TH_OK(spore_options_set_str(o, "command_prefix", "/usr/bin/env 'SPORE_LIST_WORD=two words $HOME'"));
+    TH_OK(spore_connect(&c, r, "local", o, NULL));
+    json = th_call(c, "sys.getenv", "{\"name\": \"SPORE_LIST_WORD\"}");
+    assert_string_equal(json, "\"two words $HOME\"");
+    free(json);
+    spore_context_free(c);
+    /* Unquoted expansion characters are refused before anything runs. */
+    TH_OK(spore_options_set_str(o, "command_prefix", "/usr/bin/env X=$HOME"));
+    TH_ERR(spore_connect(&c, r, "local", o, NULL), SPORE_EINVAL);
+    TH_CONTAINS(spore_last_error()->message, "command_prefix");
+    spore_options_free(o);
+    spore_router_free(r);
     th_end(&b);
 }
 
@@ -462,6 +500,7 @@ int main(void) {
         cmocka_unit_test(test_last_error_is_thread_local),
         cmocka_unit_test(test_free_functions_accept_null),
         cmocka_unit_test(test_options_set_and_null_arguments),
+        cmocka_unit_test(test_options_list),
         cmocka_unit_test(test_options_replace_key),
         cmocka_unit_test(test_router_options_validation),
         cmocka_unit_test(test_router_agent_path_option),
