@@ -76,6 +76,7 @@ Connection::Connection(Loop &loop, ConnectRequest req, Limits limits, ImageFn im
 
 Connection::~Connection() {
     err_ev_.reset();
+    stop_ssh();
     // A child must never outlive its parent's bookkeeping.
     if (pid_ > 0) kill_and_wait();
 }
@@ -163,7 +164,11 @@ void Connection::start() {
     if (on_debug_) on_debug_("starting " + req_.name + ": " + quote_for_log(spec_.argv));
 
     UniqueFd ours, err_r;
-    if (spawn(spec_, ours, err_r) != 0) return;
+    if (spec_.in_process_ssh) {
+        if (start_in_process_ssh(ours, err_r) != 0) return;
+    } else if (spawn(spec_, ours, err_r) != 0) {
+        return;
+    }
 
     if (err_r) {
         err_fd_ = std::move(err_r);
@@ -197,6 +202,60 @@ void Connection::start() {
                                             " ms waiting for the agent");
         }
     });
+}
+
+int Connection::start_in_process_ssh(UniqueFd &stream_fd, UniqueFd &err_fd) {
+    const InProcessSsh *backend = in_process_ssh();
+    if (!backend) {
+        fail(SPORE_EINVAL, "the libssh2 backend is not available in this process");
+        return -1;
+    }
+    int sv[2], ep[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+        fail(SPORE_ECONNECT, std::string("socketpair: ") + std::strerror(errno));
+        return -1;
+    }
+    UniqueFd ours(sv[0]), theirs(sv[1]);
+    if (pipe2(ep, O_CLOEXEC) != 0) {
+        fail(SPORE_ECONNECT, std::string("pipe: ") + std::strerror(errno));
+        return -1;
+    }
+    UniqueFd err_r(ep[0]), err_w(ep[1]);
+    int sz = 1 << 20;
+    setsockopt(ours.get(), SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
+    setsockopt(ours.get(), SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
+    std::weak_ptr<Connection> weak = weak_from_this();
+    InProcessSshHooks hooks;
+    hooks.failed = [weak](int code, const std::string &why) {
+        auto self = weak.lock();
+        if (!self) return;
+        if (!self->finished_) {
+            self->drain_stderr_now();
+            self->fail(code, why);
+        } else if (self->on_debug_) {
+            self->on_debug_(self->req_.name + ": " + why);
+        }
+    };
+    hooks.debug = [weak](const std::string &line) {
+        auto self = weak.lock();
+        if (self && self->on_debug_) self->on_debug_(line);
+    };
+    try {
+        ssh_ = backend->start(loop_, spec_, theirs.release(), err_w.release(), std::move(hooks));
+    } catch (const Error &e) {
+        fail(e.code(), e.what());
+        return -1;
+    }
+    spec_.ssh_options.reset();  // the session has its copy (with the secrets)
+    stream_fd = std::move(ours);
+    err_fd = std::move(err_r);
+    return 0;
+}
+
+void Connection::stop_ssh() {
+    if (!ssh_) return;
+    if (const InProcessSsh *backend = in_process_ssh()) backend->stop(ssh_);
+    ssh_.reset();
 }
 
 // Starts the launcher. stream_fd gets our end of its stdin/stdout (a socket,
@@ -547,6 +606,7 @@ void Connection::reap(double term_after_s, double kill_after_s, std::function<vo
     term_after_ = term_after_s;
     kill_after_ = kill_after_s;
     on_reaped_ = std::move(on_reaped);
+    stop_ssh();  // an ssh session ends with its stream
     reap_elapsed_ = 0;
     reap_delay_ = 0.0005;
     reap_step();
@@ -589,6 +649,12 @@ void Connection::reap_step() {
 }
 
 bool Connection::try_reap() {
+    if (ssh_) {
+        // Reaped once the remote agent has closed its end (after a shutdown).
+        if (stream_ && !stream_->closed()) return false;
+        stop_ssh();
+        return true;
+    }
     if (pid_ <= 0) return true;
     int st = 0;
     pid_t r = waitpid(pid_, &st, WNOHANG);
@@ -603,6 +669,7 @@ bool Connection::try_reap() {
 }
 
 void Connection::kill_and_wait() {
+    stop_ssh();
     if (pid_ <= 0) return;
     ::kill(pid_, SIGKILL);
     int st;

@@ -67,7 +67,7 @@ public:
     void kill_and_wait();
     // Collects the child if it has exited; true once it is reaped.
     bool try_reap();
-    bool reaped() const { return pid_ <= 0; }
+    bool reaped() const { return pid_ <= 0 && !ssh_; }
 
 private:
     void fail(int code, const std::string &why);
@@ -96,6 +96,10 @@ private:
     LineFn on_stderr_;
     LineFn on_debug_;
     pid_t pid_ = -1;
+    // An in-process ssh session instead of a process (backend=libssh2).
+    std::shared_ptr<void> ssh_;
+    void stop_ssh();
+    int start_in_process_ssh(UniqueFd &stream_fd, UniqueFd &err_fd);
     int exit_status_ = -1;
     std::shared_ptr<Stream> stream_;
     UniqueFd err_fd_;

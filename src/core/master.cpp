@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "methods/method.h"
+#include "methods/ssh_libssh2.h"
 #include "spore/spore.h"
 
 #ifndef SPORE_AGENT_INSTALL_PATH
@@ -114,6 +115,7 @@ std::shared_ptr<Master> Master::create(Options opts) {
 }
 
 Master::Master(Options opts) : opts_(std::move(opts)), router_(loop_) {
+    register_libssh2_backend();
     level_.store(opts_.log_level);
     log_efd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (log_efd_ < 0) throw Error(SPORE_EINTERNAL, std::string("eventfd: ") + std::strerror(errno));
@@ -210,7 +212,7 @@ void Master::shutdown_check() {
     }
     if (now >= shutdown_deadline_ - 1.0) {
         for (auto &kv : children_)
-            if (!kv.second->reaped()) ::kill(kv.second->pid(), SIGTERM);
+            if (!kv.second->reaped() && kv.second->pid() > 0) ::kill(kv.second->pid(), SIGTERM);
     }
     shutdown_timer_ = std::make_unique<Timer>(loop_, 0.002, [this] { shutdown_check(); });
 }

@@ -4,12 +4,15 @@
 // terminal, and which prompts it may print. One source file per method.
 #pragma once
 
+#include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
 #include "core/json.h"
+#include "core/loop.h"
 #include "core/prompts.h"
 
 namespace spore {
@@ -32,7 +35,26 @@ struct LaunchSpec {
     // Where the launcher is a program that prints debug lines (ssh -v), the
     // pattern of those lines: after the hello they become debug logs.
     std::string debug_line_prefix;
+    // Instead of a process: an in-process ssh session (libssh2) that runs
+    // remote_command; argv then only describes it for logs.
+    bool in_process_ssh = false;
+    Json ssh_options;
+    std::string remote_command;
 };
+
+// The in-process ssh transport is linked into the master library only (the
+// static agent has no libssh2); the master registers it at start-up.
+struct InProcessSshHooks {
+    std::function<void(int code, const std::string &why)> failed;
+    std::function<void(const std::string &line)> debug;
+};
+struct InProcessSsh {
+    // Starts a session; stream_fd and err_fd become the session's.
+    std::shared_ptr<void> (*start)(Loop &loop, const LaunchSpec &spec, int stream_fd, int err_fd, InProcessSshHooks hooks);
+    void (*stop)(const std::shared_ptr<void> &session);
+};
+void register_in_process_ssh(const InProcessSsh *backend);
+const InProcessSsh *in_process_ssh();
 
 struct LaunchInput {
     const cJSON *options = nullptr;  // the connect options (a JSON object)

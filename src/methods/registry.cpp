@@ -1,3 +1,4 @@
+#include <atomic>
 #include <string>
 
 #include "core/error.h"
@@ -48,6 +49,13 @@ const std::vector<MethodInfo> &all_methods() {
     };
     return methods;
 }
+
+namespace {
+std::atomic<const InProcessSsh *> g_in_process_ssh{nullptr};
+}
+
+void register_in_process_ssh(const InProcessSsh *backend) { g_in_process_ssh.store(backend); }
+const InProcessSsh *in_process_ssh() { return g_in_process_ssh.load(); }
 
 const MethodInfo *find_method(std::string_view name) {
     for (const auto &m : all_methods())

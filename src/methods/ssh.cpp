@@ -8,11 +8,44 @@
 
 namespace spore {
 
+namespace {
+// backend=libssh2: no process; the master's in-process session runs the
+// boot command line. Options that only the OpenSSH client understands are
+// refused rather than ignored.
+LaunchSpec build_ssh_libssh2(const LaunchInput &in) {
+    const cJSON *o = in.options;
+    if (in.in_agent || !in_process_ssh())
+        throw Error(SPORE_EINVAL, "the libssh2 ssh backend exists only in the master; an ssh hop opened through "
+                                  "another context uses backend=openssh");
+    for (const char *k : {"ssh_args", "ssh_path", "password_prompts", "incorrect_prompts"})
+        if (cJSON_GetObjectItemCaseSensitive(o, k))
+            throw Error(SPORE_EINVAL, std::string("option '") + k + "' needs backend=openssh");
+    std::string check = opt_str(o, "check_host_keys", "enforce");
+    if (check != "enforce" && check != "accept" && check != "ignore")
+        throw Error(SPORE_EINVAL, "check_host_keys must be enforce, accept or ignore (not '" + check + "')");
+    int64_t port = opt_int(o, "port", 22);
+    if (port <= 0 || port > 65535) throw Error(SPORE_EINVAL, "port must be 1 to 65535");
+    int64_t debug = opt_int(o, "ssh_debug_level", 0);
+    if (debug < 0 || debug > 3) throw Error(SPORE_EINVAL, "ssh_debug_level must be 0 to 3");
+    LaunchSpec spec;
+    spec.in_process_ssh = true;
+    spec.ssh_options.reset(cJSON_Duplicate(o, 1));
+    spec.remote_command = in.boot_command_line();
+    std::string user = opt_str(o, "username");
+    spec.argv = {"libssh2", (user.empty() ? "" : user + "@") + opt_required(o, "hostname", "ssh") + ":" +
+                                std::to_string(port)};
+    return spec;
+}
+}  // namespace
+
 LaunchSpec build_ssh(const LaunchInput &in) {
     const cJSON *o = in.options;
-    std::string backend = opt_str(o, "backend", "openssh");
-    if (backend != "openssh")
-        throw Error(SPORE_EINVAL, "ssh backend '" + backend + "' is not available here (use backend=openssh)");
+    // The master has libssh2; an agent (a static program) has only the
+    // OpenSSH client of its machine.
+    std::string backend = opt_str(o, "backend", in.in_agent || !in_process_ssh() ? "openssh" : "libssh2");
+    if (backend != "openssh" && backend != "libssh2")
+        throw Error(SPORE_EINVAL, "ssh backend must be libssh2 or openssh (not '" + backend + "')");
+    if (backend == "libssh2") return build_ssh_libssh2(in);
     std::string host = opt_required(o, "hostname", "ssh");
     std::string password = opt_str(o, "password"), passphrase = opt_str(o, "identity_passphrase");
     std::string check = opt_str(o, "check_host_keys", "enforce");
