@@ -1,6 +1,7 @@
 /* demo.c - a tour of spore: two contexts (an agent and a fork of it), calls
  * and their cost, a command whose output arrives live, a remote error, a
- * pipelined chain of file operations, and a clean shutdown.
+ * pipelined chain of file operations, a chain through ssh and sudo (with
+ * the throw-away sshd of scripts/demo), and a clean shutdown.
  *
  * Everything is single-threaded: the live output is read by polling the
  * router's log fd and the call's fd together.
@@ -229,6 +230,61 @@ static void file_chain(spore_context *ctx)
     printf("  fs.remove  -> %s removed (a plain call, outside the chain)\n", dir);
 }
 
+/* A chain through ssh to this machine and sudo to root there, when
+ * scripts/demo has started its throw-away sshd (it passes the port, a key
+ * and a known_hosts file in the environment). */
+static void ssh_chain(spore_router *router)
+{
+    const char *port = getenv("SPORE_DEMO_SSH_PORT"), *key = getenv("SPORE_DEMO_SSH_KEY");
+    const char *known = getenv("SPORE_DEMO_KNOWN_HOSTS"), *user = getenv("SPORE_DEMO_SSH_USER");
+    spore_options *opts = NULL;
+    spore_context *ssh = NULL, *root = NULL;
+    char buf[256];
+    double start;
+    spore_result *res;
+
+    if (!port || !key || !known || !user) {
+        printf("  (skipped: run through scripts/demo, which starts a throw-away sshd)\n");
+        return;
+    }
+    if (spore_options_new(&opts) != SPORE_OK ||
+        spore_options_set_str(opts, "hostname", "127.0.0.1") != SPORE_OK ||
+        spore_options_set_int(opts, "port", atoi(port)) != SPORE_OK ||
+        spore_options_set_str(opts, "username", user) != SPORE_OK ||
+        spore_options_set_str(opts, "identity_file", key) != SPORE_OK ||
+        spore_options_set_str(opts, "known_hosts_file", known) != SPORE_OK ||
+        spore_options_set_bool(opts, "use_agent", 0) != SPORE_OK)
+        die("ssh options");
+    start = now();
+    if (spore_connect(&ssh, router, "ssh", opts, NULL) != SPORE_OK)
+        die("connect ssh");
+    spore_options_free(opts);
+    printf("  %s connected in %.1f ms (libssh2, the agent image sent over the ssh channel)\n",
+           spore_context_name(ssh), (now() - start) * 1e3);
+    describe(ssh);
+    ping_timing(ssh);
+    if (strcmp(user, "root") != 0) {
+        printf("  (sudo skipped: the demo's ssh account is %s, and sudo would ask for its password)\n", user);
+    } else {
+        start = now();
+        if (spore_connect(&root, router, "sudo", NULL, ssh) != SPORE_OK)
+            die("connect sudo through ssh");
+        printf("  %s connected in %.1f ms (sudo, run by the agent behind ssh)\n", spore_context_name(root),
+               (now() - start) * 1e3);
+        res = call(root, "proc.run", "{\"argv\": [\"id\", \"-un\"]}");
+        printf("  id -un there: %s\n", field(spore_result_json(res), "stdout", buf, sizeof buf));
+        spore_result_free(res);
+        ping_timing(root);
+        if (spore_context_shutdown(root, 5000) != SPORE_OK)
+            die("shutdown sudo");
+        spore_context_free(root);
+    }
+    if (spore_context_shutdown(ssh, 5000) != SPORE_OK)
+        die("shutdown ssh");
+    spore_context_free(ssh);
+    show_logs(router);
+}
+
 int main(void)
 {
     spore_router *router = NULL;
@@ -267,6 +323,9 @@ int main(void)
 
     section("a chain of fs.* steps: run in order, stop at the first failure");
     file_chain(local);
+
+    section("a chain through ssh to this machine, then sudo");
+    ssh_chain(router);
 
     section("shutting down");
     show_logs(router);

@@ -460,7 +460,7 @@ void Connection::fail_pending() {
 }
 
 void Connection::send_to_terminal(std::string bytes) {
-    if (spec_.tty == TtyMode::Full) {
+    if (spec_.answer_on_stdin || spec_.tty == TtyMode::Full) {
         if (stream_) stream_->send_raw(bytes);
     } else if (spec_.tty == TtyMode::Hybrid && err_fd_) {
         const char *p = bytes.data();

@@ -29,6 +29,9 @@ struct LaunchSpec {
     // True when argv starts the agent directly (no first stage, no image).
     bool agent_direct = false;
     TtyMode tty = TtyMode::None;
+    // Prompts are answered on the launcher's stdin (sudo -S) rather than
+    // on a terminal.
+    bool answer_on_stdin = false;
     PromptTable prompts;
     // Secrets the prompts may send, by name ("password", "passphrase").
     std::vector<std::pair<std::string, std::string>> secrets;

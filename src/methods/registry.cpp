@@ -30,7 +30,7 @@ const std::vector<MethodInfo> &all_methods() {
         {"sudo", &build_sudo, false,
          with_prompts({{"username", 's'}, {"password", 's'}, {"sudo_path", 's'}, {"sudo_args", 'l'},
                        {"preserve_env", 'b'}, {"set_home", 'b'}, {"login", 'b'}, {"selinux_role", 's'},
-                       {"selinux_type", 's'}})},
+                       {"selinux_type", 's'}, {"use_tty", 'b'}})},
         {"su", &build_su, false,
          with_prompts({{"username", 's'}, {"password", 's'}, {"su_path", 's'}, {"password_prompt", 's'}})},
         {"doas", &build_doas, false,

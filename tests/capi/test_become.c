@@ -103,6 +103,12 @@ static void test_sudo_with_password(void **state) {
 
     TH_ERR(connect_with(&c, r, "sudo", u, NULL), SPORE_EPASSREQ);
     TH_CONTAINS(spore_last_error()->message, "password required");
+
+    /* The same on a terminal (use_tty, for sudoers with requiretty). */
+    TH_OK(connect_with(&c, r, "sudo", u, "use_tty", "true", "password", pw, NULL));
+    assert_user(c, "root");
+    TH_ERR(connect_with(&c, r, "sudo", u, "use_tty", "true", "password", "not-the-password", NULL), SPORE_EAUTH);
+    TH_ERR(connect_with(&c, r, "sudo", u, "use_tty", "true", NULL), SPORE_EPASSREQ);
     /* The context that was refused is named in the error. */
     assert_non_null(spore_last_error()->context);
     TH_CONTAINS(spore_last_error()->context, "/sudo.");
@@ -183,10 +189,10 @@ static void test_sudo_custom_prompt_table(void **state) {
              "[ \"$pw\" = open-sesame ] || { echo 'asker: mauvais mot' >&2; exit 1; }\n"
              "while [ \"$1\" != -- ]; do shift; done; shift; exec \"$@\"\n");
     assert_int_equal(th_write_file(path, script, strlen(script), 0755), 0);
-    TH_OK(connect_with(&c, r, "sudo", NULL, "sudo_path", path, "password", "open-sesame", "password_prompts",
+    TH_OK(connect_with(&c, r, "sudo", NULL, "sudo_path", path, "use_tty", "true", "password", "open-sesame", "password_prompts",
                        "'secret \\?[[:space:]]*$'", NULL));
     assert_user(c, "root");
-    TH_ERR(connect_with(&c, r, "sudo", NULL, "sudo_path", path, "password", "wrong", "password_prompts",
+    TH_ERR(connect_with(&c, r, "sudo", NULL, "sudo_path", path, "use_tty", "true", "password", "wrong", "password_prompts",
                         "'secret \\?[[:space:]]*$'", "incorrect_prompts", "'mauvais mot'", NULL),
            SPORE_EAUTH);
     done(r);

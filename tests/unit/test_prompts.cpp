@@ -223,14 +223,18 @@ std::vector<std::string> head(const LaunchSpec &s, size_t n_boot = 3) {
 
 TEST(Launch, SudoArgv) {
     auto s = build("sudo", R"({"username": "deploy", "preserve_env": true, "set_home": true, "selinux_role": "r"})");
-    EXPECT_EQ(head(s), (std::vector<std::string>{"sudo", "-p", "spore-sudo-prompt:", "-u", "deploy", "-E", "-H", "-r", "r", "--"}));
+    EXPECT_EQ(head(s), (std::vector<std::string>{"sudo", "-S", "-p", "spore-sudo-prompt:", "-u", "deploy", "-E", "-H", "-r", "r", "--"}));
     EXPECT_EQ(s.argv[s.argv.size() - 3], "/bin/sh");
+    EXPECT_EQ(s.tty, TtyMode::None);
+    EXPECT_TRUE(s.answer_on_stdin);
+    s = build("sudo", R"({"use_tty": true})");
+    EXPECT_EQ(head(s), (std::vector<std::string>{"sudo", "-p", "spore-sudo-prompt:", "-u", "root", "--"}));
     EXPECT_EQ(s.tty, TtyMode::Hybrid);
 }
 
 TEST(Launch, SudoArgsAreReparsed) {
     auto s = build("sudo", R"({"sudo_args": "-u app -EH -n --login"})");
-    EXPECT_EQ(head(s), (std::vector<std::string>{"sudo", "-p", "spore-sudo-prompt:", "-u", "app", "-E", "-H", "-i", "--"}));
+    EXPECT_EQ(head(s), (std::vector<std::string>{"sudo", "-S", "-p", "spore-sudo-prompt:", "-u", "app", "-E", "-H", "-i", "--"}));
     for (const char *bad : {R"({"sudo_args": "-s"})", R"({"sudo_args": "--shell"})", R"({"sudo_args": "-u"})",
                             R"({"sudo_args": "rm"})", R"({"sudo_args": "-C 5"})", R"({"sudo_args": "--"})"}) {
         try {
