@@ -127,6 +127,7 @@ private:
         if (hooks_.debug) hooks_.debug("ssh " + peer() + ": " + line);
     }
     std::string last_error() const;
+    std::string supported_only(const std::string &list) const;
     void teardown();
     static void on_socket(evutil_socket_t, short, void *arg) { static_cast<SshSession *>(arg)->step(); }
     static void on_local(evutil_socket_t, short, void *arg) { static_cast<SshSession *>(arg)->step(); }
@@ -263,6 +264,32 @@ void SshSession::try_next_address() {
                              (connect_errors_.size() > 2 ? connect_errors_.substr(2) : "no address"));
 }
 
+// The names of `list` that this libssh2 supports, each once, in order.
+// (libssh2 1.10 strips unsupported names itself with an overlapping memcpy.)
+std::string SshSession::supported_only(const std::string &list) const {
+    const char **algs = nullptr;
+    int n = libssh2_session_supported_algs(session_, LIBSSH2_METHOD_HOSTKEY, &algs);
+    std::vector<std::string> supported;
+    for (int i = 0; i < n; ++i) supported.emplace_back(algs[i]);
+    if (algs) libssh2_free(session_, algs);
+    std::string out;
+    std::vector<std::string> seen;
+    size_t pos = 0;
+    while (pos <= list.size()) {
+        size_t comma = list.find(',', pos);
+        if (comma == std::string::npos) comma = list.size();
+        std::string name = list.substr(pos, comma - pos);
+        pos = comma + 1;
+        bool ok = false, dup = false;
+        for (auto &a : supported) ok = ok || a == name;
+        for (auto &a : seen) dup = dup || a == name;
+        if (!ok || dup || name.empty()) continue;
+        seen.push_back(name);
+        out += (out.empty() ? "" : ",") + name;
+    }
+    return out;
+}
+
 std::string SshSession::last_error() const {
     if (!session_) return "no session";
     char *msg = nullptr;
@@ -317,7 +344,8 @@ void SshSession::step() {
                 if (kh) libssh2_knownhost_free(kh);
             }
             order += std::string(order.empty() ? "" : ",") + kDefaultHostKeyOrder;
-            libssh2_session_method_pref(session_, LIBSSH2_METHOD_HOSTKEY, order.c_str());
+            std::string pref = supported_only(order);
+            if (!pref.empty()) libssh2_session_method_pref(session_, LIBSSH2_METHOD_HOSTKEY, pref.c_str());
             state_ = State::Handshake;
             break;
         }
@@ -792,6 +820,7 @@ void SshSession::fail(int code, const std::string &why) {
 void SshSession::teardown() {
     if (finished_) return;
     finished_ = true;
+    bool handshaken = state_ != State::Resolving && state_ != State::Connecting && state_ != State::Handshake;
     state_ = State::Done;
     keepalive_timer_.reset();
     sock_ev_.reset();
@@ -803,13 +832,16 @@ void SshSession::teardown() {
         libssh2_agent_free(agent_);
         agent_ = nullptr;
     }
-    if (channel_) {
-        libssh2_channel_free(channel_);
-        channel_ = nullptr;
-    }
     if (session_) {
-        // One try at a polite goodbye; the TCP close is what counts.
-        libssh2_session_disconnect(session_, "spore: done");
+        // In non-blocking mode libssh2's free functions may return EAGAIN
+        // and keep everything: free in blocking mode, briefly. One try at a
+        // polite goodbye, then the socket is shut so nothing waits on it.
+        libssh2_session_set_blocking(session_, 1);
+        libssh2_session_set_timeout(session_, 200);
+        if (handshaken) libssh2_session_disconnect(session_, "spore: done");
+        if (sock_ >= 0) ::shutdown(sock_, SHUT_RDWR);
+        if (channel_) libssh2_channel_free(channel_);
+        channel_ = nullptr;
         libssh2_session_free(session_);
         session_ = nullptr;
     }
