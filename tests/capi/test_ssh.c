@@ -6,6 +6,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <signal.h>
 #include <stdint.h>
 
 #include <cmocka.h>
@@ -90,6 +91,43 @@ static void test_key_login(void **state) {
     spore_result_free(res);
     free(data);
     done(r);
+    th_end(&b);
+}
+
+/* Keys from a running ssh-agent (SSH_AUTH_SOCK), with no identity_file. */
+static void test_ssh_agent(void **state) {
+    (void)state;
+    TH_NEED_HARNESS();
+    th_baseline b = th_begin();
+    char *dir = th_mkdtemp("sshagent");
+    char sock[512], cmd[2048];
+    snprintf(sock, sizeof sock, "%s/agent.sock", dir);
+    pid_t agent = fork();
+    if (agent == 0) {
+        execlp("ssh-agent", "ssh-agent", "-D", "-a", sock, (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 200 && !th_file_exists(sock); i++) th_sleep_ms(10);
+    snprintf(cmd, sizeof cmd, "SSH_AUTH_SOCK='%s' ssh-add -q '%s' 2>/dev/null", sock, th_hvar("SPORE_TEST_KEY"));
+    assert_int_equal(system(cmd), 0);
+    char *old = getenv("SSH_AUTH_SOCK") ? strdup(getenv("SSH_AUTH_SOCK")) : NULL;
+    setenv("SSH_AUTH_SOCK", sock, 1);
+
+    spore_router *r = th_router(NULL);
+    spore_context *c = NULL;
+    TH_OK(ssh_connect(&c, r, "ssh", NULL, "username", "spore-test-key", "use_agent", "true", NULL));
+    assert_user(c, "spore-test-key");
+    /* Without the agent the same connect has no key to offer. */
+    TH_ERR(ssh_connect(&c, r, "ssh", NULL, "username", "spore-test-key", NULL), SPORE_EAUTH);
+    done(r);
+
+    if (old) setenv("SSH_AUTH_SOCK", old, 1);
+    else unsetenv("SSH_AUTH_SOCK");
+    free(old);
+    kill(agent, SIGTERM);
+    waitpid(agent, NULL, 0);
+    th_rm_rf(dir);
+    free(dir);
     th_end(&b);
 }
 
@@ -293,6 +331,7 @@ static void test_chains_through_ssh(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_key_login),
+        cmocka_unit_test(test_ssh_agent),
         cmocka_unit_test(test_key_with_passphrase),
         cmocka_unit_test(test_password_login),
         cmocka_unit_test(test_banner_with_password_is_not_a_prompt),
