@@ -705,6 +705,12 @@ bool SshSession::step_channel() {
 bool SshSession::pump() {
     char buf[65536];
     bool progress = true;
+    // sshd leaves Nagle on for sessions without a pty: a reply it sends in
+    // two TCP segments waits for our ACK of the first, which Linux delays
+    // (milliseconds per call). Acknowledge at once instead. Linux resets
+    // quick-ACK mode by itself, so it is asked for on every wake-up.
+    int one = 1;
+    setsockopt(sock_, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof one);
     while (progress && !finished_) {
         progress = false;
         // channel -> local (stdout) and -> err (stderr)
@@ -786,6 +792,13 @@ bool SshSession::pump() {
             teardown();
             return false;
         }
+        // Any libssh2 call may read packets from the socket into its own
+        // buffers (a stderr read can bring in stdout data, a write a window
+        // adjust): data waiting there would never wake the socket again.
+        if (!progress && !finished_ &&
+            ((to_local_.size() < kPumpBuffer && libssh2_poll_channel_read(channel_, 0) > 0) ||
+             libssh2_poll_channel_read(channel_, 1) > 0))
+            progress = true;
     }
     return !finished_;
 }

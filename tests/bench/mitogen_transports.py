@@ -51,7 +51,7 @@ def main():
     try:
         def ssh():
             return router.ssh(hostname="127.0.0.1", port=port, username=user, identity_file=key,
-                              check_host_keys="enforce",
+                              check_host_keys="enforce", python_path="/usr/bin/python3",
                               ssh_args=["-F", "/dev/null", "-o", "UserKnownHostsFile=" + known])
         warm = ssh()
         warm.call(noop)
@@ -80,14 +80,14 @@ def main():
         sudo_values = []
         for i in range(runs(5) + 1):
             t0 = time.monotonic()
-            s = router.sudo(via=ctx)
+            s = router.sudo(via=ctx, python_path="/usr/bin/python3")
             s.call(noop)
             if i:
                 sudo_values.append((time.monotonic() - t0) * 1e3)
             s.shutdown(wait=True)
         emit("sudo_via_ssh_connect", "ms", sudo_values)
 
-        s = router.sudo(via=ctx)
+        s = router.sudo(via=ctx, python_path="/usr/bin/python3")
         s.call(noop)
         values = []
         for _ in range(runs(5)):

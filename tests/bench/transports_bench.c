@@ -18,7 +18,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
+#include <linux/tcp.h> /* tcp_info with byte counters (glibc's is older) */
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
