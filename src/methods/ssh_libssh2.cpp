@@ -121,6 +121,7 @@ private:
     bool step_auth();
     bool step_channel();
     bool pump();
+    bool buffered_in_libssh2() const;
     void arm();
     void fail(int code, const std::string &why);
     void note(const std::string &line) {
@@ -167,6 +168,7 @@ private:
     bool local_eof_ = false, channel_eof_ = false, eof_sent_ = false;
     TimerPtr keepalive_timer_;
     double last_activity_ = 0;
+    bool retry_soon_ = false;
     bool finished_ = false;
 };
 
@@ -702,9 +704,15 @@ bool SshSession::step_channel() {
 
 // Moves bytes both ways until nothing more can move. False after a failure
 // or the end of the session.
+bool SshSession::buffered_in_libssh2() const {
+    return (to_local_.size() < kPumpBuffer && !channel_eof_ && libssh2_poll_channel_read(channel_, 0) > 0) ||
+           libssh2_poll_channel_read(channel_, 1) > 0;
+}
+
 bool SshSession::pump() {
     char buf[65536];
-    bool progress = true;
+    bool progress = true, extra_round = false;
+    retry_soon_ = false;
     // sshd leaves Nagle on for sessions without a pty: a reply it sends in
     // two TCP segments waits for our ACK of the first, which Linux delays
     // (milliseconds per call). Acknowledge at once instead. Linux resets
@@ -794,11 +802,18 @@ bool SshSession::pump() {
         }
         // Any libssh2 call may read packets from the socket into its own
         // buffers (a stderr read can bring in stdout data, a write a window
-        // adjust): data waiting there would never wake the socket again.
-        if (!progress && !finished_ &&
-            ((to_local_.size() < kPumpBuffer && libssh2_poll_channel_read(channel_, 0) > 0) ||
-             libssh2_poll_channel_read(channel_, 1) > 0))
-            progress = true;
+        // adjust): data waiting there would never wake the socket again. It
+        // gets one more round here; if libssh2 still holds it back (it can
+        // report data that a read then refuses with EAGAIN), a short timer
+        // tries again rather than spinning.
+        if (!progress && !finished_ && buffered_in_libssh2()) {
+            if (extra_round) {
+                retry_soon_ = true;
+            } else {
+                extra_round = true;
+                progress = true;
+            }
+        }
     }
     return !finished_;
 }
@@ -813,7 +828,10 @@ void SshSession::arm() {
         if (dir & LIBSSH2_SESSION_BLOCK_OUTBOUND) what |= EV_WRITE;
     }
     sock_ev_.reset(event_new(loop_.base(), sock_, what, &SshSession::on_socket, this));
-    event_add(sock_ev_.get(), nullptr);
+    // With data held in libssh2's buffers the socket may stay quiet: come
+    // back after a millisecond as well.
+    timeval soon{0, 1000};
+    event_add(sock_ev_.get(), retry_soon_ ? &soon : nullptr);
     if (local_ev_) {
         short lw = 0;
         if (to_channel_.size() < kPumpBuffer && !local_eof_) lw |= EV_READ;
