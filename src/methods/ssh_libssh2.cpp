@@ -681,7 +681,7 @@ bool SshSession::step_channel() {
                     int next = 0;
                     libssh2_keepalive_send(s->session_, &next);
                     double idle = now_monotonic() - s->last_activity_;
-                    if (idle > double(s->keepalive_interval_ * std::max<int64_t>(1, s->keepalive_count_)) + 1) {
+                    if (idle > double(s->keepalive_interval_ * std::max<int64_t>(1, s->keepalive_count_))) {
                         s->fail(SPORE_EDISCONNECTED, "ssh: no answer from " + s->host_ + " to keepalives for " +
                                                          std::to_string(int(idle)) + " s");
                         return;

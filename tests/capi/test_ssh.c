@@ -167,6 +167,109 @@ static void test_password_login(void **state) {
     th_end(&b);
 }
 
+/* An account whose password sshd takes only through keyboard-interactive. */
+static void test_keyboard_interactive(void **state) {
+    (void)state;
+    TH_NEED_HARNESS();
+    th_baseline b = th_begin();
+    spore_router *r = th_router(NULL);
+    spore_context *c = NULL;
+    TH_OK(ssh_connect(&c, r, "ssh", NULL, "username", "spore-test-doas-pw", "password",
+                      th_hvar("SPORE_TEST_PW_DOAS_PW"), NULL));
+    assert_user(c, "spore-test-doas-pw");
+    TH_ERR(ssh_connect(&c, r, "ssh", NULL, "username", "spore-test-doas-pw", "password", "wrong", NULL), SPORE_EAUTH);
+    done(r);
+    th_end(&b);
+}
+
+/* compression=true: the stream is zlib-compressed and still carries
+ * binary data unchanged. */
+static void test_compression(void **state) {
+    (void)state;
+    TH_NEED_HARNESS();
+    th_baseline b = th_begin();
+    spore_router *r = th_router(NULL);
+    spore_context *c = NULL;
+    TH_OK(ssh_connect(&c, r, "ssh", NULL, "username", "spore-test-key", "identity_file", th_hvar("SPORE_TEST_KEY"),
+                      "compression", "true", NULL));
+    size_t n = 512 * 1024;
+    unsigned char *data = malloc(n);
+    for (size_t i = 0; i < n; i++) data[i] = (unsigned char)((i % 7 == 0) ? i * 13 : 'a');
+    spore_result *res = NULL;
+    TH_OK(spore_call(&res, c, "sys.echo", "{\"value\": 2}", data, n, 30000));
+    size_t got = 0;
+    const void *back = spore_result_bytes(res, &got);
+    assert_int_equal(got, n);
+    assert_memory_equal(back, data, n);
+    spore_result_free(res);
+    free(data);
+    done(r);
+    th_end(&b);
+}
+
+/* The OpenSSH client's own configuration: a Host alias with HostName,
+ * Port, User and IdentityFile, reached through a ProxyJump. */
+static void test_openssh_config_and_proxyjump(void **state) {
+    (void)state;
+    TH_NEED_HARNESS();
+    if (!is_openssh()) skip();
+    th_baseline b = th_begin();
+    char *dir = th_mkdtemp("sshcfg");
+    char cfg[512], text[4096];
+    snprintf(cfg, sizeof cfg, "%s/config", dir);
+    snprintf(text, sizeof text,
+             "Host spore-jump\n  HostName %s\n  Port %s\n  User spore-test-key\n"
+             "Host spore-behind\n  HostName %s\n  Port %s\n  User spore-test-target\n  ProxyJump spore-jump\n"
+             "Host *\n  IdentityFile %s\n  IdentitiesOnly yes\n  UserKnownHostsFile %s\n  BatchMode yes\n",
+             th_hvar("SPORE_TEST_SSHD_HOST"), th_hvar("SPORE_TEST_SSHD_PORT"), th_hvar("SPORE_TEST_SSHD_HOST"),
+             th_hvar("SPORE_TEST_SSHD_PORT"), th_hvar("SPORE_TEST_KEY"), th_hvar("SPORE_TEST_KNOWN_HOSTS"));
+    assert_int_equal(th_write_file(cfg, text, strlen(text), 0600), 0);
+    spore_router *r = th_router(NULL);
+    spore_options *o = NULL;
+    TH_OK(spore_options_new(&o));
+    TH_OK(spore_options_set_str(o, "hostname", "spore-behind"));
+    TH_OK(spore_options_set_str(o, "backend", "openssh"));
+    TH_OK(spore_options_add_str(o, "ssh_args", "-F"));
+    TH_OK(spore_options_add_str(o, "ssh_args", cfg));
+    spore_context *c = NULL;
+    TH_OK(spore_connect(&c, r, "ssh", o, NULL));
+    spore_options_free(o);
+    opened[n_opened++] = c;
+    assert_user(c, "spore-test-target");
+    done(r);
+    th_rm_rf(dir);
+    free(dir);
+    th_end(&b);
+}
+
+/* A server that stops answering is found out by the keepalives. */
+static void test_keepalive_detects_a_dead_server(void **state) {
+    (void)state;
+    TH_NEED_HARNESS();
+    th_baseline b = th_begin();
+    spore_router *r = th_router(NULL);
+    spore_context *c = NULL;
+    TH_OK(ssh_connect(&c, r, "ssh", NULL, "username", "spore-test-key", "identity_file", th_hvar("SPORE_TEST_KEY"),
+                      "keepalive_interval", "#1", "keepalive_count", "#2", NULL));
+    /* The agent's parent is sshd's session process: stopping it freezes
+     * the connection without closing it. */
+    char *json = th_call(c, "sys.info", NULL);
+    pid_t session = (pid_t)th_json_int(json, "ppid", -1);
+    free(json);
+    assert_true(session > 1);
+    assert_int_equal(kill(session, SIGSTOP), 0);
+    double t0 = th_now();
+    spore_result *res = NULL;
+    int rc = spore_call(&res, c, "proc.run", "{\"argv\": [\"sleep\", \"60\"]}", NULL, 0, 20000);
+    double took = th_now() - t0;
+    kill(session, SIGCONT);
+    TH_ERR(rc, SPORE_EDISCONNECTED);
+    print_message("a frozen server was given up after %.1f s\n", took);
+    assert_true(took >= 1.5 && took < 10 * th_time_factor());
+    done(r);
+    th_end(&b);
+}
+
 static void test_banner_with_password_is_not_a_prompt(void **state) {
     (void)state;
     TH_NEED_HARNESS();
@@ -334,6 +437,10 @@ int main(void) {
         cmocka_unit_test(test_ssh_agent),
         cmocka_unit_test(test_key_with_passphrase),
         cmocka_unit_test(test_password_login),
+        cmocka_unit_test(test_keyboard_interactive),
+        cmocka_unit_test(test_compression),
+        cmocka_unit_test(test_openssh_config_and_proxyjump),
+        cmocka_unit_test(test_keepalive_detects_a_dead_server),
         cmocka_unit_test(test_banner_with_password_is_not_a_prompt),
         cmocka_unit_test(test_remote_permission_denied_is_not_auth_failure),
         cmocka_unit_test(test_host_keys),

@@ -148,6 +148,10 @@ Match User spore-test-key
     KbdInteractiveAuthentication no
 Match User spore-test-pw
     PubkeyAuthentication no
+# Passwords only through keyboard-interactive (PAM), for that code path.
+Match User spore-test-doas-pw
+    PasswordAuthentication no
+    KbdInteractiveAuthentication yes
 EOF
     chmod 0600 "$CFG"
     chmod 0644 "$DIR/banner"
