@@ -123,6 +123,7 @@ private:
     bool pump();
     bool buffered_in_libssh2() const;
     void arm();
+    void watch(EventPtr &ev, short &current, int fd, short what, event_callback_fn cb);
     void fail(int code, const std::string &why);
     void note(const std::string &line) {
         if (hooks_.debug) hooks_.debug("ssh " + peer() + ": " + line);
@@ -169,6 +170,8 @@ private:
     TimerPtr keepalive_timer_;
     double last_activity_ = 0;
     bool retry_soon_ = false;
+    short sock_what_ = 0, local_what_ = 0;
+    TimerPtr retry_timer_;
     bool finished_ = false;
 };
 
@@ -665,8 +668,6 @@ bool SshSession::step_channel() {
     }
     note("boot command started");
     state_ = State::Running;
-    local_ev_.reset(event_new(loop_.base(), local_.get(), EV_READ | EV_PERSIST, &SshSession::on_local, this));
-    event_add(local_ev_.get(), nullptr);
     if (keepalive_interval_ > 0) {
         std::weak_ptr<SshSession> weak = weak_from_this();
         // libssh2 says when the next keepalive is due; a server that stays
@@ -818,6 +819,18 @@ bool SshSession::pump() {
     return !finished_;
 }
 
+// Events are persistent and only changed when the directions they wait
+// for change: re-creating them on every wake-up cost four epoll_ctl calls
+// per message.
+void SshSession::watch(EventPtr &ev, short &current, int fd, short what, event_callback_fn cb) {
+    if (ev && current == what) return;
+    ev.reset();
+    current = what;
+    if (!what) return;
+    ev.reset(event_new(loop_.base(), fd, what | EV_PERSIST, cb, this));
+    event_add(ev.get(), nullptr);
+}
+
 void SshSession::arm() {
     if (finished_ || sock_ < 0) return;
     short what = EV_READ;
@@ -827,17 +840,20 @@ void SshSession::arm() {
         int dir = libssh2_session_block_directions(session_);
         if (dir & LIBSSH2_SESSION_BLOCK_OUTBOUND) what |= EV_WRITE;
     }
-    sock_ev_.reset(event_new(loop_.base(), sock_, what, &SshSession::on_socket, this));
-    // With data held in libssh2's buffers the socket may stay quiet: come
-    // back after a millisecond as well.
-    timeval soon{0, 1000};
-    event_add(sock_ev_.get(), retry_soon_ ? &soon : nullptr);
-    if (local_ev_) {
+    watch(sock_ev_, sock_what_, sock_, what, &SshSession::on_socket);
+    if (state_ == State::Running) {
         short lw = 0;
         if (to_channel_.size() < kPumpBuffer && !local_eof_) lw |= EV_READ;
         if (!to_local_.empty()) lw |= EV_WRITE;
-        local_ev_.reset(event_new(loop_.base(), local_.get(), lw, &SshSession::on_local, this));
-        if (lw) event_add(local_ev_.get(), nullptr);
+        watch(local_ev_, local_what_, local_.get(), lw, &SshSession::on_local);
+    }
+    // With data held in libssh2's buffers the socket may stay quiet: come
+    // back after a millisecond as well.
+    if (retry_soon_) {
+        std::weak_ptr<SshSession> weak = weak_from_this();
+        retry_timer_ = std::make_unique<Timer>(loop_, 0.001, [weak] {
+            if (auto self = weak.lock()) self->step();
+        });
     }
 }
 
@@ -854,6 +870,7 @@ void SshSession::teardown() {
     bool handshaken = state_ != State::Resolving && state_ != State::Connecting && state_ != State::Handshake;
     state_ = State::Done;
     keepalive_timer_.reset();
+    retry_timer_.reset();
     sock_ev_.reset();
     local_ev_.reset();
     wipe(password_);
