@@ -582,42 +582,31 @@ bool SshSession::step_auth() {
             ++next_key_;
             continue;
         }
-        case AuthStep::Password: {
-            if (password_.empty() || tried_password_ || auth_methods_.find("password") == std::string::npos) {
-                auth_ = AuthStep::KbdInt;
-                continue;
-            }
-            rc = libssh2_userauth_password(session_, user_.c_str(), password_.c_str());
-            if (rc == LIBSSH2_ERROR_EAGAIN) {
-                arm();
-                return false;
-            }
-            tried_password_ = true;
-            if (rc == 0) {
-                note("authenticated with a password");
-                state_ = State::OpenChannel;
-                return true;
-            }
-            auth_ = AuthStep::KbdInt;
-            continue;
-        }
+        case AuthStep::Password:
         case AuthStep::KbdInt: {
-            if (password_.empty() || tried_kbd_ || auth_methods_.find("keyboard-interactive") == std::string::npos) {
-                auth_ = AuthStep::Failed;
+            // The password, through the "password" method, then through
+            // keyboard-interactive (which PAM setups often use instead).
+            bool kbd = auth_ == AuthStep::KbdInt;
+            bool &tried = kbd ? tried_kbd_ : tried_password_;
+            AuthStep next = kbd ? AuthStep::Failed : AuthStep::KbdInt;
+            if (password_.empty() || tried ||
+                auth_methods_.find(kbd ? "keyboard-interactive" : "password") == std::string::npos) {
+                auth_ = next;
                 continue;
             }
-            rc = libssh2_userauth_keyboard_interactive(session_, user_.c_str(), &SshSession::kbd_callback);
+            rc = kbd ? libssh2_userauth_keyboard_interactive(session_, user_.c_str(), &SshSession::kbd_callback)
+                     : libssh2_userauth_password(session_, user_.c_str(), password_.c_str());
             if (rc == LIBSSH2_ERROR_EAGAIN) {
                 arm();
                 return false;
             }
-            tried_kbd_ = true;
+            tried = true;
             if (rc == 0) {
-                note("authenticated by keyboard-interactive");
+                note(kbd ? "authenticated by keyboard-interactive" : "authenticated with a password");
                 state_ = State::OpenChannel;
                 return true;
             }
-            auth_ = AuthStep::Failed;
+            auth_ = next;
             continue;
         }
         case AuthStep::Failed: {

@@ -13,36 +13,17 @@
 
 #include "harness_env.h"
 #include "helpers.h"
+#include "contexts.h"
 
-/* Every context a test opened, freed by done(). */
-static spore_context *opened[64];
-static int n_opened;
-
-/* Frees the test's contexts, then the router. */
-static void done(spore_router *r) {
-    for (int i = 0; i < n_opened; i++) spore_context_free(opened[i]);
-    n_opened = 0;
-    spore_router_free(r);
-}
-
-/* Opens method with key=value string options (NULL-terminated pairs). */
+/* Opens method with key/value options (NULL-terminated pairs, see th_set_pairs). */
 static int connect_with(spore_context **out, spore_router *r, const char *method, spore_context *via, ...) {
     spore_options *o = NULL;
     TH_OK(spore_options_new(&o));
     va_list ap;
     va_start(ap, via);
-    const char *k;
-    while ((k = va_arg(ap, const char *)) != NULL) {
-        const char *v = va_arg(ap, const char *);
-        if (strcmp(v, "true") == 0 || strcmp(v, "false") == 0) TH_OK(spore_options_set_bool(o, k, v[0] == 't'));
-        else TH_OK(spore_options_set_str(o, k, v));
-    }
+    th_set_pairs(o, ap);
     va_end(ap);
-    *out = NULL;
-    int rc = spore_connect(out, r, method, o, via);
-    spore_options_free(o);
-    if (rc == SPORE_OK && n_opened < 64) opened[n_opened++] = *out;
-    return rc;
+    return th_connect_opts(out, r, method, o, via);
 }
 
 /* root -> sudo -u <account> (no password needed as root). */
@@ -50,20 +31,6 @@ static spore_context *as_account(spore_router *r, const char *account) {
     spore_context *c = NULL;
     TH_OK(connect_with(&c, r, "sudo", NULL, "username", account, NULL));
     return c;
-}
-
-static char *whoami(spore_context *c) {
-    char *json = th_call(c, "sys.info", NULL);
-    char *user = th_json_str(json, "user", NULL);
-    free(json);
-    assert_non_null(user);
-    return user;
-}
-
-static void assert_user(spore_context *c, const char *want) {
-    char *u = whoami(c);
-    assert_string_equal(u, want);
-    free(u);
 }
 
 /* ------------------------------------------------------------------ sudo */
@@ -74,13 +41,13 @@ static void test_sudo_without_password(void **state) {
     th_baseline b = th_begin();
     spore_router *r = th_router(NULL);
     spore_context *u = as_account(r, "spore-test-sudo-nopw");
-    assert_user(u, "spore-test-sudo-nopw");
+    th_assert_user(u, "spore-test-sudo-nopw");
     spore_context *root = NULL, *target = NULL;
     TH_OK(connect_with(&root, r, "sudo", u, NULL));
-    assert_user(root, "root");
+    th_assert_user(root, "root");
     TH_OK(connect_with(&target, r, "sudo", u, "username", "spore-test-target", NULL));
-    assert_user(target, "spore-test-target");
-    done(r);
+    th_assert_user(target, "spore-test-target");
+    th_done(r);
     th_end(&b);
 }
 
@@ -94,7 +61,7 @@ static void test_sudo_with_password(void **state) {
     spore_context *c = NULL;
 
     TH_OK(connect_with(&c, r, "sudo", u, "password", pw, NULL));
-    assert_user(c, "root");
+    th_assert_user(c, "root");
 
     TH_ERR(connect_with(&c, r, "sudo", u, "password", "not-the-password", NULL), SPORE_EAUTH);
     assert_null(c);
@@ -106,14 +73,14 @@ static void test_sudo_with_password(void **state) {
 
     /* The same on a terminal (use_tty, for sudoers with requiretty). */
     TH_OK(connect_with(&c, r, "sudo", u, "use_tty", "true", "password", pw, NULL));
-    assert_user(c, "root");
+    th_assert_user(c, "root");
     TH_ERR(connect_with(&c, r, "sudo", u, "use_tty", "true", "password", "not-the-password", NULL), SPORE_EAUTH);
     TH_ERR(connect_with(&c, r, "sudo", u, "use_tty", "true", NULL), SPORE_EPASSREQ);
     /* The context that was refused is named in the error. */
     assert_non_null(spore_last_error()->context);
     TH_CONTAINS(spore_last_error()->context, "/sudo.");
 
-    done(r);
+    th_done(r);
     th_end(&b);
 }
 
@@ -129,7 +96,7 @@ static void test_sudo_user_not_allowed(void **state) {
     /* Allowed to sudo, but not to that account. */
     spore_context *u2 = as_account(r, "spore-test-sudo-nopw");
     TH_ERR(connect_with(&c, r, "sudo", u2, "username", "spore-test-key", NULL), SPORE_EPASSREQ);
-    done(r);
+    th_done(r);
     th_end(&b);
 }
 
@@ -155,7 +122,7 @@ static void test_sudo_options(void **state) {
 
     /* The same through sudo_args, re-parsed. */
     TH_OK(connect_with(&c, r, "sudo", u, "sudo_args", "-u spore-test-target -H", NULL));
-    assert_user(c, "spore-test-target");
+    th_assert_user(c, "spore-test-target");
 
     /* Flags spore does not understand are refused before anything runs. */
     TH_ERR(connect_with(&c, r, "sudo", u, "sudo_args", "-s", NULL), SPORE_EINVAL);
@@ -166,7 +133,7 @@ static void test_sudo_options(void **state) {
     /* An unknown account. */
     TH_ERR(connect_with(&c, r, "sudo", u, "username", "spore-test-nobody-here", NULL), SPORE_EDENIED);
 
-    done(r);
+    th_done(r);
     th_end(&b);
 }
 
@@ -191,11 +158,11 @@ static void test_sudo_custom_prompt_table(void **state) {
     assert_int_equal(th_write_file(path, script, strlen(script), 0755), 0);
     TH_OK(connect_with(&c, r, "sudo", NULL, "sudo_path", path, "use_tty", "true", "password", "open-sesame", "password_prompts",
                        "'secret \\?[[:space:]]*$'", NULL));
-    assert_user(c, "root");
+    th_assert_user(c, "root");
     TH_ERR(connect_with(&c, r, "sudo", NULL, "sudo_path", path, "use_tty", "true", "password", "wrong", "password_prompts",
                         "'secret \\?[[:space:]]*$'", "incorrect_prompts", "'mauvais mot'", NULL),
            SPORE_EAUTH);
-    done(r);
+    th_done(r);
     th_rm_rf(dir);
     free(dir);
     (void)u;
@@ -213,7 +180,7 @@ static void test_su(void **state) {
     const char *pw = th_hvar("SPORE_TEST_PW_TARGET");
     spore_context *c = NULL;
     TH_OK(connect_with(&c, r, "su", u, "username", "spore-test-target", "password", pw, NULL));
-    assert_user(c, "spore-test-target");
+    th_assert_user(c, "spore-test-target");
     /* The stream runs over a terminal: a large message must pass unchanged. */
     size_t n = 300 * 1024;
     unsigned char *data = malloc(n);
@@ -229,7 +196,7 @@ static void test_su(void **state) {
 
     TH_ERR(connect_with(&c, r, "su", u, "username", "spore-test-target", "password", "wrong", NULL), SPORE_EAUTH);
     TH_ERR(connect_with(&c, r, "su", u, "username", "spore-test-target", NULL), SPORE_EPASSREQ);
-    done(r);
+    th_done(r);
     th_end(&b);
 }
 
@@ -243,19 +210,19 @@ static void test_doas(void **state) {
     spore_context *c = NULL;
     spore_context *nopw = as_account(r, "spore-test-doas-nopw");
     TH_OK(connect_with(&c, r, "doas", nopw, NULL));
-    assert_user(c, "root");
+    th_assert_user(c, "root");
     TH_OK(connect_with(&c, r, "doas", nopw, "username", "spore-test-target", NULL));
-    assert_user(c, "spore-test-target");
+    th_assert_user(c, "spore-test-target");
 
     spore_context *pw = as_account(r, "spore-test-doas-pw");
     TH_OK(connect_with(&c, r, "doas", pw, "password", th_hvar("SPORE_TEST_PW_DOAS_PW"), NULL));
-    assert_user(c, "root");
+    th_assert_user(c, "root");
     TH_ERR(connect_with(&c, r, "doas", pw, "password", "wrong", NULL), SPORE_EAUTH);
     TH_ERR(connect_with(&c, r, "doas", pw, NULL), SPORE_EPASSREQ);
 
     spore_context *no = as_account(r, "spore-test-nosudo");
     TH_ERR(connect_with(&c, r, "doas", no, "password", th_hvar("SPORE_TEST_PW_NOSUDO"), NULL), SPORE_EDENIED);
-    done(r);
+    th_done(r);
     th_end(&b);
 }
 
@@ -309,7 +276,7 @@ static void test_passwords_stay_secret(void **state) {
     spore_context *u = as_account(r, "spore-test-sudo-pw");
     spore_context *c = NULL;
     TH_OK(connect_with(&c, r, "sudo", u, "password", pw, NULL));
-    assert_user(c, "root");
+    th_assert_user(c, "root");
     /* A wrong password goes through the error path: it must not be echoed there either. */
     TH_ERR(connect_with(&c, r, "sudo", u, "password", "Wr0ngButSecret", NULL), SPORE_EAUTH);
     assert_null(strstr(spore_last_error()->message, "Wr0ngButSecret"));
@@ -331,7 +298,7 @@ static void test_passwords_stay_secret(void **state) {
         rec = NULL;
     }
     assert_true(records > 0);
-    done(r);
+    th_done(r);
     th_end(&b);
 }
 

@@ -13,21 +13,13 @@
 
 #include "harness_env.h"
 #include "helpers.h"
+#include "contexts.h"
 
 /* The backend under test; hops opened through another context always use
  * the OpenSSH client (the agent has no libssh2). */
 static const char *g_backend = "openssh";
 
 static int is_openssh(void) { return strcmp(g_backend, "openssh") == 0; }
-
-static spore_context *opened[64];
-static int n_opened;
-
-static void done(spore_router *r) {
-    for (int i = 0; i < n_opened; i++) spore_context_free(opened[i]);
-    n_opened = 0;
-    spore_router_free(r);
-}
 
 /* Options for the harness's sshd as `user`, then key/value pairs (values
  * "true"/"false" are booleans, "#123" integers, else strings). */
@@ -46,42 +38,15 @@ static int ssh_connect(spore_context **out, spore_router *r, const char *method,
     }
     va_list ap;
     va_start(ap, via);
-    const char *k;
-    while ((k = va_arg(ap, const char *)) != NULL) {
-        const char *v = va_arg(ap, const char *);
-        if (strcmp(v, "true") == 0 || strcmp(v, "false") == 0) TH_OK(spore_options_set_bool(o, k, v[0] == 't'));
-        else if (v[0] == '#') TH_OK(spore_options_set_int(o, k, atoll(v + 1)));
-        else TH_OK(spore_options_set_str(o, k, v));
-    }
+    th_set_pairs(o, ap);
     va_end(ap);
-    *out = NULL;
-    int rc = spore_connect(out, r, method, o, via);
-    spore_options_free(o);
-    if (rc == SPORE_OK && n_opened < 64) opened[n_opened++] = *out;
-    return rc;
+    return th_connect_opts(out, r, method, o, via);
 }
 
-static void assert_user(spore_context *c, const char *want) {
-    char *json = th_call(c, "sys.info", NULL);
-    char *user = th_json_str(json, "user", NULL);
-    free(json);
-    assert_non_null(user);
-    assert_string_equal(user, want);
-    free(user);
-}
-
-static void test_key_login(void **state) {
-    (void)state;
-    TH_NEED_HARNESS();
-    th_baseline b = th_begin();
-    spore_router *r = th_router(NULL);
-    spore_context *c = NULL;
-    TH_OK(ssh_connect(&c, r, "ssh", NULL, "username", "spore-test-key", "identity_file", th_hvar("SPORE_TEST_KEY"), NULL));
-    assert_user(c, "spore-test-key");
-    /* Calls and bulk data over the ssh stream. */
-    size_t n = 2 << 20;
+/* sys.echo of n bytes made by fill; asserts they come back unchanged. */
+static void echo_roundtrip(spore_context *c, size_t n, unsigned char (*fill)(size_t)) {
     unsigned char *data = malloc(n);
-    for (size_t i = 0; i < n; i++) data[i] = (unsigned char)(i ^ (i >> 9));
+    for (size_t i = 0; i < n; i++) data[i] = fill(i);
     spore_result *res = NULL;
     TH_OK(spore_call(&res, c, "sys.echo", "{\"value\": 1}", data, n, 30000));
     size_t got = 0;
@@ -90,7 +55,22 @@ static void test_key_login(void **state) {
     assert_memory_equal(back, data, n);
     spore_result_free(res);
     free(data);
-    done(r);
+}
+
+static unsigned char noisy(size_t i) { return (unsigned char)(i ^ (i >> 9)); }
+static unsigned char compressible(size_t i) { return (unsigned char)((i % 7 == 0) ? i * 13 : 'a'); }
+
+static void test_key_login(void **state) {
+    (void)state;
+    TH_NEED_HARNESS();
+    th_baseline b = th_begin();
+    spore_router *r = th_router(NULL);
+    spore_context *c = NULL;
+    TH_OK(ssh_connect(&c, r, "ssh", NULL, "username", "spore-test-key", "identity_file", th_hvar("SPORE_TEST_KEY"), NULL));
+    th_assert_user(c, "spore-test-key");
+    /* Calls and bulk data over the ssh stream. */
+    echo_roundtrip(c, 2 << 20, noisy);
+    th_done(r);
     th_end(&b);
 }
 
@@ -116,10 +96,10 @@ static void test_ssh_agent(void **state) {
     spore_router *r = th_router(NULL);
     spore_context *c = NULL;
     TH_OK(ssh_connect(&c, r, "ssh", NULL, "username", "spore-test-key", "use_agent", "true", NULL));
-    assert_user(c, "spore-test-key");
+    th_assert_user(c, "spore-test-key");
     /* Without the agent the same connect has no key to offer. */
     TH_ERR(ssh_connect(&c, r, "ssh", NULL, "username", "spore-test-key", NULL), SPORE_EAUTH);
-    done(r);
+    th_done(r);
 
     if (old) setenv("SSH_AUTH_SOCK", old, 1);
     else unsetenv("SSH_AUTH_SOCK");
@@ -139,12 +119,12 @@ static void test_key_with_passphrase(void **state) {
     spore_context *c = NULL;
     TH_OK(ssh_connect(&c, r, "ssh", NULL, "username", "spore-test-key", "identity_file", th_hvar("SPORE_TEST_KEY_PP"),
                       "identity_passphrase", th_hvar("SPORE_TEST_PASSPHRASE"), NULL));
-    assert_user(c, "spore-test-key");
+    th_assert_user(c, "spore-test-key");
     TH_ERR(ssh_connect(&c, r, "ssh", NULL, "username", "spore-test-key", "identity_file", th_hvar("SPORE_TEST_KEY_PP"),
                        "identity_passphrase", "wrong passphrase", NULL),
            SPORE_EAUTH);
     TH_CONTAINS(spore_last_error()->message, "passphrase");
-    done(r);
+    th_done(r);
     th_end(&b);
 }
 
@@ -156,14 +136,14 @@ static void test_password_login(void **state) {
     spore_context *c = NULL;
     const char *pw = th_hvar("SPORE_TEST_PW_PW");
     TH_OK(ssh_connect(&c, r, "ssh", NULL, "username", "spore-test-pw", "password", pw, NULL));
-    assert_user(c, "spore-test-pw");
+    th_assert_user(c, "spore-test-pw");
     TH_ERR(ssh_connect(&c, r, "ssh", NULL, "username", "spore-test-pw", "password", "wrong", NULL), SPORE_EAUTH);
     TH_CONTAINS(spore_last_error()->message, "incorrect password");
     TH_ERR(ssh_connect(&c, r, "ssh", NULL, "username", "spore-test-pw", NULL), SPORE_EPASSREQ);
     /* A key the server does not take, and no password: authentication fails. */
     TH_ERR(ssh_connect(&c, r, "ssh", NULL, "username", "spore-test-pw", "identity_file", th_hvar("SPORE_TEST_KEY"), NULL),
            SPORE_EPASSREQ);
-    done(r);
+    th_done(r);
     th_end(&b);
 }
 
@@ -176,9 +156,9 @@ static void test_keyboard_interactive(void **state) {
     spore_context *c = NULL;
     TH_OK(ssh_connect(&c, r, "ssh", NULL, "username", "spore-test-doas-pw", "password",
                       th_hvar("SPORE_TEST_PW_DOAS_PW"), NULL));
-    assert_user(c, "spore-test-doas-pw");
+    th_assert_user(c, "spore-test-doas-pw");
     TH_ERR(ssh_connect(&c, r, "ssh", NULL, "username", "spore-test-doas-pw", "password", "wrong", NULL), SPORE_EAUTH);
-    done(r);
+    th_done(r);
     th_end(&b);
 }
 
@@ -192,18 +172,8 @@ static void test_compression(void **state) {
     spore_context *c = NULL;
     TH_OK(ssh_connect(&c, r, "ssh", NULL, "username", "spore-test-key", "identity_file", th_hvar("SPORE_TEST_KEY"),
                       "compression", "true", NULL));
-    size_t n = 512 * 1024;
-    unsigned char *data = malloc(n);
-    for (size_t i = 0; i < n; i++) data[i] = (unsigned char)((i % 7 == 0) ? i * 13 : 'a');
-    spore_result *res = NULL;
-    TH_OK(spore_call(&res, c, "sys.echo", "{\"value\": 2}", data, n, 30000));
-    size_t got = 0;
-    const void *back = spore_result_bytes(res, &got);
-    assert_int_equal(got, n);
-    assert_memory_equal(back, data, n);
-    spore_result_free(res);
-    free(data);
-    done(r);
+    echo_roundtrip(c, 512 * 1024, compressible);
+    th_done(r);
     th_end(&b);
 }
 
@@ -234,9 +204,9 @@ static void test_openssh_config_and_proxyjump(void **state) {
     spore_context *c = NULL;
     TH_OK(spore_connect(&c, r, "ssh", o, NULL));
     spore_options_free(o);
-    opened[n_opened++] = c;
-    assert_user(c, "spore-test-target");
-    done(r);
+    th_track(c);
+    th_assert_user(c, "spore-test-target");
+    th_done(r);
     th_rm_rf(dir);
     free(dir);
     th_end(&b);
@@ -266,7 +236,7 @@ static void test_keepalive_detects_a_dead_server(void **state) {
     TH_ERR(rc, SPORE_EDISCONNECTED);
     print_message("a frozen server was given up after %.1f s\n", took);
     assert_true(took >= 1.5 && took < 10 * th_time_factor());
-    done(r);
+    th_done(r);
     th_end(&b);
 }
 
@@ -281,8 +251,8 @@ static void test_banner_with_password_is_not_a_prompt(void **state) {
      * or the second prompt would make this an "incorrect password". */
     TH_OK(ssh_connect(&c, r, "ssh", NULL, "username", "spore-test-pw", "password", th_hvar("SPORE_TEST_PW_PW"),
                       "ssh_debug_level", "#1", NULL));
-    assert_user(c, "spore-test-pw");
-    done(r);
+    th_assert_user(c, "spore-test-pw");
+    th_done(r);
     th_end(&b);
 }
 
@@ -297,8 +267,8 @@ static void test_remote_permission_denied_is_not_auth_failure(void **state) {
                       "command_prefix",
                       "sh -c 'echo Permission denied >&2; echo \"spore-test-key@host: Permission denied\" >&2' ';'",
                       NULL));
-    assert_user(c, "spore-test-key");
-    done(r);
+    th_assert_user(c, "spore-test-key");
+    th_done(r);
     th_end(&b);
 }
 
@@ -337,7 +307,7 @@ static void test_host_keys(void **state) {
     /* accept: the unknown key is added, and used the next time. */
     TH_OK(ssh_connect(&c, r, "ssh", NULL, "username", "spore-test-key", "identity_file", key, "known_hosts_file",
                       accepted, "check_host_keys", "accept", NULL));
-    assert_user(c, "spore-test-key");
+    th_assert_user(c, "spore-test-key");
     TH_OK(ssh_connect(&c, r, "ssh", NULL, "username", "spore-test-key", "identity_file", key, "known_hosts_file",
                       accepted, NULL));
     /* accept does not take a changed key. */
@@ -347,7 +317,7 @@ static void test_host_keys(void **state) {
     /* ignore: no checking at all. */
     TH_OK(ssh_connect(&c, r, "ssh", NULL, "username", "spore-test-key", "identity_file", key, "known_hosts_file", wrong,
                       "check_host_keys", "ignore", NULL));
-    done(r);
+    th_done(r);
     th_rm_rf(dir);
     free(dir);
     th_end(&b);
@@ -380,7 +350,7 @@ static void test_debug_lines_become_logs(void **state) {
     }
     assert_true(debug1 > 0);
     assert_true(debug2 > 0);
-    done(r);
+    th_done(r);
     th_end(&b);
 }
 
@@ -401,7 +371,7 @@ static void test_unreachable_and_unknown_host(void **state) {
     TH_ERR(spore_connect(&c, r, "ssh", o, NULL), SPORE_ECONNECT);
     TH_CONTAINS(spore_last_error()->message, "no-such-host.invalid");
     spore_options_free(o);
-    done(r);
+    th_done(r);
     th_end(&b);
 }
 
@@ -413,21 +383,21 @@ static void test_chains_through_ssh(void **state) {
     spore_context *s = NULL, *root = NULL, *f = NULL, *s2 = NULL, *l = NULL;
     TH_OK(ssh_connect(&s, r, "ssh", NULL, "username", "spore-test-sudo-nopw", "identity_file", th_hvar("SPORE_TEST_KEY"),
                       NULL));
-    assert_user(s, "spore-test-sudo-nopw");
+    th_assert_user(s, "spore-test-sudo-nopw");
     /* ssh -> sudo root -> fork */
     TH_OK(ssh_connect(&root, r, "sudo", s, NULL));
-    assert_user(root, "root");
+    th_assert_user(root, "root");
     TH_OK(ssh_connect(&f, r, "fork", root, NULL));
-    assert_user(f, "root");
+    th_assert_user(f, "root");
     /* local -> ssh: the agent opens the ssh hop with the OpenSSH client. */
     l = th_connect(r, "local", NULL);
-    opened[n_opened++] = l;
+    th_track(l);
     TH_OK(ssh_connect(&s2, r, "ssh", l, "username", "spore-test-key", "identity_file", th_hvar("SPORE_TEST_KEY"), NULL));
-    assert_user(s2, "spore-test-key");
+    th_assert_user(s2, "spore-test-key");
     char *name = strdup(spore_context_name(s2));
     TH_CONTAINS(name, "local.");
     free(name);
-    done(r);
+    th_done(r);
     th_end(&b);
 }
 
