@@ -41,50 +41,18 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "spore/spore.h"
+#define BENCH_NAME "core_bench"
+#include "bench_util.h"
 
 extern char **environ;
 
 #define MIB (1024u * 1024u)
-#define MAX_RUNS 64
 
 /* ------------------------------------------------------------- helpers */
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void die_spore(const char *what, int rc) {
-    const spore_error *e = spore_last_error();
-    fprintf(stderr, "core_bench: %s failed: %s (%d): %s\n", what, spore_strerror(rc), rc, e->message);
-    exit(1);
-}
 
 static void die_errno(const char *what) {
     fprintf(stderr, "core_bench: %s: %s\n", what, strerror(errno));
     exit(1);
-}
-
-static void emit(const char *metric, const char *unit, const double *v, int n) {
-    printf("sample %s %s", metric, unit);
-    for (int i = 0; i < n; i++) printf(" %.6g", v[i]);
-    printf("\n");
-    fflush(stdout);
-}
-
-static spore_router *new_router(void) {
-    spore_router *r = NULL;
-    spore_options *o = NULL;
-    int rc = spore_options_new(&o);
-    if (rc != SPORE_OK) die_spore("spore_options_new", rc);
-    /* Log records are not what is measured: keep only warnings. */
-    spore_options_set_int(o, "log_level", SPORE_LOG_WARNING);
-    rc = spore_router_new(&r, o);
-    spore_options_free(o);
-    if (rc != SPORE_OK) die_spore("spore_router_new", rc);
-    return r;
 }
 
 static spore_context *connect_local(spore_router *r) {
@@ -92,18 +60,6 @@ static spore_context *connect_local(spore_router *r) {
     int rc = spore_connect(&c, r, "local", NULL, NULL);
     if (rc != SPORE_OK) die_spore("spore_connect(local)", rc);
     return c;
-}
-
-static void ping(spore_context *c) {
-    spore_result *res = NULL;
-    int rc = spore_call(&res, c, "sys.ping", NULL, NULL, 0, 30000);
-    if (rc != SPORE_OK) die_spore("spore_call(sys.ping)", rc);
-    spore_result_free(res);
-}
-
-static void close_ctx(spore_context *c) {
-    spore_context_shutdown(c, 5000);
-    spore_context_free(c);
 }
 
 /* The "pid" member of sys.info's JSON result. */
@@ -137,22 +93,6 @@ static long vmrss_kib(long pid) {
         }
     fclose(f);
     return kib;
-}
-
-static int env_int(const char *name, int def) {
-    const char *v = getenv(name);
-    return v && *v ? atoi(v) : def;
-}
-
-/* Number of runs of each measurement; BENCH_QUICK=1 makes every count small. */
-static int runs(int def) {
-    int n = env_int("BENCH_RUNS", def);
-    if (env_int("BENCH_QUICK", 0)) n = 3;
-    return n < 1 ? 1 : (n > MAX_RUNS ? MAX_RUNS : n);
-}
-
-static int iters(int def) {
-    return env_int("BENCH_QUICK", 0) ? (def / 10 > 0 ? def / 10 : 1) : def;
 }
 
 /* ------------------------------------------------------------- floors */

@@ -31,56 +31,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "spore/spore.h"
+#define BENCH_NAME "transports_bench"
+#include "bench_util.h"
 
 extern char **environ;
 
-#define MAX_RUNS 64
 
 static const char *g_port, *g_user, *g_key, *g_known;
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void die_spore(const char *what, int rc) {
-    fprintf(stderr, "transports_bench: %s failed: %s (%d): %s\n", what, spore_strerror(rc), rc,
-            spore_last_error()->message);
-    exit(1);
-}
-
-static void emit(const char *metric, const char *unit, const double *v, int n) {
-    printf("sample %s %s", metric, unit);
-    for (int i = 0; i < n; i++) printf(" %.6g", v[i]);
-    printf("\n");
-    fflush(stdout);
-}
-
-static int env_int(const char *name, int def) {
-    const char *v = getenv(name);
-    return v && *v ? atoi(v) : def;
-}
-
-static int runs(int def) {
-    int n = env_int("BENCH_RUNS", def);
-    if (env_int("BENCH_QUICK", 0)) n = 3;
-    return n < 1 ? 1 : (n > MAX_RUNS ? MAX_RUNS : n);
-}
-
-static int iters(int def) { return env_int("BENCH_QUICK", 0) ? (def / 10 > 0 ? def / 10 : 1) : def; }
-
-static spore_router *new_router(void) {
-    spore_router *r = NULL;
-    spore_options *o = NULL;
-    spore_options_new(&o);
-    spore_options_set_int(o, "log_level", SPORE_LOG_WARNING);
-    int rc = spore_router_new(&r, o);
-    spore_options_free(o);
-    if (rc != SPORE_OK) die_spore("spore_router_new", rc);
-    return r;
-}
 
 static spore_context *ssh_connect(spore_router *r, const char *backend, int cache) {
     spore_options *o = NULL;
@@ -106,18 +64,6 @@ static spore_context *sudo_via(spore_router *r, spore_context *via) {
     int rc = spore_connect(&c, r, "sudo", NULL, via);
     if (rc != SPORE_OK) die_spore("spore_connect(sudo via ssh)", rc);
     return c;
-}
-
-static void ping(spore_context *c) {
-    spore_result *res = NULL;
-    int rc = spore_call(&res, c, "sys.ping", NULL, NULL, 0, 30000);
-    if (rc != SPORE_OK) die_spore("sys.ping", rc);
-    spore_result_free(res);
-}
-
-static void close_ctx(spore_context *c) {
-    spore_context_shutdown(c, 5000);
-    spore_context_free(c);
 }
 
 static double rtt_us(spore_context *c, int n) {
