@@ -108,6 +108,18 @@ static void test_sudo_options(void **state) {
     spore_context *u = as_account(r, "spore-test-sudo-nopw");
     spore_context *c = NULL;
 
+    /* -E: the environment of the one who runs sudo (here this test,
+     * through root's sudo) reaches the agent; without it sudo resets it. */
+    spore_context *e = NULL;
+    TH_OK(connect_with(&e, r, "sudo", NULL, "username", "spore-test-target", "preserve_env", "true", NULL));
+    char *env = th_call(e, "sys.getenv", "{\"name\": \"SPORE_TEST_HARNESS\"}");
+    assert_string_not_equal(env, "null");
+    free(env);
+    TH_OK(connect_with(&e, r, "sudo", NULL, "username", "spore-test-target", NULL));
+    env = th_call(e, "sys.getenv", "{\"name\": \"SPORE_TEST_HARNESS\"}");
+    assert_string_equal(env, "null");
+    free(env);
+
     /* -H: HOME is the target's. */
     TH_OK(connect_with(&c, r, "sudo", u, "username", "spore-test-target", "set_home", "true", NULL));
     char *json = th_call(c, "sys.getenv", "{\"name\": \"HOME\"}");

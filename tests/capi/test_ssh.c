@@ -6,8 +6,11 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include <cmocka.h>
 
@@ -375,6 +378,35 @@ static void test_unreachable_and_unknown_host(void **state) {
     th_end(&b);
 }
 
+/* A server that accepts the TCP connection and then says nothing: the
+ * connect gives up after connect_timeout. */
+static void test_connect_timeout(void **state) {
+    (void)state;
+    TH_NEED_HARNESS();
+    th_baseline b = th_begin();
+    int lsock = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in addr;
+    memset(&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(lsock, (struct sockaddr *)&addr, sizeof addr), 0);
+    assert_int_equal(listen(lsock, 8), 0);
+    socklen_t len = sizeof addr;
+    getsockname(lsock, (struct sockaddr *)&addr, &len);
+    char port[16];
+    snprintf(port, sizeof port, "#%d", ntohs(addr.sin_port));
+    spore_router *r = th_router(NULL);
+    spore_context *c = NULL;
+    double t0 = th_now();
+    TH_ERR(ssh_connect(&c, r, "ssh", NULL, "username", "spore-test-key", "port", port, "connect_timeout", "#700", NULL),
+           SPORE_ETIMEDOUT);
+    double took = th_now() - t0;
+    assert_true(took >= 0.6 && took < 5 * th_time_factor());
+    th_done(r);
+    close(lsock);
+    th_end(&b);
+}
+
 static void test_chains_through_ssh(void **state) {
     (void)state;
     TH_NEED_HARNESS();
@@ -416,6 +448,7 @@ int main(void) {
         cmocka_unit_test(test_host_keys),
         cmocka_unit_test(test_debug_lines_become_logs),
         cmocka_unit_test(test_unreachable_and_unknown_host),
+        cmocka_unit_test(test_connect_timeout),
         cmocka_unit_test(test_chains_through_ssh),
     };
     g_backend = "libssh2";

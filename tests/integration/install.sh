@@ -96,8 +96,10 @@ if [ -x "$work/hello" ]; then
     else
         fail "hello printed no 'hello from': $hello_out"
     fi
-    if ldd "$work/hello" | grep -q "$prefix/lib/libspore.so.0" ||
-        LD_LIBRARY_PATH=$prefix/lib ldd "$work/hello" | grep -q "$prefix/lib/libspore.so.0"; then
+    # (ldd's output is taken whole first: with pipefail, grep -q quitting
+    # early would fail the pipeline through SIGPIPE.)
+    deps=$(ldd "$work/hello"; LD_LIBRARY_PATH=$prefix/lib ldd "$work/hello")
+    if printf '%s\n' "$deps" | grep -q "$prefix/lib/libspore.so.0"; then
         pass "hello loads the installed libspore.so.0"
     else
         fail "hello does not load $prefix/lib/libspore.so.0: $(LD_LIBRARY_PATH=$prefix/lib ldd "$work/hello")"
