@@ -1,0 +1,480 @@
+"""spore for Python: open contexts, run calls in them, receive their logs.
+
+    import spore
+    with spore.Router() as r:
+        ctx = r.local()
+        print(ctx.call("sys.info")["hostname"])
+        fork = r.connect("fork", via=ctx)
+        print(fork.call("fs.stat", path="/etc"))
+
+A thin layer over the C API (the SWIG module spore.spore_c):
+- handles become objects that may be dropped in any order;
+- a negative status becomes an exception under spore.Error, one class per
+  error code;
+- calls wait in short slices, so Ctrl-C interrupts them promptly (the GIL
+  is released while the C library waits);
+- the agents' log records go into `logging`, under "spore.<context name>",
+  from a background thread.
+"""
+import concurrent.futures
+import json
+import logging
+import os
+import selectors
+import threading
+import weakref
+from collections import namedtuple
+
+from . import spore_c as _c
+
+__all__ = [
+    "Router", "Context", "Chain", "Reply", "Error", "version",
+    "DEBUG", "INFO", "WARNING", "ERROR",
+]
+
+DEBUG, INFO, WARNING, ERROR = _c.SPORE_LOG_DEBUG, _c.SPORE_LOG_INFO, _c.SPORE_LOG_WARNING, _c.SPORE_LOG_ERROR
+
+#: A result that came with a binary part: the JSON value and the bytes.
+Reply = namedtuple("Reply", "value data")
+
+_WAIT_SLICE_MS = 50  # how long a blocking call waits before Python looks at signals
+
+
+def version():
+    """The version string of the loaded C library."""
+    return _c.spore_version_string()
+
+
+# ------------------------------------------------------------------ errors
+
+class Error(Exception):
+    """A spore failure: code (the C SPORE_E* value), message, and where it
+    applies remote_type, context and function."""
+
+    code = None
+
+    def __init__(self, message, code=None, remote_type=None, context=None, function=None):
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+        self.message = message
+        self.remote_type = remote_type or None
+        self.context = context or None
+        self.function = function or None
+
+    @property
+    def code_name(self):
+        return _CODE_NAMES.get(self.code, "EUNKNOWN")
+
+
+# One class per error code of spore/errors.h; the names read as Python's.
+_CLASS_NAMES = {
+    "EINVAL": "InvalidArgument", "ENOMEM": "OutOfMemory", "ECONNECT": "ConnectError",
+    "ETIMEDOUT": "Timeout", "EDISCONNECTED": "Disconnected", "ENOFUNC": "UnknownFunction",
+    "EBADARGS": "BadArguments", "EREMOTE": "RemoteError", "EREFUSED": "Refused",
+    "ETOOBIG": "MessageTooLarge", "EPROTO": "ProtocolError", "ENOROUTE": "NoRoute",
+    "ESHUTDOWN": "ShutDown", "EINTERNAL": "InternalError", "EUNKNOWN": "UnknownError",
+    "EAUTH": "AuthenticationFailed", "EPASSREQ": "PasswordRequired", "EHOSTKEY": "HostKeyError",
+    "EDENIED": "Denied",
+}
+_CODE_NAMES = {}
+_BY_CODE = {}
+for _name, _cls_name in _CLASS_NAMES.items():
+    _code = getattr(_c, "SPORE_" + _name)
+    _cls = type(_cls_name, (Error,), {"code": _code, "__doc__": _c.spore_strerror(_code) + " (SPORE_%s)" % _name})
+    _CODE_NAMES[_code] = _name
+    _BY_CODE[_code] = _cls
+    globals()[_cls_name] = _cls
+    __all__.append(_cls_name)
+
+
+def _error_from(e):
+    cls = _BY_CODE.get(e.code, _BY_CODE[_c.SPORE_EUNKNOWN])
+    return cls(e.message or _c.spore_strerror(e.code), e.code, e.remote_type, e.context, e.function)
+
+
+def _check(rc):
+    """Raises the error of a negative status (read on this thread)."""
+    if rc < 0:
+        raise _error_from(_c.spore_last_error())
+    return rc
+
+
+# ----------------------------------------------------------------- options
+
+def _options(opts):
+    """A C options object from keyword arguments (None: no object)."""
+    if not opts:
+        return None
+    rc, o = _c.spore_options_new()
+    _check(rc)
+    try:
+        for key, value in opts.items():
+            if value is None:
+                continue
+            if isinstance(value, bool):
+                rc = _c.spore_options_set_bool(o, key, 1 if value else 0)
+            elif isinstance(value, int):
+                rc = _c.spore_options_set_int(o, key, value)
+            elif isinstance(value, (list, tuple)):
+                rc = 0
+                for word in value:
+                    rc = _c.spore_options_add_str(o, key, str(word))
+                    if rc < 0:
+                        break
+            else:
+                rc = _c.spore_options_set_str(o, key, str(value))
+            _check(rc)
+    except BaseException:
+        _c.spore_options_free(o)
+        raise
+    return o
+
+
+def _free_options(o):
+    if o is not None:
+        _c.spore_options_free(o)
+
+
+def _decode(res):
+    """The Python value of a C result (then freed): the JSON value, or a
+    Reply(value, data) when the result has a binary part."""
+    try:
+        text = _c.spore_result_json(res)
+        value = json.loads(text) if text else None
+        data = _c.spore_result_data(res)
+    finally:
+        _c.spore_result_free(res)
+    if data:
+        return Reply(value, data)
+    return value
+
+
+def _args_json(kwargs):
+    return json.dumps(kwargs) if kwargs else None
+
+
+def _data(data):
+    """Binary data for the C API: bytes-like, or None for none."""
+    if data is None:
+        return b""
+    if isinstance(data, (bytearray, memoryview)):
+        return bytes(data)
+    if not isinstance(data, bytes):
+        raise TypeError("data must be bytes, not %s" % type(data).__name__)
+    return data
+
+
+# ---------------------------------------------------------- async results
+
+class _Completer(threading.Thread):
+    """One thread per router that completes the futures of async calls: it
+    waits on their fds (spore_call_fd) and collects the replies."""
+
+    def __init__(self):
+        super().__init__(name="spore-completer", daemon=True)
+        self._sel = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()
+        self._sel.register(self._wake_r, selectors.EVENT_READ, None)
+        self._lock = threading.Lock()
+        self._incoming = []
+        self._pending = {}
+        self._stopping = False
+
+    def add(self, pending, future):
+        with self._lock:
+            self._incoming.append((pending, future))
+        os.write(self._wake_w, b"x")
+
+    def stop(self):
+        self._stopping = True
+        os.write(self._wake_w, b"x")
+        self.join()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        self._sel.close()
+
+    def run(self):
+        while True:
+            for key, _ in self._sel.select():
+                if key.data is None:
+                    os.read(self._wake_r, 4096)
+                    with self._lock:
+                        incoming, self._incoming = self._incoming, []
+                    for pending, future in incoming:
+                        fd = _c.spore_call_fd(pending)
+                        if fd < 0:
+                            self._finish(pending, future)
+                        else:
+                            self._pending[fd] = (pending, future)
+                            self._sel.register(fd, selectors.EVENT_READ, fd)
+                    continue
+                pending, future = self._pending.pop(key.data)
+                self._sel.unregister(key.data)
+                self._finish(pending, future)
+            if self._stopping:
+                # The router is going: every call still out fails as ShutDown.
+                for pending, future in list(self._pending.values()):
+                    self._finish(pending, future)
+                self._pending.clear()
+                return
+
+    @staticmethod
+    def _finish(pending, future):
+        try:
+            rc, res = _c.spore_call_wait(pending, 0)
+            if rc < 0:
+                future.set_exception(_error_from(_c.spore_call_error(pending)))
+            else:
+                future.set_result(_decode(res))
+        except concurrent.futures.InvalidStateError:
+            pass  # cancelled by its owner
+        finally:
+            _c.spore_call_free(pending)
+
+
+# --------------------------------------------------------------- the logs
+
+_LEVELS = {DEBUG: logging.DEBUG, INFO: logging.INFO, WARNING: logging.WARNING, ERROR: logging.ERROR}
+
+
+def _pump_logs(router_ref, stop):
+    """Moves the agents' log records into `logging` until the router closes."""
+    while not stop.is_set():
+        router = router_ref()
+        if router is None or router._handle is None:
+            return
+        rc, rec = _c.spore_router_next_log(router._handle, 100)
+        del router
+        if rc == _c.SPORE_ETIMEDOUT:
+            continue
+        if rc < 0:
+            return
+        try:
+            name = _c.spore_log_record_context(rec) or "master"
+            logger = logging.getLogger("spore." + name)
+            level = _LEVELS.get(_c.spore_log_record_level(rec), logging.INFO)
+            if logger.isEnabledFor(level):
+                record = logger.makeRecord(logger.name, level, "(spore)", 0, _c.spore_log_record_message(rec),
+                                           None, None, extra={
+                                               "spore_context": name,
+                                               "spore_logger": _c.spore_log_record_logger(rec),
+                                           })
+                record.created = _c.spore_log_record_time(rec)
+                logger.handle(record)
+        finally:
+            _c.spore_log_record_free(rec)
+
+
+# ------------------------------------------------------------------ router
+
+class Router:
+    """One spore router: owns the I/O thread and every context opened from
+    it. Use it as a context manager, or call close(). Keyword options are
+    router options (agent_path, max_message_size, log_level,
+    log_queue_size); log_level defaults to the effective level of the
+    "spore" logger, and forward_logs=False keeps records out of `logging`."""
+
+    def __init__(self, forward_logs=True, **options):
+        if "log_level" not in options:
+            level = logging.getLogger("spore").getEffectiveLevel()
+            options["log_level"] = max(DEBUG, min(ERROR, level))
+        o = _options(options)
+        try:
+            rc, handle = _c.spore_router_new(o)
+            _check(rc)
+        finally:
+            _free_options(o)
+        self._handle = handle
+        self._lock = threading.Lock()
+        self._completer = _Completer()
+        self._completer.start()
+        self._log_stop = threading.Event()
+        self._log_thread = None
+        if forward_logs:
+            self._log_thread = threading.Thread(target=_pump_logs, args=(weakref.ref(self), self._log_stop),
+                                                name="spore-logs", daemon=True)
+            self._log_thread.start()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    @property
+    def closed(self):
+        return self._handle is None
+
+    def close(self):
+        """Shuts every context down and frees the router. Idempotent.
+        Calls still waiting fail with ShutDown."""
+        with self._lock:
+            handle, self._handle = self._handle, None
+        if handle is None:
+            return
+        self._log_stop.set()
+        if self._log_thread is not None and self._log_thread is not threading.current_thread():
+            self._log_thread.join()
+        _c.spore_router_free(handle)
+        self._completer.stop()
+
+    def _h(self):
+        h = self._handle
+        if h is None:
+            raise ShutDown("the router is closed", _c.SPORE_ESHUTDOWN)  # noqa: F821 (made above)
+        return h
+
+    def set_log_level(self, level):
+        _check(_c.spore_router_set_log_level(self._h(), level))
+
+    def connect(self, method, via=None, **options):
+        """Opens a context with a connection method ("local", "fork", "ssh",
+        "sudo", "docker", ...; see docs/methods.md), through `via` if given.
+        Options are the method's connect options; lists are list options."""
+        o = _options(options)
+        try:
+            rc, handle = _c.spore_connect(self._h(), method, o, via._h() if via is not None else None)
+            _check(rc)
+        finally:
+            _free_options(o)
+        return Context(self, handle, via)
+
+    def local(self, **options):
+        return self.connect("local", **options)
+
+    def fork(self, via, **options):
+        return self.connect("fork", via=via, **options)
+
+    def ssh(self, hostname, via=None, **options):
+        return self.connect("ssh", via=via, hostname=hostname, **options)
+
+    def sudo(self, username="root", via=None, **options):
+        return self.connect("sudo", via=via, username=username, **options)
+
+    def su(self, username="root", via=None, **options):
+        return self.connect("su", via=via, username=username, **options)
+
+    def doas(self, username="root", via=None, **options):
+        return self.connect("doas", via=via, username=username, **options)
+
+
+# ----------------------------------------------------------------- context
+
+class Context:
+    """A context: one agent process, reached through its router."""
+
+    def __init__(self, router, handle, via=None):
+        self._router = router  # keeps the router's Python side alive
+        self._handle = handle
+        self._via = via
+        self.id = _c.spore_context_id(handle)
+        self.name = _c.spore_context_name(handle)
+
+    def __repr__(self):
+        return "<spore.Context %s (id %d)>" % (self.name, self.id)
+
+    def __del__(self):
+        h, self._handle = getattr(self, "_handle", None), None
+        if h is not None:
+            _c.spore_context_free(h)
+
+    def _h(self):
+        if self._handle is None:
+            raise InvalidArgument("the context was freed", _c.SPORE_EINVAL)  # noqa: F821
+        return self._handle
+
+    @property
+    def alive(self):
+        return self._handle is not None and _c.spore_context_alive(self._handle) == 1
+
+    def call(self, function, *, data=None, timeout=None, **args):
+        """Runs `function` with keyword arguments `args` (and binary `data`)
+        and returns its result: the JSON value, or Reply(value, data) when
+        the result has a binary part. timeout is in seconds (None: wait
+        for ever). Ctrl-C interrupts the wait."""
+        rc, pending = _c.spore_call_async(self._h(), function, _args_json(args), _data(data))
+        _check(rc)
+        try:
+            return _wait(pending, timeout)
+        finally:
+            _c.spore_call_free(pending)
+
+    def call_async(self, function, *, data=None, **args):
+        """Starts a call and returns a concurrent.futures.Future of its result."""
+        rc, pending = _c.spore_call_async(self._h(), function, _args_json(args), _data(data))
+        _check(rc)
+        future = concurrent.futures.Future()
+        future.set_running_or_notify_cancel()
+        self._router._completer.add(pending, future)
+        return future
+
+    def call_no_reply(self, function, *, data=None, **args):
+        """Sends a call nobody waits for (failures are logged by the agent)."""
+        _check(_c.spore_call_no_reply(self._h(), function, _args_json(args), _data(data)))
+
+    def chain(self):
+        """A call chain: pipelined no-reply steps, then one call that waits."""
+        rc, handle = _c.spore_chain_new(self._h())
+        _check(rc)
+        return Chain(self, handle)
+
+    def shutdown(self, timeout=5.0):
+        """Asks the context to shut down and waits until it has gone."""
+        ms = -1 if timeout is None else int(timeout * 1000)
+        _check(_c.spore_context_shutdown(self._h(), ms))
+
+
+def _wait(pending, timeout):
+    """Waits for a call in slices, so that signals (Ctrl-C) get through."""
+    remaining = None if timeout is None else int(timeout * 1000)
+    while True:
+        slice_ms = _WAIT_SLICE_MS if remaining is None else max(0, min(_WAIT_SLICE_MS, remaining))
+        rc, res = _c.spore_call_wait(pending, slice_ms)
+        if rc == _c.SPORE_ETIMEDOUT and not _c.spore_call_done(pending):
+            if remaining is not None:
+                remaining -= slice_ms
+                if remaining <= 0:
+                    raise _error_from(_c.spore_last_error())
+            continue
+        if rc < 0:
+            raise _error_from(_c.spore_call_error(pending))
+        return _decode(res)
+
+
+class Chain:
+    """Pipelined calls: step() sends without waiting; call() sends the last
+    step and waits. After the first failure every later step fails with it."""
+
+    def __init__(self, context, handle):
+        self._context = context
+        self._handle = handle
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        self.close()
+
+    def close(self):
+        h, self._handle = getattr(self, "_handle", None), None
+        if h is not None:
+            _c.spore_chain_free(h)
+
+    def step(self, function, *, data=None, **args):
+        _check(_c.spore_chain_call_no_reply(self._handle, function, _args_json(args), _data(data)))
+
+    def call(self, function, *, data=None, timeout=None, **args):
+        ms = -1 if timeout is None else int(timeout * 1000)
+        rc, res = _c.spore_chain_call(self._handle, function, _args_json(args), _data(data), ms)
+        _check(rc)
+        return _decode(res)

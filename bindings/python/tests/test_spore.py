@@ -1,0 +1,289 @@
+"""pytest suite of the Python binding (run by ctest as python.pytest).
+
+Needs SPORE_AGENT_PATH (ctest sets it) and the build's python/ directory on
+sys.path (PYTHONPATH, also set by ctest)."""
+import concurrent.futures
+import gc
+import logging
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+import spore
+
+
+def descendants():
+    """Live processes (zombies included) below this one."""
+    me = os.getpid()
+    parents = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        parents[int(d)] = int(stat.rsplit(")", 1)[1].split()[1])
+    out = []
+    for pid in parents:
+        p, depth = pid, 0
+        while p in parents and depth < 64:
+            p = parents[p]
+            depth += 1
+            if p == me:
+                out.append(pid)
+                break
+    return out
+
+
+def wait_no_descendants(timeout=5.0):
+    end = time.monotonic() + timeout
+    while descendants() and time.monotonic() < end:
+        time.sleep(0.02)
+    return descendants()
+
+
+@pytest.fixture
+def router():
+    with spore.Router() as r:
+        yield r
+    assert wait_no_descendants() == []
+
+
+def test_version():
+    assert spore.version().count(".") == 2
+
+
+def test_local_context_and_result_types(router):
+    ctx = router.local(name="py")
+    assert ctx.name == "py"
+    assert ctx.id > 0
+    assert ctx.alive
+    assert ctx.call("sys.ping") is True
+    info = ctx.call("sys.info")
+    assert isinstance(info, dict)
+    assert info["pid"] != os.getpid()
+    assert info["context"] == "py"
+    assert ctx.call("sys.echo", value=[1, "two", {"three": 3.5}, None]) == [1, "two", {"three": 3.5}, None]
+    assert ctx.call("sys.echo", value="naïve ☃") == "naïve ☃"
+    assert isinstance(ctx.call("fs.list", path="/"), list)
+    st = ctx.call("fs.stat", path="/etc")
+    assert st["type"] == "dir"
+
+
+def test_binary_data_round_trip(router):
+    ctx = router.local()
+    blob = bytes(range(256)) * 4096 + b"\0tail"
+    reply = ctx.call("sys.echo", value=1, data=blob)
+    assert isinstance(reply, spore.Reply)
+    assert reply.value == 1
+    assert reply.data == blob
+    path = ctx.call("fs.mktemp")
+    try:
+        ctx.call("fs.write", path=path, data=b"\x00\x01\xffbinary")
+        got = ctx.call("fs.read", path=path)
+        assert got.data == b"\x00\x01\xffbinary"
+    finally:
+        ctx.call("fs.remove", path=path)
+
+
+def test_fork_through_a_context(router):
+    ctx = router.local()
+    child = router.fork(ctx)
+    assert child.name.startswith(ctx.name + "/")
+    assert child.call("sys.info")["ppid"] == ctx.call("sys.info")["pid"]
+
+
+def test_error_classes(router):
+    ctx = router.local()
+    with pytest.raises(spore.UnknownFunction) as e:
+        ctx.call("no.such.function")
+    assert e.value.code == spore.UnknownFunction.code
+    assert e.value.code_name == "ENOFUNC"
+    assert e.value.context == ctx.name
+    assert e.value.function == "no.such.function"
+    assert isinstance(e.value, spore.Error)
+
+    with pytest.raises(spore.RemoteError) as e:
+        ctx.call("fs.read", path="/nonexistent/spore")
+    assert e.value.remote_type == "FileNotFoundError"
+    assert "nonexistent" in e.value.message
+
+    with pytest.raises(spore.BadArguments):
+        ctx.call("fs.stat")
+    with pytest.raises(spore.InvalidArgument):
+        router.connect("no-such-method")
+    with pytest.raises(spore.InvalidArgument):
+        router.local(no_such_option=1)
+    with pytest.raises(spore.InvalidArgument):
+        router.connect("fork")
+    with pytest.raises(spore.Timeout):
+        ctx.call("proc.run", argv=["sleep", "5"], timeout=0.2)
+    with pytest.raises(spore.ConnectError):
+        router.local(command_prefix=["/nonexistent/launcher"])
+    # Every code has its class, and every class is a spore.Error.
+    for name in ("ConnectError", "Timeout", "Disconnected", "UnknownFunction", "BadArguments", "RemoteError",
+                 "Refused", "MessageTooLarge", "ProtocolError", "NoRoute", "ShutDown", "AuthenticationFailed",
+                 "PasswordRequired", "HostKeyError", "Denied"):
+        cls = getattr(spore, name)
+        assert issubclass(cls, spore.Error)
+        assert isinstance(cls.code, int) and cls.code < 0
+
+
+def test_disconnected(router):
+    ctx = router.local()
+    pid = ctx.call("sys.info")["pid"]
+    future = ctx.call_async("proc.run", argv=["sleep", "30"])
+    time.sleep(0.2)
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(spore.Disconnected):
+        future.result(timeout=5)
+    assert not ctx.alive
+    with pytest.raises(spore.Disconnected):
+        ctx.call("sys.ping")
+
+
+def test_async_calls_and_futures_wait(router):
+    ctx = router.local()
+    futures = [ctx.call_async("sys.echo", value=i) for i in range(200)]
+    done, not_done = concurrent.futures.wait(futures, timeout=20)
+    assert not not_done
+    assert [f.result() for f in futures] == list(range(200))
+    slow = ctx.call_async("proc.run", argv=["sleep", "0.3"])
+    assert not slow.done()
+    assert slow.result(timeout=10)["rc"] == 0
+    assert slow.done()
+    failing = ctx.call_async("no.such.function")
+    with pytest.raises(spore.UnknownFunction):
+        failing.result(timeout=10)
+
+
+def test_chain(router):
+    ctx = router.local()
+    path = ctx.call("fs.mktemp", directory=True)
+    with ctx.chain() as chain:
+        chain.step("fs.mkdir", path=path + "/a")
+        chain.step("fs.write", path=path + "/a/f", text="hello")
+        assert chain.call("fs.read", path=path + "/a/f").data == b"hello"
+    ctx.call("fs.remove", path=path, recursive=True)
+
+
+def test_logs_arrive_in_logging(caplog):
+    caplog.set_level(logging.DEBUG, logger="spore")
+    with spore.Router() as r:
+        ctx = r.local(name="logger-test")
+        ctx.call("proc.run", argv=["sh", "-c", "echo to-stdout; echo to-stderr >&2"], stream=True)
+        end = time.monotonic() + 5
+        while time.monotonic() < end:
+            names = {(rec.name, rec.getMessage()) for rec in caplog.records}
+            if ("spore.logger-test", "to-stdout") in names and ("spore.logger-test", "to-stderr") in names:
+                break
+            time.sleep(0.05)
+    recs = [rec for rec in caplog.records if rec.name == "spore.logger-test"]
+    msgs = [rec.getMessage() for rec in recs]
+    assert "to-stdout" in msgs and "to-stderr" in msgs
+    assert all(hasattr(rec, "spore_logger") for rec in recs)
+    assert any(rec.levelno == logging.DEBUG for rec in recs)  # the agent's own debug records
+
+
+def test_threads_overlap_while_calls_wait(router):
+    """Two threads in blocking calls at once: the GIL is released."""
+    ctx = router.local()
+    t0 = time.monotonic()
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(ctx.call("proc.run", argv=["sleep", "0.5"])))
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    took = time.monotonic() - t0
+    assert len(results) == 4 and all(r["rc"] == 0 for r in results)
+    assert took < 1.5, "calls did not overlap: %.2f s" % took
+
+
+def test_many_threads_many_calls(router):
+    ctx = router.local()
+    errors = []
+
+    def worker(n):
+        try:
+            for i in range(300):
+                assert ctx.call("sys.echo", value=[n, i]) == [n, i]
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+def test_objects_freed_in_any_order():
+    r = spore.Router()
+    a = r.local()
+    b = r.fork(a)
+    c = b.chain()
+    r.close()
+    # Handles outliving their router fail cleanly, and free cleanly.
+    with pytest.raises(spore.Error):
+        b.call("sys.ping")
+    del a
+    gc.collect()
+    del c, b
+    gc.collect()
+    r.close()  # idempotent
+    assert wait_no_descendants() == []
+
+    r = spore.Router()
+    ctx = r.local()
+    del r  # the context keeps the router alive
+    gc.collect()
+    assert ctx.call("sys.ping") is True
+    del ctx
+    gc.collect()
+    assert wait_no_descendants() == []
+
+
+def test_router_closed_while_calls_wait():
+    r = spore.Router()
+    ctx = r.local()
+    future = ctx.call_async("proc.run", argv=["sleep", "30"])
+    box = {}
+
+    def blocked():
+        try:
+            ctx.call("proc.run", argv=["sleep", "30"])
+        except spore.Error as e:
+            box["error"] = e
+
+    t = threading.Thread(target=blocked)
+    t.start()
+    time.sleep(0.3)
+    r.close()
+    t.join(10)
+    assert not t.is_alive()
+    assert isinstance(box.get("error"), (spore.ShutDown, spore.Disconnected))
+    with pytest.raises((spore.ShutDown, spore.Disconnected)):
+        future.result(timeout=10)
+    with pytest.raises(spore.ShutDown):
+        r.local()
+    assert wait_no_descendants() == []
+
+
+def test_ctrl_c_interrupts_a_blocking_call(router):
+    ctx = router.local()
+    timer = threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        ctx.call("proc.run", argv=["sleep", "30"])
+    assert time.monotonic() - t0 < 2.0
+    timer.join()
+    assert ctx.call("sys.ping") is True

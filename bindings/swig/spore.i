@@ -1,0 +1,67 @@
+/* spore.i - the one SWIG interface of the spore C API (C mode), shared by
+ * every language. A language's own .i sets %module and includes this file.
+ *
+ * Shapes given to the C API:
+ *  - out-parameters of handles (spore_router **out, ...) become extra
+ *    return values, after the int status;
+ *  - (const void *data, size_t len) takes a byte string (typemap in the
+ *    language's .i, from its own buffer type);
+ *  - spore_result_bytes returns the result's binary part as a byte string;
+ *  - everything else is wrapped as declared in spore/spore.h.
+ * Status codes are returned, not raised: the per-language layer turns a
+ * negative code into an exception, with spore_last_error() read on the
+ * same thread. */
+
+%{
+#include "spore/spore.h"
+#include <stdlib.h>
+%}
+
+%include <stdint.i>
+
+/* A handle returned through an out-parameter. */
+%define SPORE_OUT_HANDLE(TYPE)
+%typemap(in, numinputs=0) TYPE **out (TYPE *tmp = NULL) { $1 = &tmp; }
+%typemap(argout) TYPE **out { %append_output(SWIG_NewPointerObj(SWIG_as_voidptr(tmp$argnum), $descriptor(TYPE *), 0)); }
+%enddef
+SPORE_OUT_HANDLE(spore_router)
+SPORE_OUT_HANDLE(spore_options)
+SPORE_OUT_HANDLE(spore_context)
+SPORE_OUT_HANDLE(spore_pending)
+SPORE_OUT_HANDLE(spore_result)
+SPORE_OUT_HANDLE(spore_chain)
+SPORE_OUT_HANDLE(spore_log_record)
+
+/* Binary data in, (const void *data, size_t len): each language's .i maps
+ * its byte strings onto it before including this file. */
+
+/* spore_version's three out-ints. */
+%apply int *OUTPUT { int *major, int *minor, int *patch };
+
+/* The binary part of a result, copied out by spore_result_data (the
+ * language's .i turns (char **bytes, size_t *nbytes) into its byte string
+ * and frees the copy). */
+%ignore spore_result_bytes;
+%inline %{
+static void spore_result_data(const spore_result *res, char **bytes, size_t *nbytes) {
+    size_t n = 0;
+    const void *p = spore_result_bytes(res, &n);
+    *bytes = NULL;
+    *nbytes = 0;
+    if (!p || n == 0) return;
+    *bytes = (char *)malloc(n);
+    if (!*bytes) return;
+    memcpy(*bytes, p, n);
+    *nbytes = n;
+}
+%}
+
+/* spore_free takes memory spore returned as char *; nothing in this
+ * interface hands such memory out, so it is not wrapped. */
+%ignore spore_free;
+
+#define SPORE_EXTERN(type) type
+#define SPORE_NOEXCEPT
+%include "spore/errors.h"
+%include "spore/version.h"
+%include "spore/spore.h"
