@@ -233,7 +233,7 @@ static void test_keepalive_detects_a_dead_server(void **state) {
     assert_int_equal(kill(session, SIGSTOP), 0);
     double t0 = th_now();
     spore_result *res = NULL;
-    int rc = spore_call(&res, c, "proc.run", "{\"argv\": [\"sleep\", \"60\"]}", NULL, 0, 20000);
+    int rc = spore_call(&res, c, "proc.run", "{\"argv\": [\"sleep\", \"59\"]}", NULL, 0, 20000);
     double took = th_now() - t0;
     kill(session, SIGCONT);
     TH_ERR(rc, SPORE_EDISCONNECTED);

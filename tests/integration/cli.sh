@@ -224,8 +224,11 @@ printf '%s' "$err" | grep -q '^\[local.1/fork.2\] DEBUG ' || fail "--verbose sho
 # ------------------------------------------------------------ interrupt
 "$cli" run local/fork -- sleep 60 >"$tmp/out" 2>"$tmp/err" &
 pid=$!
-for _ in $(seq 100); do
-    pgrep -f "^sleep 60" >/dev/null 2>&1 && break
+# Our own sleep (other tests may run one too): it carries our tag.
+for _ in $(seq 200); do
+    started=0
+    for p in $(pgrep -f "^sleep 60" 2>/dev/null || true); do tagged "$p" && started=1; done
+    [ "$started" -eq 1 ] && break
     sleep 0.05
 done
 kill -INT "$pid" 2>/dev/null || fail "spore run exited before SIGINT"

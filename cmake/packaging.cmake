@@ -1,0 +1,37 @@
+# Debian packages (scripts/package runs cpack -G DEB on a tree configured
+# for /usr): one package per install component.
+set(CPACK_PACKAGE_NAME spore)
+set(CPACK_PACKAGE_VENDOR "spore developers")
+set(CPACK_PACKAGE_CONTACT "spore developers <spore@localhost>")
+set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "distributed, self-replicating programs over ssh, sudo and containers")
+set(CPACK_PACKAGE_VERSION ${PROJECT_VERSION})
+set(CPACK_DEB_COMPONENT_INSTALL ON)
+set(CPACK_DEBIAN_ENABLE_COMPONENT_DEPENDS ON)
+set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
+# dpkg-shlibdeps for the library (its system dependencies); the other
+# packages depend on libspore0 itself, which dpkg-shlibdeps cannot see while
+# the packages are being made.
+set(CPACK_DEBIAN_RUNTIME_PACKAGE_SHLIBDEPS ON)
+set(CPACK_DEBIAN_CLI_PACKAGE_SHLIBDEPS OFF)
+set(CPACK_DEBIAN_PYTHON_PACKAGE_SHLIBDEPS OFF)
+set(CPACK_DEBIAN_DEV_PACKAGE_SHLIBDEPS OFF)
+set(CPACK_DEBIAN_PACKAGE_GENERATE_SHLIBS ON)
+set(CPACK_DEBIAN_PACKAGE_SECTION libs)
+set(CPACK_COMPONENTS_ALL runtime dev cli python)
+
+set(CPACK_DEBIAN_RUNTIME_PACKAGE_NAME libspore0)
+set(CPACK_COMPONENT_RUNTIME_DESCRIPTION "spore library and its static agent\n libspore.so.0 and libexec/spore/spore-agent, the static executable it ships\n to every new context.")
+set(CPACK_DEBIAN_DEV_PACKAGE_NAME libspore-dev)
+set(CPACK_DEBIAN_DEV_PACKAGE_SECTION libdevel)
+set(CPACK_COMPONENT_DEV_DESCRIPTION "spore development files\n C headers, spore.pc and the CMake package spore::spore.")
+set(CPACK_COMPONENT_DEV_DEPENDS runtime)
+set(CPACK_DEBIAN_CLI_PACKAGE_NAME spore)
+set(CPACK_DEBIAN_CLI_PACKAGE_SECTION admin)
+set(CPACK_COMPONENT_CLI_DESCRIPTION "spore command-line tool\n spore call / spore run through chains of ssh, sudo and container hops.")
+set(CPACK_COMPONENT_CLI_DEPENDS runtime)
+set(CPACK_DEBIAN_PYTHON_PACKAGE_NAME python3-spore)
+set(CPACK_DEBIAN_PYTHON_PACKAGE_SECTION python)
+set(CPACK_DEBIAN_PYTHON_PACKAGE_DEPENDS "python3 (>= 3.11)")
+set(CPACK_COMPONENT_PYTHON_DESCRIPTION "spore for Python 3\n import spore: routers, contexts, calls, futures and logging.")
+set(CPACK_COMPONENT_PYTHON_DEPENDS runtime)
+include(CPack)
