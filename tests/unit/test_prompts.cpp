@@ -280,7 +280,7 @@ TEST(Launch, DoasArgv) {
 }
 
 TEST(Launch, SshOpenSshArgv) {
-    auto s = build("ssh", R"({"hostname": "web1", "username": "deploy", "port": 2222, "identity_file": "/k",
+    auto s = build("ssh", R"({"backend": "openssh", "hostname": "web1", "username": "deploy", "port": 2222, "identity_file": "/k",
                               "check_host_keys": "enforce", "known_hosts_file": "/kh", "ssh_args": "-o 'ConnectTimeout 5'"})");
     std::vector<std::string> want = {"ssh", "-o", "LogLevel ERROR", "-l", "deploy", "-p", "2222", "-i", "/k", "-o",
                                      "IdentitiesOnly yes", "-o", "ServerAliveInterval 15", "-o", "ServerAliveCountMax 3",
@@ -290,7 +290,7 @@ TEST(Launch, SshOpenSshArgv) {
     EXPECT_EQ(s.tty, TtyMode::None);
     EXPECT_EQ(s.argv.back().rfind("'/bin/sh' '-c' ", 0), 0u);
     // A password needs a terminal and no BatchMode.
-    s = build("ssh", R"({"hostname": "h", "password": "pw", "ssh_debug_level": 2})");
+    s = build("ssh", R"({"backend": "openssh", "hostname": "h", "password": "pw", "ssh_debug_level": 2})");
     EXPECT_EQ(s.tty, TtyMode::Hybrid);
     EXPECT_EQ(s.argv[1], "-vv");
     for (auto &w : s.argv) {
