@@ -182,9 +182,12 @@ class _Completer(threading.Thread):
         self._stopping = False
 
     def add(self, pending, future):
+        # One wake-up per burst: the thread takes everything queued at once.
         with self._lock:
             self._incoming.append((pending, future))
-        os.write(self._wake_w, b"x")
+            wake = len(self._incoming) == 1
+        if wake:
+            os.write(self._wake_w, b"x")
 
     def stop(self):
         self._stopping = True
@@ -202,6 +205,11 @@ class _Completer(threading.Thread):
                     with self._lock:
                         incoming, self._incoming = self._incoming, []
                     for pending, future in incoming:
+                        # Most calls of a burst have their reply by now: no
+                        # fd and no selector round for those.
+                        if _c.spore_call_done(pending):
+                            self._finish(pending, future)
+                            continue
                         fd = _c.spore_call_fd(pending)
                         if fd < 0:
                             self._finish(pending, future)
