@@ -230,11 +230,12 @@ class _Completer(threading.Thread):
     @staticmethod
     def _finish(pending, future):
         try:
-            rc, res = _c.spore_call_wait(pending, 0)
+            rc, text, data = _c.spore_wait_result(pending, 0)
             if rc < 0:
                 future.set_exception(_error_from(_c.spore_call_error(pending)))
             else:
-                future.set_result(_decode(res))
+                value = json.loads(text) if text else None
+                future.set_result(Reply(value, data) if data else value)
         except concurrent.futures.InvalidStateError:
             pass  # cancelled by its owner
         finally:
@@ -444,7 +445,7 @@ def _wait(pending, timeout):
     remaining = None if timeout is None else int(timeout * 1000)
     while True:
         slice_ms = _WAIT_SLICE_MS if remaining is None else max(0, min(_WAIT_SLICE_MS, remaining))
-        rc, res = _c.spore_call_wait(pending, slice_ms)
+        rc, text, data = _c.spore_wait_result(pending, slice_ms)
         if rc == _c.SPORE_ETIMEDOUT and not _c.spore_call_done(pending):
             if remaining is not None:
                 remaining -= slice_ms
@@ -453,7 +454,8 @@ def _wait(pending, timeout):
             continue
         if rc < 0:
             raise _error_from(_c.spore_call_error(pending))
-        return _decode(res)
+        value = json.loads(text) if text else None
+        return Reply(value, data) if data else value
 
 
 class Chain:
