@@ -204,26 +204,42 @@ void Connection::start() {
     });
 }
 
+namespace {
+// The socketpair of a child's stream. Larger socket buffers let a 1 MiB
+// message move in few wake-ups.
+bool stream_pair(UniqueFd &ours, UniqueFd &theirs, std::string &err) {
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+        err = std::string("socketpair: ") + std::strerror(errno);
+        return false;
+    }
+    ours.reset(sv[0]);
+    theirs.reset(sv[1]);
+    int sz = 1 << 20;
+    setsockopt(ours.get(), SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
+    setsockopt(ours.get(), SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
+    return true;
+}
+}  // namespace
+
 int Connection::start_in_process_ssh(UniqueFd &stream_fd, UniqueFd &err_fd) {
     const InProcessSsh *backend = in_process_ssh();
     if (!backend) {
         fail(SPORE_EINVAL, "the libssh2 backend is not available in this process");
         return -1;
     }
-    int sv[2], ep[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
-        fail(SPORE_ECONNECT, std::string("socketpair: ") + std::strerror(errno));
+    UniqueFd ours, theirs;
+    std::string err;
+    if (!stream_pair(ours, theirs, err)) {
+        fail(SPORE_ECONNECT, err);
         return -1;
     }
-    UniqueFd ours(sv[0]), theirs(sv[1]);
+    int ep[2];
     if (pipe2(ep, O_CLOEXEC) != 0) {
         fail(SPORE_ECONNECT, std::string("pipe: ") + std::strerror(errno));
         return -1;
     }
     UniqueFd err_r(ep[0]), err_w(ep[1]);
-    int sz = 1 << 20;
-    setsockopt(ours.get(), SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
-    setsockopt(ours.get(), SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
     std::weak_ptr<Connection> weak = weak_from_this();
     InProcessSshHooks hooks;
     hooks.failed = [weak](int code, const std::string &why) {
@@ -268,18 +284,9 @@ int Connection::spawn(const LaunchSpec &spec, UniqueFd &stream_fd, UniqueFd &err
         fail(SPORE_ECONNECT, err);
         return -1;
     }
-    if (spec.tty != TtyMode::Full) {
-        int sv[2];
-        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
-            fail(SPORE_ECONNECT, std::string("socketpair: ") + std::strerror(errno));
-            return -1;
-        }
-        ours.reset(sv[0]);
-        theirs.reset(sv[1]);
-        // Larger socket buffers let a 1 MiB message move in few wake-ups.
-        int sz = 1 << 20;
-        setsockopt(ours.get(), SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
-        setsockopt(ours.get(), SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
+    if (spec.tty != TtyMode::Full && !stream_pair(ours, theirs, err)) {
+        fail(SPORE_ECONNECT, err);
+        return -1;
     }
     if (spec.tty == TtyMode::None) {
         int ep[2];
@@ -324,7 +331,7 @@ int Connection::spawn(const LaunchSpec &spec, UniqueFd &stream_fd, UniqueFd &err
     // the agents, which are shut down through their streams instead.
     posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSID);
     std::vector<char *> argv;
-    for (auto &a : spec_.argv) argv.push_back(const_cast<char *>(a.c_str()));
+    for (auto &a : spec.argv) argv.push_back(const_cast<char *>(a.c_str()));
     argv.push_back(nullptr);
     pid_t pid = -1;
     // posix_spawnp: launchers (ssh, sudo, docker...) are found on PATH.
