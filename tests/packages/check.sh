@@ -2,7 +2,7 @@
 # Checks the Debian packages made by scripts/package: they unpack into a
 # clean root (dpkg-deb -x, no installation on this machine), and from there,
 # with no build-tree paths, the C example builds with pkg-config and runs,
-# the CLI runs, and the Python binding imports and calls.
+# the CLI runs, and the Python and Ruby bindings load and call.
 # Usage: tests/packages/check.sh DIR_WITH_DEBS (run by scripts/test)
 set -euo pipefail
 debs=${1:?usage: check.sh DIR_WITH_DEBS}
@@ -13,7 +13,7 @@ failures=0
 fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
 pass() { echo "ok: $*"; }
 
-for p in libspore0 libspore-dev spore python3-spore; do
+for p in libspore0 libspore-dev spore python3-spore ruby-spore; do
     deb=$(ls "$debs"/${p}_*.deb 2>/dev/null | head -n 1 || true)
     if [ -z "$deb" ]; then fail "no package $p in $debs"; continue; fi
     dpkg-deb -x "$deb" "$root"
@@ -66,6 +66,15 @@ with spore.Router() as r:
     pass "packaged Python binding imports and calls"
 else
     fail "python: $out"
+fi
+rubylib=$root/usr/lib/ruby/vendor_ruby:$(ls -d "$root"/usr/lib/*/ruby/vendor_ruby/* 2>/dev/null | head -n 1)
+if out=$(RUBYLIB=$rubylib ruby -e '
+require "spore"
+Spore::Router.open { |r| print $LOADED_FEATURES.grep(/spore/).join(" "), " ", r.local.call("sys.echo", value: 42) }' 2>&1) &&
+    printf '%s' "$out" | grep -q "$root/usr/lib/ruby/vendor_ruby/spore.rb" && printf '%s' "$out" | grep -q ' 42$'; then
+    pass "packaged Ruby binding loads and calls"
+else
+    fail "ruby: $out"
 fi
 [ "$failures" -eq 0 ] || { echo "$failures check(s) failed"; exit 1; }
 echo "all package checks passed"

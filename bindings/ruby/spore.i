@@ -1,0 +1,118 @@
+/* The Ruby extension of the spore C API (require "spore" loads it through
+ * lib/spore.rb). The calls that can wait (connect, waiting for a reply or a
+ * log record, shutdown, freeing a router) run without the GVL, through the
+ * spore_rb_* wrappers below; the Ruby layer waits in short slices, so
+ * interrupts are seen between them. */
+%module spore_c
+
+/* Binary data: a Ruby String (binary-safe), held for the call. */
+%typemap(in) (const void *data, size_t len) {
+  if (NIL_P($input)) {
+    $1 = NULL;
+    $2 = 0;
+  } else {
+    Check_Type($input, T_STRING);
+    $1 = (const void *)RSTRING_PTR($input);
+    $2 = (size_t)RSTRING_LEN($input);
+  }
+}
+
+/* A result's binary part comes back as a binary String. */
+%typemap(in, numinputs=0) (char **bytes, size_t *nbytes) (char *b = NULL, size_t n = 0) {
+  $1 = &b;
+  $2 = &n;
+}
+%typemap(argout) (char **bytes, size_t *nbytes) {
+  %append_output(rb_str_new(b$argnum ? b$argnum : "", (long)n$argnum));
+  free(b$argnum);
+}
+
+%include "../swig/spore.i"
+
+%{
+#include <ruby/thread.h>
+
+struct spore_rb_wait {
+    spore_pending *call;
+    int timeout_ms;
+    char **json, **bytes;
+    size_t *njson, *nbytes;
+    int rc;
+};
+static void *spore_rb_wait_nogvl(void *p) {
+    struct spore_rb_wait *a = (struct spore_rb_wait *)p;
+    a->rc = spore_wait_result(a->call, a->timeout_ms, a->json, a->njson, a->bytes, a->nbytes);
+    return NULL;
+}
+
+struct spore_rb_connect {
+    spore_context **out;
+    spore_router *router;
+    const char *method;
+    const spore_options *opts;
+    spore_context *via;
+    int rc;
+};
+static void *spore_rb_connect_nogvl(void *p) {
+    struct spore_rb_connect *a = (struct spore_rb_connect *)p;
+    a->rc = spore_connect(a->out, a->router, a->method, a->opts, a->via);
+    return NULL;
+}
+
+struct spore_rb_log {
+    spore_router *router;
+    spore_log_record **out;
+    int timeout_ms;
+    int rc;
+};
+static void *spore_rb_log_nogvl(void *p) {
+    struct spore_rb_log *a = (struct spore_rb_log *)p;
+    a->rc = spore_router_next_log(a->router, a->out, a->timeout_ms);
+    return NULL;
+}
+
+static void *spore_rb_free_nogvl(void *p) {
+    spore_router_free((spore_router *)p);
+    return NULL;
+}
+
+struct spore_rb_shutdown {
+    spore_context *ctx;
+    int timeout_ms;
+    int rc;
+};
+static void *spore_rb_shutdown_nogvl(void *p) {
+    struct spore_rb_shutdown *a = (struct spore_rb_shutdown *)p;
+    a->rc = spore_context_shutdown(a->ctx, a->timeout_ms);
+    return NULL;
+}
+%}
+
+%apply (char **bytes, size_t *nbytes) { (char **json, size_t *njson) };
+%inline %{
+static int spore_rb_wait_result(spore_pending *call, int timeout_ms, char **json, size_t *njson, char **bytes,
+                                size_t *nbytes) {
+    struct spore_rb_wait a = {call, timeout_ms, json, bytes, njson, nbytes, 0};
+    rb_thread_call_without_gvl(spore_rb_wait_nogvl, &a, NULL, NULL);
+    return a.rc;
+}
+static int spore_rb_connect(spore_context **out, spore_router *router, const char *method,
+                            const spore_options *opts, spore_context *via) {
+    struct spore_rb_connect a = {out, router, method, opts, via, 0};
+    rb_thread_call_without_gvl(spore_rb_connect_nogvl, &a, NULL, NULL);
+    return a.rc;
+}
+static int spore_rb_next_log(spore_router *router, spore_log_record **out, int timeout_ms) {
+    struct spore_rb_log a = {router, out, timeout_ms, 0};
+    rb_thread_call_without_gvl(spore_rb_log_nogvl, &a, NULL, NULL);
+    return a.rc;
+}
+static void spore_rb_router_free(spore_router *router) {
+    rb_thread_call_without_gvl(spore_rb_free_nogvl, router, NULL, NULL);
+}
+static int spore_rb_context_shutdown(spore_context *ctx, int timeout_ms) {
+    struct spore_rb_shutdown a = {ctx, timeout_ms, 0};
+    rb_thread_call_without_gvl(spore_rb_shutdown_nogvl, &a, NULL, NULL);
+    return a.rc;
+}
+%}

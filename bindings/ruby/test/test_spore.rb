@@ -1,0 +1,146 @@
+# minitest suite of the Ruby binding (run by ctest as ruby.minitest, with
+# the build's ruby/ directory on the load path and SPORE_AGENT_PATH set).
+require "minitest/autorun"
+require "stringio"
+require "spore"
+
+class SporeTest < Minitest::Test
+  def descendants
+    me = Process.pid
+    parents = {}
+    Dir.children("/proc").grep(/\A\d+\z/).each do |d|
+      stat = File.read("/proc/#{d}/stat") rescue next
+      parents[d.to_i] = stat.rpartition(")").last.split[1].to_i
+    end
+    parents.keys.select do |pid|
+      p = pid
+      found = false
+      64.times do
+        p = parents[p]
+        break if p.nil?
+        if p == me
+          found = true
+          break
+        end
+      end
+      found
+    end
+  end
+
+  def assert_no_descendants
+    deadline = Time.now + 5
+    sleep 0.02 while !descendants.empty? && Time.now < deadline
+    assert_equal [], descendants
+  end
+
+  def test_local_context_and_result_types
+    Spore::Router.open do |r|
+      ctx = r.local(name: "rb")
+      assert_equal "rb", ctx.name
+      assert ctx.alive?
+      assert_equal true, ctx.call("sys.ping")
+      info = ctx.call("sys.info")
+      assert_kind_of Hash, info
+      refute_equal Process.pid, info["pid"]
+      assert_equal [1, "two", { "three" => 3.5 }, nil], ctx.call("sys.echo", value: [1, "two", { "three" => 3.5 }, nil])
+      assert_equal "dir", ctx.call("fs.stat", path: "/etc")["type"]
+      child = r.fork(ctx)
+      assert_equal ctx.call("sys.info")["pid"], child.call("sys.info")["ppid"]
+    end
+    assert_no_descendants
+  end
+
+  def test_binary_data
+    Spore::Router.open do |r|
+      ctx = r.local
+      blob = (0..255).map(&:chr).join.b * 1024 + "\0tail".b
+      reply = ctx.call("sys.echo", value: 1, data: blob)
+      assert_kind_of Spore::Reply, reply
+      assert_equal 1, reply.value
+      assert_equal blob, reply.data
+      assert_equal Encoding::BINARY, reply.data.encoding
+    end
+  end
+
+  def test_error_classes
+    Spore::Router.open do |r|
+      ctx = r.local
+      e = assert_raises(Spore::UnknownFunction) { ctx.call("no.such.function") }
+      assert_equal Spore::UnknownFunction::CODE, e.code
+      assert_equal ctx.name, e.context
+      assert_equal "no.such.function", e.function
+      assert_kind_of Spore::Error, e
+      e = assert_raises(Spore::RemoteError) { ctx.call("fs.read", path: "/nonexistent/spore") }
+      assert_equal "FileNotFoundError", e.remote_type
+      assert_raises(Spore::BadArguments) { ctx.call("fs.stat") }
+      assert_raises(Spore::InvalidArgument) { r.connect("no-such-method") }
+      assert_raises(Spore::InvalidArgument) { r.local(no_such_option: 1) }
+      assert_raises(Spore::Timeout) { ctx.call("proc.run", argv: ["sleep", "5"], timeout: 0.2) }
+      assert_raises(Spore::ConnectError) { r.local(command_prefix: ["/nonexistent/launcher"]) }
+      pid = ctx.call("sys.info")["pid"]
+      Process.kill("KILL", pid)
+      assert_raises(Spore::Disconnected) { ctx.call("proc.run", argv: ["sleep", "5"]) }
+    end
+    %w[ConnectError Timeout Disconnected AuthenticationFailed PasswordRequired HostKeyError Denied].each do |n|
+      assert Spore.const_get(n) < Spore::Error
+    end
+  end
+
+  def test_async_calls
+    Spore::Router.open do |r|
+      ctx = r.local
+      calls = (0...200).map { |i| ctx.call_async("sys.echo", value: i) }
+      assert_equal (0...200).to_a, calls.map(&:value)
+      slow = ctx.call_async("proc.run", argv: ["sleep", "0.3"])
+      refute slow.done?
+      assert_equal 0, slow.value(10)["rc"]
+      assert slow.done?
+      assert_raises(Spore::UnknownFunction) { ctx.call_async("no.such").value(10) }
+    end
+  end
+
+  def test_logs_arrive_in_a_logger
+    io = StringIO.new
+    logger = Logger.new(io)
+    logger.level = Logger::DEBUG
+    Spore::Router.open(logger: logger) do |r|
+      ctx = r.local(name: "logs")
+      ctx.call("proc.run", argv: ["sh", "-c", "echo to-stdout"], stream: true)
+      deadline = Time.now + 5
+      sleep 0.05 until io.string.include?("to-stdout") || Time.now > deadline
+    end
+    assert_match(/spore\.logs: to-stdout/, io.string)
+    assert_match(/DEBUG -- spore\.logs: agent logs/, io.string)
+  end
+
+  def test_threads_overlap_without_the_gvl
+    Spore::Router.open do |r|
+      ctx = r.local
+      t0 = Time.now
+      threads = 4.times.map { Thread.new { ctx.call("proc.run", argv: ["sleep", "0.5"]) } }
+      results = threads.map(&:value)
+      assert results.all? { |x| x["rc"] == 0 }
+      assert_operator Time.now - t0, :<, 1.5
+    end
+  end
+
+  def test_objects_freed_in_any_order
+    r = Spore::Router.new
+    a = r.local
+    b = r.fork(a)
+    r.close
+    assert_raises(Spore::Error) { b.call("sys.ping") }
+    assert_raises(Spore::ShutDown) { r.local }
+    a = b = nil
+    GC.start
+    r.close
+    assert_no_descendants
+    r = Spore::Router.new
+    ctx = r.local
+    r = nil
+    GC.start
+    assert_equal true, ctx.call("sys.ping")
+    ctx.router.close
+    assert_no_descendants
+  end
+end
