@@ -130,6 +130,7 @@ private:
     }
     std::string last_error() const;
     std::string supported_only(const std::string &list) const;
+    std::string known_key_algorithms() const;
     void teardown();
     static void on_socket(evutil_socket_t, short, void *arg) { static_cast<SshSession *>(arg)->step(); }
     static void on_local(evutil_socket_t, short, void *arg) { static_cast<SshSession *>(arg)->step(); }
@@ -155,6 +156,7 @@ private:
     LIBSSH2_SESSION *session_ = nullptr;
     LIBSSH2_CHANNEL *channel_ = nullptr;
     LIBSSH2_AGENT *agent_ = nullptr;
+    LIBSSH2_KNOWNHOSTS *known_ = nullptr;  // from Connecting to the host key check
     libssh2_agent_publickey *agent_identity_ = nullptr;
     std::string auth_methods_;
     AuthStep auth_ = AuthStep::List;
@@ -269,6 +271,23 @@ void SshSession::try_next_address() {
                              (connect_errors_.size() > 2 ? connect_errors_.substr(2) : "no address"));
 }
 
+// The host key algorithms of the keys known_hosts has for this host, the
+// way OpenSSH prefers them: a server with several keys is then checked
+// against the one we know.
+std::string SshSession::known_key_algorithms() const {
+    std::string order;
+    if (!known_) return order;
+    std::string want = port_ == 22 ? host_ : "[" + host_ + "]:" + std::to_string(port_);
+    libssh2_knownhost *node = nullptr, *prev = nullptr;
+    while (libssh2_knownhost_get(known_, &node, prev) == 0) {
+        prev = node;
+        if (!node->name || want != node->name) continue;
+        const char *alg = algorithms_for_key_bit(node->typemask & LIBSSH2_KNOWNHOST_KEY_MASK);
+        if (alg && order.find(alg) == std::string::npos) order += std::string(order.empty() ? "" : ",") + alg;
+    }
+    return order;
+}
+
 // The names of `list` that this libssh2 supports, each once, in order.
 // (libssh2 1.10 strips unsupported names itself with an overlapping memcpy.)
 std::string SshSession::supported_only(const std::string &list) const {
@@ -330,24 +349,13 @@ void SshSession::step() {
             if (!session_) return fail(SPORE_EINTERNAL, "libssh2_session_init failed");
             libssh2_session_set_blocking(session_, 0);
             if (compression_) libssh2_session_flag(session_, LIBSSH2_FLAG_COMPRESS, 1);
-            // Prefer the host key types known_hosts has for this host, as
-            // OpenSSH does: a server with several keys is then checked
-            // against the one we know.
-            std::string order;
             if (check_ != "ignore") {
-                LIBSSH2_KNOWNHOSTS *kh = libssh2_knownhost_init(session_);
-                if (kh && libssh2_knownhost_readfile(kh, known_hosts_.c_str(), LIBSSH2_KNOWNHOST_FILE_OPENSSH) > 0) {
-                    std::string want = port_ == 22 ? host_ : "[" + host_ + "]:" + std::to_string(port_);
-                    libssh2_knownhost *node = nullptr, *prev = nullptr;
-                    while (libssh2_knownhost_get(kh, &node, prev) == 0) {
-                        prev = node;
-                        if (!node->name || want != node->name) continue;
-                        const char *alg = algorithms_for_key_bit(node->typemask & LIBSSH2_KNOWNHOST_KEY_MASK);
-                        if (alg && order.find(alg) == std::string::npos) order += std::string(order.empty() ? "" : ",") + alg;
-                    }
-                }
-                if (kh) libssh2_knownhost_free(kh);
+                // Read once: the list orders the host key algorithms now and
+                // checks the key after the handshake.
+                known_ = libssh2_knownhost_init(session_);
+                if (known_) libssh2_knownhost_readfile(known_, known_hosts_.c_str(), LIBSSH2_KNOWNHOST_FILE_OPENSSH);
             }
+            std::string order = known_key_algorithms();
             order += std::string(order.empty() ? "" : ",") + kDefaultHostKeyOrder;
             std::string pref = supported_only(order);
             if (!pref.empty()) libssh2_session_method_pref(session_, LIBSSH2_METHOD_HOSTKEY, pref.c_str());
@@ -419,16 +427,20 @@ std::string SshSession::verify_host_key(int &code) {
         return "";
     }
 
-    LIBSSH2_KNOWNHOSTS *kh = libssh2_knownhost_init(session_);
+    LIBSSH2_KNOWNHOSTS *kh = known_;
     if (!kh) {
         code = SPORE_EINTERNAL;
         return ("libssh2_knownhost_init failed");
     }
+    // Not needed after this check (it lives in the session, so it goes
+    // before any failure tears the session down).
     struct KhFree {
-        LIBSSH2_KNOWNHOSTS *k;
-        ~KhFree() { libssh2_knownhost_free(k); }
-    } kh_free{kh};
-    libssh2_knownhost_readfile(kh, known_hosts_.c_str(), LIBSSH2_KNOWNHOST_FILE_OPENSSH);
+        LIBSSH2_KNOWNHOSTS *&k;
+        ~KhFree() {
+            libssh2_knownhost_free(k);
+            k = nullptr;
+        }
+    } kh_free{known_};
     int mask = LIBSSH2_KNOWNHOST_TYPE_PLAIN | LIBSSH2_KNOWNHOST_KEYENC_RAW | known_host_key_bit(type);
     libssh2_knownhost *found = nullptr;
     int rc = libssh2_knownhost_checkp(kh, host_.c_str(), port_, key, len, mask, &found);
@@ -869,6 +881,10 @@ void SshSession::teardown() {
         libssh2_agent_free(agent_);
         agent_ = nullptr;
     }
+    if (known_) {
+        libssh2_knownhost_free(known_);
+        known_ = nullptr;
+    }
     if (session_) {
         // In non-blocking mode libssh2's free functions may return EAGAIN
         // and keep everything: free in blocking mode, briefly. One try at a
@@ -900,7 +916,6 @@ void stop_ssh_session(const std::shared_ptr<SshSession> &s) {
     if (s) s->stop();
 }
 
-std::string ssh_session_peer(const std::shared_ptr<SshSession> &s) { return s ? s->peer() : ""; }
 
 namespace {
 std::shared_ptr<void> start_for_connection(Loop &loop, const LaunchSpec &spec, int stream_fd, int err_fd,

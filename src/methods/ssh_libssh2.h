@@ -41,7 +41,4 @@ void stop_ssh_session(const std::shared_ptr<SshSession> &s);
 // library calls it once; the agent never does).
 void register_libssh2_backend();
 
-// "user@host:port" of a session, for messages.
-std::string ssh_session_peer(const std::shared_ptr<SshSession> &s);
-
 }  // namespace spore

@@ -6,6 +6,7 @@
 #include "core/prompts.h"
 #include "core/shlex.h"
 #include "methods/method.h"
+#include "methods/ssh_libssh2.h"
 
 using namespace spore;
 
@@ -321,4 +322,31 @@ TEST(Launch, OptionChecks) {
     EXPECT_THROW(validate_options(*find_method("sudo"), bad.get()), Error);
     Json unknown = json_parse(R"({"hostname": "h"})", 8, nullptr);
     EXPECT_THROW(validate_options(*find_method("sudo"), unknown.get()), Error);
+}
+
+TEST(Launch, Libssh2BackendRefusesWhatOnlyOpenSshKnows) {
+    register_libssh2_backend();
+    auto s = build("ssh", R"({"hostname": "web1", "username": "deploy", "port": 2222})");
+    EXPECT_TRUE(s.in_process_ssh);  // the default in the master
+    EXPECT_NE(s.remote_command.find("'/bin/sh' '-c' "), std::string::npos);
+    for (const char *bad : {R"({"backend": "libssh2", "hostname": "h", "ssh_args": "-v"})",
+                            R"({"backend": "libssh2", "hostname": "h", "ssh_path": "/x"})",
+                            R"({"backend": "libssh2", "hostname": "h", "password_prompts": "x"})",
+                            R"({"backend": "carrier-pigeon", "hostname": "h"})"}) {
+        try {
+            build("ssh", bad);
+            ADD_FAILURE() << "accepted " << bad;
+        } catch (const Error &e) {
+            EXPECT_EQ(e.code(), SPORE_EINVAL) << bad;
+        }
+    }
+    // An agent has no libssh2: an onward hop asked for it is refused, by default it uses OpenSSH.
+    Json o = json_parse(R"({"hostname": "h", "backend": "libssh2"})", 8, nullptr);
+    LaunchInput in;
+    in.options = o.get();
+    in.in_agent = true;
+    EXPECT_THROW(build_ssh(in), Error);
+    Json d = json_parse(R"({"hostname": "h"})", 8, nullptr);
+    in.options = d.get();
+    EXPECT_FALSE(build_ssh(in).in_process_ssh);
 }
