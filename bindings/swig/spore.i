@@ -20,11 +20,14 @@
 
 %include <stdint.i>
 
-/* A handle returned through an out-parameter. */
+/* A handle returned through an out-parameter. Go has no multiple results
+ * in SWIG; its .i defines SPORE_OUT_HANDLE itself before including this. */
+#ifndef SPORE_OUT_HANDLE_DEFINED
 %define SPORE_OUT_HANDLE(TYPE)
 %typemap(in, numinputs=0) TYPE **out (TYPE *tmp = NULL) { $1 = &tmp; }
 %typemap(argout) TYPE **out { %append_output(SWIG_NewPointerObj(SWIG_as_voidptr(tmp$argnum), $descriptor(TYPE *), 0)); }
 %enddef
+#endif
 SPORE_OUT_HANDLE(spore_router)
 SPORE_OUT_HANDLE(spore_options)
 SPORE_OUT_HANDLE(spore_context)
@@ -60,7 +63,9 @@ static void spore_result_data(const spore_result *res, char **bytes, size_t *nby
 /* Waits for a call and, once it is answered, hands back its JSON text and
  * binary part as copies and frees the result: one crossing into C per
  * wait instead of four (wait, json, data, free). */
+#ifndef SWIGGO
 %apply (char **bytes, size_t *nbytes) { (char **json, size_t *njson) };
+#endif
 %inline %{
 static int spore_wait_result(spore_pending *call, int timeout_ms, char **json, size_t *njson, char **bytes,
                              size_t *nbytes) {

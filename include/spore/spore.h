@@ -155,6 +155,19 @@ SPORE_EXTERN(int) spore_router_new(spore_router **out, const spore_options *opts
  *  not be called from two threads for the same router. */
 SPORE_EXTERN(void) spore_router_free(spore_router *router) SPORE_NOEXCEPT;
 
+/** Shuts the router down as spore_router_free does (contexts shut down,
+ *  pending calls and connects in progress fail with SPORE_ESHUTDOWN, the I/O
+ *  thread is joined) but keeps the handle valid: afterwards spore_connect
+ *  fails with SPORE_ESHUTDOWN, calls on its contexts fail, and
+ *  spore_router_next_log returns the records already queued, then
+ *  SPORE_ESHUTDOWN. The handle must still be freed
+ *  with spore_router_free. Lets a program stop threads that are inside
+ *  spore_connect or spore_router_next_log and wait for them before the
+ *  handle goes away. Safe to call from any thread, while other threads use
+ *  the router, and more than once; returns when the shutdown is complete.
+ *  NULL is a no-op. */
+SPORE_EXTERN(void) spore_router_close(spore_router *router) SPORE_NOEXCEPT;
+
 /** Sets the minimum level of records forwarded to this router and pushes it
  *  to every context, so filtered records are never sent.
  *  @return SPORE_OK, SPORE_EINVAL. */

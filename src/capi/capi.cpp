@@ -227,6 +227,14 @@ void spore_router_free(spore_router *router) noexcept {
     delete router;
 }
 
+void spore_router_close(spore_router *router) noexcept {
+    if (!router) return;
+    try {
+        router->m->close();
+    } catch (...) {
+    }
+}
+
 int spore_router_set_log_level(spore_router *router, int level) noexcept {
     return guarded([&]() -> int {
         SPORE_REQUIRE(router, "spore_router_set_log_level: router is NULL");

@@ -375,7 +375,10 @@ std::shared_ptr<ContextState> Master::connect(const std::string &method, Json op
         conn->start();
     });
     std::unique_lock<std::mutex> lk(w->mu);
-    w->cv.wait(lk, [&] { return w->done || closing_.load(); });
+    // Rechecked every 100 ms: a close racing with this connect may stop the
+    // loop before the task above runs, and then nothing would notify.
+    while (!w->cv.wait_for(lk, std::chrono::milliseconds(100), [&] { return w->done || closing_.load(); })) {
+    }
     if (!w->done) throw Error(SPORE_ESHUTDOWN, "the router is shutting down");
     if (w->err.code != SPORE_OK) throw Error(w->err);
     return ctx;

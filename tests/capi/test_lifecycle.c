@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include <cmocka.h>
+#include <pthread.h>
 #include <sched.h>
 #include <sys/mount.h>
 
@@ -283,6 +284,65 @@ static void test_free_router_first(void **state) {
     th_end(&b);
 }
 
+/* spore_router_close: a connect that would take 10 s and a thread waiting
+ * for log records both return promptly with ESHUTDOWN, the handle stays
+ * valid until spore_router_free, and close may be repeated. */
+struct close_waiter {
+    spore_router *r;
+    int rc;
+    spore_context *ctx;
+};
+static void *connect_slowly(void *p) {
+    struct close_waiter *w = p;
+    spore_options *o = NULL;
+    if (spore_options_new(&o) != SPORE_OK) return NULL;
+    spore_options_add_str(o, "command_prefix", "/bin/sh");
+    spore_options_add_str(o, "command_prefix", "-c");
+    spore_options_add_str(o, "command_prefix", "sleep 10");
+    spore_options_add_str(o, "command_prefix", "sh");
+    w->rc = spore_connect(&w->ctx, w->r, "local", o, NULL);
+    spore_options_free(o);
+    return NULL;
+}
+static void *wait_for_logs(void *p) {
+    struct close_waiter *w = p;
+    spore_log_record *rec = NULL;
+    while ((w->rc = spore_router_next_log(w->r, &rec, -1)) == SPORE_OK) spore_log_record_free(rec);
+    return NULL;
+}
+static void test_router_close_releases_waiting_threads(void **state) {
+    (void)state;
+    th_baseline b = th_begin();
+    spore_router *r = th_router(NULL);
+    spore_context *l = th_connect(r, "local", NULL);
+    struct close_waiter cw = {r, 1, NULL}, lw = {r, 1, NULL};
+    pthread_t ct, lt;
+    assert_int_equal(pthread_create(&ct, NULL, connect_slowly, &cw), 0);
+    assert_int_equal(pthread_create(&lt, NULL, wait_for_logs, &lw), 0);
+    usleep(300 * 1000);
+    double t0 = th_now();
+    spore_router_close(r);
+    pthread_join(ct, NULL);
+    pthread_join(lt, NULL);
+    double took = th_now() - t0;
+    assert_true(took < 4.0 * th_time_factor());
+    assert_int_equal(cw.rc, SPORE_ESHUTDOWN);
+    assert_null(cw.ctx);
+    assert_int_equal(lw.rc, SPORE_ESHUTDOWN);
+    /* still a valid handle: connects are refused, its context is down */
+    spore_router_close(r);
+    spore_context *again = NULL;
+    assert_int_equal(spore_connect(&again, r, "local", NULL, NULL), SPORE_ESHUTDOWN);
+    assert_int_equal(spore_context_alive(l), 0);
+    spore_log_record *rec = NULL;
+    assert_int_equal(spore_router_next_log(r, &rec, 0), SPORE_ESHUTDOWN);
+    spore_router_free(r);
+    spore_context_free(l);
+    spore_router_close(NULL);
+    assert_int_equal(th_count_descendants(), 0);
+    th_end(&b);
+}
+
 /* Other odd orders: contexts freed before the calls and chains made on
  * them, a via context freed before the context behind it. */
 static void test_free_contexts_before_calls(void **state) {
@@ -403,6 +463,7 @@ int main(void) {
         cmocka_unit_test(test_idle_agent_death_noticed),
         cmocka_unit_test(test_shutdown_kills_running_commands),
         cmocka_unit_test(test_free_router_first),
+        cmocka_unit_test(test_router_close_releases_waiting_threads),
         cmocka_unit_test(test_free_contexts_before_calls),
         cmocka_unit_test(test_1000_connect_cycles),
     };
