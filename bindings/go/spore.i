@@ -39,7 +39,7 @@
 /* Binary data in: a Go []byte, read by C during the call only. */
 %typemap(gotype) (const void *data, size_t len) "[]byte"
 %typemap(in) (const void *data, size_t len) {
-  $1 = (const void *)$input.array;
+  $1 = ($1_ltype)$input.array;
   $2 = (size_t)$input.len;
 }
 

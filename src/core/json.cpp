@@ -1,7 +1,9 @@
 #include "core/json.h"
 
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 
 namespace spore {
 
@@ -54,8 +56,77 @@ Json json_parse(std::string_view text, int max_depth, std::string *err) {
     return j;
 }
 
+namespace {
+
+// cJSON prints a number with %.15g and keeps that text when it reads back
+// within a relative DBL_EPSILON, which changes integers above about 2^50
+// (2^53 comes out as 9007199254740990) and the last digit of doubles such
+// as 0.1 + 0.2. Such numbers are printed here with %.17g instead, which
+// always reads back as the same double.
+bool prints_inexactly(double d) {
+    if (!std::isfinite(d)) return false;  // cJSON prints null; nothing better exists in JSON
+    if (d == std::floor(d) && std::fabs(d) < 0x1p49) return false;  // at most 15 digits
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%1.15g", d);
+    return std::strtod(buf, nullptr) != d;
+}
+
+bool has_inexact_number(const cJSON *j) {
+    for (; j; j = j->next) {
+        if (cJSON_IsNumber(j) && prints_inexactly(j->valuedouble)) return true;
+        if (j->child && has_inexact_number(j->child)) return true;
+    }
+    return false;
+}
+
+std::string exact_number(double d) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%1.17g", d);
+    return buf;
+}
+
+// Replaces the inexact numbers below parent by raw nodes with their exact text.
+void make_numbers_exact(cJSON *parent) {
+    for (cJSON *c = parent->child; c;) {
+        cJSON *next = c->next;
+        if (cJSON_IsNumber(c) && prints_inexactly(c->valuedouble)) {
+            cJSON *raw = cJSON_CreateRaw(exact_number(c->valuedouble).c_str());
+            if (raw && c->string) {  // the member's name, which replacing by pointer does not carry over
+                size_t n = std::strlen(c->string) + 1;
+                raw->string = static_cast<char *>(cJSON_malloc(n));
+                if (raw->string) std::memcpy(raw->string, c->string, n);
+                else {
+                    cJSON_Delete(raw);
+                    raw = nullptr;
+                }
+            }
+            if (!raw || !cJSON_ReplaceItemViaPointer(parent, c, raw)) {
+                cJSON_Delete(raw);
+                throw std::bad_alloc();
+            }
+        } else if (c->child) {
+            make_numbers_exact(c);
+        }
+        c = next;
+    }
+}
+
+}  // namespace
+
 std::string json_print(const cJSON *j) {
     if (!j) return "null";
+    if (cJSON_IsNumber(j) && prints_inexactly(j->valuedouble)) return exact_number(j->valuedouble);
+    if (j->child && has_inexact_number(j->child)) {
+        // Rare (large integers, long fractions): print a copy with raw nodes.
+        Json copy(cJSON_Duplicate(j, 1));
+        if (!copy) throw std::bad_alloc();
+        make_numbers_exact(copy.get());
+        char *s = cJSON_PrintUnformatted(copy.get());
+        if (!s) throw std::bad_alloc();
+        std::string out(s);
+        cJSON_free(s);
+        return out;
+    }
     char *s = cJSON_PrintUnformatted(j);
     if (!s) throw std::bad_alloc();
     std::string out(s);

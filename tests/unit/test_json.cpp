@@ -433,3 +433,28 @@ TEST(ErrorType, CarriesCodeAndMessage) {
 
 }  // namespace
 }  // namespace spore
+
+// cJSON alone prints 2^53 as 9007199254740990 and 0.1 + 0.2 as 0.3.
+TEST(JsonPrint, NumbersReadBackAsTheSameDouble) {
+    const double values[] = {0x1p53, -0x1p53, 0x1p53 - 1, 1e15 + 1, 123456789012345678.0, 0.1 + 0.2,
+                             1.0 / 3.0, 5e-324, 1.7976931348623157e308, 0.0, -1.5, 42.0};
+    for (double v : values) {
+        std::string err;
+        auto printed = spore::json_print(spore::Json(cJSON_CreateNumber(v)).get());
+        auto back = spore::json_parse(printed, 8, &err);
+        ASSERT_TRUE(back) << printed << ": " << err;
+        EXPECT_EQ(back->valuedouble, v) << printed;
+    }
+    EXPECT_EQ(spore::json_print(spore::Json(cJSON_CreateNumber(0x1p53)).get()), "9007199254740992");
+    EXPECT_EQ(spore::json_print(spore::Json(cJSON_CreateNumber(42)).get()), "42");
+}
+
+TEST(JsonPrint, NestedNumbersAreExactAndTheInputIsUntouched) {
+    std::string err;
+    auto j = spore::json_parse(R"({"a":[1,9007199254740992,{"b":0.30000000000000004}],"c":"x","d":2.5})", 16, &err);
+    ASSERT_TRUE(j) << err;
+    EXPECT_EQ(spore::json_print(j.get()), R"({"a":[1,9007199254740992,{"b":0.30000000000000004}],"c":"x","d":2.5})");
+    // the document itself still holds numbers, not raw text
+    const cJSON *a = cJSON_GetObjectItem(j.get(), "a");
+    EXPECT_TRUE(cJSON_IsNumber(cJSON_GetArrayItem(a, 1)));
+}

@@ -1,0 +1,3 @@
+module spore.dev/spore
+
+go 1.21
