@@ -1,0 +1,41 @@
+#!/usr/bin/python3
+"""hello.py: the same small task as examples/go/hello and examples/ruby/hello.rb.
+
+Opens a local context and a fork through it, prints sys.info of both, runs a
+command, and shows the command's output arriving as forwarded log records in
+`logging`.
+
+    python3 examples/python/hello.py      (with python3-spore installed, or
+                                          PYTHONPATH=build/python)
+"""
+import logging
+import sys
+
+import spore
+
+
+def main():
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
+                        format="%(levelname)s %(name)s %(message)s")
+    with spore.Router() as router:
+        local = router.local(name="hello")
+        child = router.fork(local)
+        for ctx in (local, child):
+            info = ctx.call("sys.info")
+            print("%-12s pid %s, user %s, host %s" % (ctx.name, info["pid"], info["user"], info["hostname"]))
+
+        # The output lines of a streamed command come back as log records.
+        result = child.call("proc.run", argv=["sh", "-c", "echo hello from $(id -un); echo to stderr >&2"],
+                            stream=True)
+        print("command exit status:", result["rc"])
+
+        # Each error code has its exception class under spore.Error.
+        try:
+            child.call("no.such.function")
+        except spore.UnknownFunction as e:
+            print("expected failure: %s (%s in %s)" % (e.code_name, e.function, e.context))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
