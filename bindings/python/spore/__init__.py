@@ -167,9 +167,118 @@ def _data(data):
 
 # ---------------------------------------------------------- async results
 
+class _Future(concurrent.futures.Future):
+    """The Future of an async call, completed by whoever needs it first.
+
+    result() and exception() wait in C on the caller's own thread (GIL
+    released), so the usual `[f.result() for f in futures]` costs no thread
+    hand-off. concurrent.futures.wait, as_completed and add_done_callback
+    hand the call to the router's completer thread instead, which waits on
+    the call fds. Only the holder of _claim touches the C call: a thread
+    that cannot take it waits on the Future's condition for the holder to
+    finish."""
+
+    def __init__(self, pending, completer):
+        super().__init__()
+        self.set_running_or_notify_cancel()
+        self._pending = pending
+        self._completer = completer
+        self._claim = threading.Lock()
+        self._handed = False
+
+    # concurrent.futures.wait and as_completed install their waiters here:
+    # from then on the completer thread must finish the call, as the
+    # waiting thread will not.
+    @property
+    def _waiters(self):
+        if not self._handed and self._state == "RUNNING":
+            self._handed = True
+            self._completer.add(self)
+        return self.__dict__["_spore_waiters"]
+
+    @_waiters.setter
+    def _waiters(self, value):
+        self.__dict__["_spore_waiters"] = value
+
+    def add_done_callback(self, fn):
+        if not self._handed and not self.done():
+            self._handed = True
+            self._completer.add(self)
+        super().add_done_callback(fn)
+
+    def done(self):
+        if super().done():
+            return True
+        if self._claim.acquire(False):
+            try:
+                if not super().done() and self._pending is not None and _c.spore_call_done(self._pending):
+                    self._finish(0)
+            finally:
+                self._release()
+        return super().done()
+
+    def _release(self):
+        self._claim.release()
+        # The completer skips a future while another thread holds the claim;
+        # if it was handed over meanwhile, hand it again.
+        if self._handed and not super().done():
+            self._completer.add(self)
+
+    def result(self, timeout=None):
+        self._wait_here(timeout)
+        return super().result(timeout)
+
+    def exception(self, timeout=None):
+        self._wait_here(timeout)
+        return super().exception(timeout)
+
+    def _wait_here(self, timeout):
+        """Waits in C, in slices so that Ctrl-C gets through, if nobody else
+        is; raises TimeoutError when timeout (seconds) passes first."""
+        if super().done() or not self._claim.acquire(False):
+            return  # done, or another thread is finishing it
+        try:
+            remaining = None if timeout is None else int(timeout * 1000)
+            while not super().done() and self._pending is not None:
+                slice_ms = _WAIT_SLICE_MS if remaining is None else max(0, min(_WAIT_SLICE_MS, remaining))
+                if self._finish(slice_ms):
+                    return
+                if remaining is not None:
+                    remaining -= slice_ms
+                    if remaining <= 0:
+                        raise concurrent.futures.TimeoutError()
+        finally:
+            self._release()
+
+    def _finish(self, timeout_ms):
+        """With _claim held: waits up to timeout_ms for the reply; on an
+        outcome sets it, frees the C call and returns True."""
+        pending = self._pending
+        rc, text, data = _c.spore_wait_result(pending, timeout_ms)
+        if rc == _c.SPORE_ETIMEDOUT and _c.spore_call_error(pending).code == _c.SPORE_OK:
+            return False
+        try:
+            if rc < 0:
+                self.set_exception(_error_from(_c.spore_call_error(pending)))
+            else:
+                value = json.loads(text) if text else None
+                self.set_result(Reply(value, data) if data else value)
+        except concurrent.futures.InvalidStateError:
+            pass
+        finally:
+            self._pending = None
+            _c.spore_call_free(pending)
+        return True
+
+    def __del__(self):
+        pending, self._pending = getattr(self, "_pending", None), None
+        if pending is not None:
+            _c.spore_call_free(pending)
+
+
 class _Completer(threading.Thread):
-    """One thread per router that completes the futures of async calls: it
-    waits on their fds (spore_call_fd) and collects the replies."""
+    """One thread per router that completes the futures handed to it (see
+    _Future): it waits on their call fds (spore_call_fd)."""
 
     def __init__(self):
         super().__init__(name="spore-completer", daemon=True)
@@ -181,10 +290,10 @@ class _Completer(threading.Thread):
         self._pending = {}
         self._stopping = False
 
-    def add(self, pending, future):
+    def add(self, future):
         # One wake-up per burst: the thread takes everything queued at once.
         with self._lock:
-            self._incoming.append((pending, future))
+            self._incoming.append(future)
             wake = len(self._incoming) == 1
         if wake:
             os.write(self._wake_w, b"x")
@@ -197,6 +306,31 @@ class _Completer(threading.Thread):
         os.close(self._wake_w)
         self._sel.close()
 
+    def _take(self, future):
+        # A thread already waiting in C on it finishes it itself.
+        if future.done() or not future._claim.acquire(False):
+            return
+        if future._pending is None or future.done():
+            future._claim.release()
+            return
+        # Most calls of a burst have their reply by now: no fd for those.
+        if _c.spore_call_done(future._pending):
+            self._finish(future)
+            return
+        fd = _c.spore_call_fd(future._pending)
+        if fd < 0:
+            self._finish(future)
+            return
+        self._pending[fd] = future  # keeps _claim until finished
+        self._sel.register(fd, selectors.EVENT_READ, fd)
+
+    @staticmethod
+    def _finish(future):
+        try:
+            future._finish(0)
+        finally:
+            future._claim.release()
+
     def run(self):
         while True:
             for key, _ in self._sel.select():
@@ -204,42 +338,18 @@ class _Completer(threading.Thread):
                     os.read(self._wake_r, 4096)
                     with self._lock:
                         incoming, self._incoming = self._incoming, []
-                    for pending, future in incoming:
-                        # Most calls of a burst have their reply by now: no
-                        # fd and no selector round for those.
-                        if _c.spore_call_done(pending):
-                            self._finish(pending, future)
-                            continue
-                        fd = _c.spore_call_fd(pending)
-                        if fd < 0:
-                            self._finish(pending, future)
-                        else:
-                            self._pending[fd] = (pending, future)
-                            self._sel.register(fd, selectors.EVENT_READ, fd)
+                    for future in incoming:
+                        self._take(future)
                     continue
-                pending, future = self._pending.pop(key.data)
+                future = self._pending.pop(key.data)
                 self._sel.unregister(key.data)
-                self._finish(pending, future)
+                self._finish(future)
             if self._stopping:
                 # The router is going: every call still out fails as ShutDown.
-                for pending, future in list(self._pending.values()):
-                    self._finish(pending, future)
+                for future in list(self._pending.values()):
+                    self._finish(future)
                 self._pending.clear()
                 return
-
-    @staticmethod
-    def _finish(pending, future):
-        try:
-            rc, text, data = _c.spore_wait_result(pending, 0)
-            if rc < 0:
-                future.set_exception(_error_from(_c.spore_call_error(pending)))
-            else:
-                value = json.loads(text) if text else None
-                future.set_result(Reply(value, data) if data else value)
-        except concurrent.futures.InvalidStateError:
-            pass  # cancelled by its owner
-        finally:
-            _c.spore_call_free(pending)
 
 
 # --------------------------------------------------------------- the logs
@@ -419,10 +529,7 @@ class Context:
         """Starts a call and returns a concurrent.futures.Future of its result."""
         rc, pending = _c.spore_call_async(self._h(), function, _args_json(args), _data(data))
         _check(rc)
-        future = concurrent.futures.Future()
-        future.set_running_or_notify_cancel()
-        self._router._completer.add(pending, future)
-        return future
+        return _Future(pending, self._router._completer)
 
     def call_no_reply(self, function, *, data=None, **args):
         """Sends a call nobody waits for (failures are logged by the agent)."""
@@ -446,7 +553,9 @@ def _wait(pending, timeout):
     while True:
         slice_ms = _WAIT_SLICE_MS if remaining is None else max(0, min(_WAIT_SLICE_MS, remaining))
         rc, text, data = _c.spore_wait_result(pending, slice_ms)
-        if rc == _c.SPORE_ETIMEDOUT and not _c.spore_call_done(pending):
+        # ETIMEDOUT is this slice running out (no error recorded on the
+        # call yet) or the call's own failure.
+        if rc == _c.SPORE_ETIMEDOUT and _c.spore_call_error(pending).code == _c.SPORE_OK:
             if remaining is not None:
                 remaining -= slice_ms
                 if remaining <= 0:

@@ -287,3 +287,38 @@ def test_ctrl_c_interrupts_a_blocking_call(router):
     assert time.monotonic() - t0 < 2.0
     timer.join()
     assert ctx.call("sys.ping") is True
+
+
+def test_futures_completed_by_any_means(router):
+    """result() waits on the caller's thread; wait(), as_completed() and
+    callbacks are served by the completer thread; both at once on the same
+    futures still complete each exactly once."""
+    ctx = router.local()
+    seen = []
+    f = ctx.call_async("sys.echo", value="cb")
+    f.add_done_callback(lambda fut: seen.append(fut.result()))
+    assert f.result(timeout=10) == "cb"
+    end = time.monotonic() + 5
+    while not seen and time.monotonic() < end:
+        time.sleep(0.01)
+    assert seen == ["cb"]
+
+    futures = [ctx.call_async("sys.echo", value=i) for i in range(100)]
+    assert sorted(f.result() for f in concurrent.futures.as_completed(futures, timeout=20)) == list(range(100))
+
+    # A thread whose result(timeout) runs out while another is in wait():
+    # the waiting thread is still woken when the reply comes.
+    slow = ctx.call_async("proc.run", argv=["sleep", "0.5"])
+    box = {}
+    waiter = threading.Thread(target=lambda: box.update(done=concurrent.futures.wait([slow], timeout=10)))
+    with pytest.raises(concurrent.futures.TimeoutError):
+        # holds the future while the waiter installs itself
+        threading.Timer(0.05, waiter.start).start()
+        slow.result(timeout=0.2)
+    waiter_started = time.monotonic()
+    while not waiter.is_alive() and time.monotonic() - waiter_started < 2:
+        time.sleep(0.01)
+    waiter.join(10)
+    done, not_done = box["done"]
+    assert slow in done and not not_done
+    assert slow.result()["rc"] == 0

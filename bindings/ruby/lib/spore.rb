@@ -107,7 +107,9 @@ module Spore
     loop do
       slice = remaining ? [[WAIT_SLICE_MS, remaining].min, 0].max : WAIT_SLICE_MS
       rc, json, data = C.spore_rb_wait_result(pending, slice)
-      if rc == C::SPORE_ETIMEDOUT && C.spore_call_done(pending) == 0
+      # ETIMEDOUT is this slice running out (no error recorded on the call
+      # yet) or the call's own failure.
+      if rc == C::SPORE_ETIMEDOUT && C.spore_call_error(pending).code == C::SPORE_OK
         if remaining
           remaining -= slice
           raise Timeout.new("call timed out after #{(timeout * 1000).to_i} ms", C::SPORE_ETIMEDOUT) if remaining <= 0
