@@ -84,6 +84,9 @@ func (p *Pending) Done() bool {
 // Wait waits for the call's result until ctx ends. When ctx ends first the
 // call stays pending: Wait may be called again.
 func (p *Pending) Wait(ctx context.Context) (Result, error) {
+	if ctx.Err() != nil {
+		return Result{}, waitError(ctx, p.function+" in "+p.ctx.name, p.ctx.name, p.function)
+	}
 	select {
 	case p.sem <- struct{}{}:
 	case <-ctx.Done():

@@ -56,7 +56,8 @@ func (c *Context) handle(f func(h capi.SwigcptrStruct_SS_spore_context) error) e
 }
 
 // Shutdown asks the context to exit (its own children first) and waits
-// until it has disconnected, or until ctx ends (5 s without a deadline).
+// until it has disconnected, for at most ctx's deadline (5 s without one;
+// cancellation is not noticed during the wait, which is bounded anyway).
 // Calls waiting on it fail with ErrDisconnected.
 func (c *Context) Shutdown(ctx context.Context) error {
 	timeout := 5 * time.Second

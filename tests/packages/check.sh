@@ -2,7 +2,8 @@
 # Checks the Debian packages made by scripts/package: they unpack into a
 # clean root (dpkg-deb -x, no installation on this machine), and from there,
 # with no build-tree paths, the C example builds with pkg-config and runs,
-# the CLI runs, and the Python and Ruby bindings load and call.
+# the CLI runs, the Python and Ruby bindings load and call, and the Go
+# example builds from the packaged module sources and runs.
 # Usage: tests/packages/check.sh DIR_WITH_DEBS (run by scripts/test)
 set -euo pipefail
 debs=${1:?usage: check.sh DIR_WITH_DEBS}
@@ -13,7 +14,7 @@ failures=0
 fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
 pass() { echo "ok: $*"; }
 
-for p in libspore0 libspore-dev spore python3-spore ruby-spore; do
+for p in libspore0 libspore-dev spore python3-spore ruby-spore golang-spore-dev; do
     deb=$(ls "$debs"/${p}_*.deb 2>/dev/null | head -n 1 || true)
     if [ -z "$deb" ]; then fail "no package $p in $debs"; continue; fi
     dpkg-deb -x "$deb" "$root"
@@ -75,6 +76,31 @@ Spore::Router.open { |r| print $LOADED_FEATURES.grep(/spore/).join(" "), " ", r.
     pass "packaged Ruby binding loads and calls"
 else
     fail "ruby: $out"
+fi
+# Go: a program outside any build tree, using the packaged module through a
+# replace directive and cgo flags from the packaged spore.pc.
+gosrc=$root/usr/share/gocode/src/spore.dev/spore
+go=$(command -v go || ls -d /usr/lib/go-1.*/bin/go 2>/dev/null | sort -V | tail -n 1 || true)
+if [ ! -f "$gosrc/go.mod" ] || [ ! -f "$gosrc/internal/capi/capi.go" ]; then
+    fail "no Go module in /usr/share/gocode/src/spore.dev/spore"
+elif [ -z "$go" ]; then
+    fail "no go command to build the Go example with (scripts/setup installs it)"
+else
+    mkdir -p "$root/gohello"
+    cp "$gosrc/examples/hello/main.go" "$root/gohello/"
+    printf 'module gohello\n\ngo 1.21\n\nrequire spore.dev/spore v0.0.0\n\nreplace spore.dev/spore => %s\n' "$gosrc" \
+        >"$root/gohello/go.mod"
+    if (cd "$root/gohello" && GOCACHE=$root/go-cache GOPATH=$root/go-path GOPROXY=off GOTOOLCHAIN=local \
+            GOTELEMETRY=off GOFLAGS=-mod=mod "$go" build -o "$root/gohello/hello" .) 2>"$root/go.err"; then
+        pass "the Go example builds from the packaged module with the packaged pkg-config"
+        if out=$("$root/gohello/hello" 2>&1) && printf '%s' "$out" | grep -q 'hello from'; then
+            pass "the Go example runs against the packaged library and agent"
+        else
+            fail "go hello: $out"
+        fi
+    else
+        fail "the Go example does not build: $(cat "$root/go.err")"
+    fi
 fi
 [ "$failures" -eq 0 ] || { echo "$failures check(s) failed"; exit 1; }
 echo "all package checks passed"
