@@ -635,3 +635,80 @@ func TestGarbageCollectorFreesEverything(t *testing.T) {
 	}
 	requireNoDescendants(t)
 }
+
+// harnessEnv reads the variables of the test harness (tests/harness: real
+// accounts, sudo and doas rules and an sshd on 127.0.0.1, made by the ctest
+// fixture as root), or skips the test when there is none.
+func harnessEnv(t *testing.T) map[string]string {
+	t.Helper()
+	dir := os.Getenv("SPORE_TEST_HARNESS")
+	env := map[string]string{}
+	for _, f := range []string{dir + "/env", dir + "/sshd/env"} {
+		b, err := os.ReadFile(f)
+		if dir == "" || err != nil {
+			t.Skipf("no test harness (%s): run as root under ctest", f)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			k, v, ok := strings.Cut(strings.TrimPrefix(line, "export "), "=")
+			if ok && strings.HasPrefix(line, "export ") {
+				env[k] = strings.Trim(v, "'")
+			}
+		}
+	}
+	return env
+}
+
+func TestTransportsAndTheirErrors(t *testing.T) {
+	env := harnessEnv(t)
+	r := newRouter(t)
+	ctx := bg(t)
+	ssh := func(user string, opts spore.Options) (*spore.Context, error) {
+		o := spore.Options{"username": user, "port": env["SPORE_TEST_SSHD_PORT"],
+			"known_hosts_file": env["SPORE_TEST_KNOWN_HOSTS"], "connect_timeout": 20 * time.Second}
+		for k, v := range opts {
+			o[k] = v
+		}
+		if p, err := strconv.Atoi(env["SPORE_TEST_SSHD_PORT"]); err == nil {
+			o["port"] = p
+		}
+		return r.SSH(ctx, env["SPORE_TEST_SSHD_HOST"], nil, o)
+	}
+	c, err := ssh("spore-test-sudo-nopw", spore.Options{"identity_file": env["SPORE_TEST_KEY"]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u := must(spore.CallAs[map[string]any](ctx, c, "sys.info", nil))["user"]; u != "spore-test-sudo-nopw" {
+		t.Fatalf("ssh context runs as %v", u)
+	}
+	s := must(r.Sudo(ctx, "spore-test-target", c, nil))
+	if u := must(spore.CallAs[map[string]any](ctx, s, "sys.info", nil))["user"]; u != "spore-test-target" {
+		t.Fatalf("sudo through ssh runs as %v", u)
+	}
+
+	_, err = ssh("spore-test-key", spore.Options{"identity_file": env["SPORE_TEST_KEY"], "known_hosts_file": "/dev/null"})
+	if !errors.Is(err, spore.ErrHostKey) {
+		t.Fatalf("unknown host key: %v", err)
+	}
+	_, err = ssh("spore-test-pw", spore.Options{"password": "not-the-password"})
+	if !errors.Is(err, spore.ErrAuth) {
+		t.Fatalf("wrong ssh password: %v", err)
+	}
+	pw := must(ssh("spore-test-sudo-pw", spore.Options{"identity_file": env["SPORE_TEST_KEY"]}))
+	if _, err = r.Sudo(ctx, "", pw, nil); !errors.Is(err, spore.ErrPasswordRequired) {
+		t.Fatalf("sudo without the password it needs: %v", err)
+	}
+	if _, err = r.Sudo(ctx, "", pw, spore.Options{"password": "not-the-password"}); !errors.Is(err, spore.ErrAuth) {
+		t.Fatalf("sudo with a wrong password: %v", err)
+	}
+	nosudo := must(ssh("spore-test-nosudo", spore.Options{"identity_file": env["SPORE_TEST_KEY"]}))
+	_, err = r.Sudo(ctx, "", nosudo, spore.Options{"password": env["SPORE_TEST_PW_NOSUDO"]})
+	var e *spore.Error
+	if !errors.Is(err, spore.ErrDenied) || !errors.As(err, &e) || !strings.Contains(e.Context, "sudo") {
+		t.Fatalf("sudo by a user who may not: %v", err)
+	}
+	for k, v := range env {
+		if strings.HasPrefix(k, "SPORE_TEST_PW_") && v != "" && strings.Contains(err.Error(), v) {
+			t.Fatal("an error message shows a password")
+		}
+	}
+}

@@ -322,3 +322,49 @@ def test_futures_completed_by_any_means(router):
     done, not_done = box["done"]
     assert slow in done and not not_done
     assert slow.result()["rc"] == 0
+
+
+def harness_env():
+    """Variables of the test harness (real accounts and an sshd, made by the
+    ctest fixture as root), or a skip when there is none."""
+    d = os.environ.get("SPORE_TEST_HARNESS", "")
+    env = {}
+    for path in (d + "/env", d + "/sshd/env"):
+        if not d or not os.path.exists(path):
+            pytest.skip("no test harness (%s): run as root under ctest" % path)
+        with open(path) as f:
+            for line in f:
+                if line.startswith("export ") and "=" in line:
+                    k, v = line[7:].rstrip("\n").split("=", 1)
+                    env[k] = v.strip("'")
+    return env
+
+
+def test_transports_and_their_errors(router):
+    env = harness_env()
+
+    def ssh(user, **opts):
+        o = dict(username=user, port=int(env["SPORE_TEST_SSHD_PORT"]),
+                 known_hosts_file=env["SPORE_TEST_KNOWN_HOSTS"], connect_timeout=20000)
+        o.update(opts)
+        return router.ssh(env["SPORE_TEST_SSHD_HOST"], **o)
+
+    c = ssh("spore-test-sudo-nopw", identity_file=env["SPORE_TEST_KEY"])
+    assert c.call("sys.info")["user"] == "spore-test-sudo-nopw"
+    s = router.sudo("spore-test-target", via=c)
+    assert s.call("sys.info")["user"] == "spore-test-target"
+
+    with pytest.raises(spore.HostKeyError):
+        ssh("spore-test-key", identity_file=env["SPORE_TEST_KEY"], known_hosts_file="/dev/null")
+    with pytest.raises(spore.AuthenticationFailed):
+        ssh("spore-test-pw", password="not-the-password")
+    pw = ssh("spore-test-sudo-pw", identity_file=env["SPORE_TEST_KEY"])
+    with pytest.raises(spore.PasswordRequired):
+        router.sudo(via=pw)
+    with pytest.raises(spore.AuthenticationFailed):
+        router.sudo(via=pw, password="not-the-password")
+    nosudo = ssh("spore-test-nosudo", identity_file=env["SPORE_TEST_KEY"])
+    with pytest.raises(spore.Denied) as e:
+        router.sudo(via=nosudo, password=env["SPORE_TEST_PW_NOSUDO"])
+    assert "sudo" in e.value.context
+    assert env["SPORE_TEST_PW_NOSUDO"] not in str(e.value)

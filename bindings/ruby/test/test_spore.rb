@@ -143,4 +143,43 @@ class SporeTest < Minitest::Test
     ctx.router.close
     assert_no_descendants
   end
+  # Variables of the test harness (real accounts and an sshd, made by the
+  # ctest fixture as root); the test skips without one.
+  def harness_env
+    dir = ENV["SPORE_TEST_HARNESS"].to_s
+    env = {}
+    ["#{dir}/env", "#{dir}/sshd/env"].each do |path|
+      skip "no test harness (#{path}): run as root under ctest" if dir.empty? || !File.exist?(path)
+      File.foreach(path) do |line|
+        next unless line.start_with?("export ") && line.include?("=")
+        k, v = line[7..].chomp.split("=", 2)
+        env[k] = v.delete_prefix("'").delete_suffix("'")
+      end
+    end
+    env
+  end
+
+  def test_transports_and_their_errors
+    env = harness_env
+    Spore::Router.open do |r|
+      ssh = lambda do |user, **opts|
+        r.ssh(env["SPORE_TEST_SSHD_HOST"], username: user, port: env["SPORE_TEST_SSHD_PORT"].to_i,
+              known_hosts_file: env["SPORE_TEST_KNOWN_HOSTS"], connect_timeout: 20_000, **opts)
+      end
+      c = ssh.call("spore-test-sudo-nopw", identity_file: env["SPORE_TEST_KEY"])
+      assert_equal "spore-test-sudo-nopw", c.call("sys.info")["user"]
+      assert_equal "spore-test-target", r.sudo("spore-test-target", via: c).call("sys.info")["user"]
+      assert_raises(Spore::HostKeyError) do
+        ssh.call("spore-test-key", identity_file: env["SPORE_TEST_KEY"], known_hosts_file: "/dev/null")
+      end
+      assert_raises(Spore::AuthenticationFailed) { ssh.call("spore-test-pw", password: "not-the-password") }
+      pw = ssh.call("spore-test-sudo-pw", identity_file: env["SPORE_TEST_KEY"])
+      assert_raises(Spore::PasswordRequired) { r.sudo(via: pw) }
+      nosudo = ssh.call("spore-test-nosudo", identity_file: env["SPORE_TEST_KEY"])
+      e = assert_raises(Spore::Denied) { r.sudo(via: nosudo, password: env["SPORE_TEST_PW_NOSUDO"]) }
+      assert_includes e.context, "sudo"
+      refute_includes e.message, env["SPORE_TEST_PW_NOSUDO"]
+    end
+    assert_no_descendants
+  end
 end
