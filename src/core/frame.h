@@ -29,8 +29,8 @@ enum Handle : uint32_t {
     kHandleDelRoute = 103,    // {"id"}: a context and everything behind it is gone
     kHandleAllocIds = 104,    // ask the master for a block of context ids
     kHandleShutdown = 105,    // shut down gracefully (parent authority required)
-    kHandleFileData = 106,    // reserved: file chunk
-    kHandleFileAck = 107,     // reserved: file window acknowledgement
+    kHandleChanData = 106,    // {"ch", ...} + bytes: data of a channel (file transfer, process stream)
+    kHandleChanAck = 107,     // {"ch","n"}: n bytes of a channel consumed; refills the sender's window
     kHandleStreamData = 108,  // reserved: process stream data
     kHandleDetach = 109,      // reserved: child detaches from its parent
     kHandleInit = 110,        // parent -> new child: its configuration

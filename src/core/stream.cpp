@@ -85,17 +85,21 @@ ssize_t Stream::write_fd(const void *buf, size_t len) {
 bool Stream::send(const Message &m) {
     std::string bytes;
     encode_message(m, bytes);
-    return send_raw(std::move(bytes));
+    // Channel data (file and process stream chunks) waits behind everything
+    // else, so a call or an acknowledgement never queues behind bulk bytes.
+    return send_raw(std::move(bytes), m.h.handle == kHandleChanData);
 }
 
-bool Stream::send_raw(std::string bytes) {
+bool Stream::queue_empty_locked() const { return cur_.empty() && pq_.empty() && bq_.empty(); }
+
+bool Stream::send_raw(std::string bytes, bool bulk) {
     std::unique_lock<std::mutex> lk(wmu_);
     if (closed_) return false;
     if (loop_.in_loop_thread() && corked_) {  // corked_ is loop-thread state
-        enqueue_locked(std::move(bytes));
+        enqueue_locked(std::move(bytes), bulk);
         return true;
     }
-    if (wq_.empty()) {
+    if (queue_empty_locked()) {
         // Fast path: write straight from the calling thread.
         size_t off = 0;
         while (off < bytes.size()) {
@@ -114,9 +118,13 @@ bool Stream::send_raw(std::string bytes) {
             return false;
         }
         if (off == bytes.size()) return true;
-        wq_off_ = off;
+        // The rest of a message that has started must leave first.
+        wq_bytes_ += bytes.size() - off;
+        cur_ = std::move(bytes);
+        cur_off_ = off;
+    } else {
+        enqueue_locked(std::move(bytes), bulk);
     }
-    enqueue_locked(std::move(bytes));
     if (!wev_active_) {
         wev_active_ = true;
         lk.unlock();
@@ -125,15 +133,25 @@ bool Stream::send_raw(std::string bytes) {
     return true;
 }
 
-void Stream::enqueue_locked(std::string bytes) {
+void Stream::enqueue_locked(std::string bytes, bool bulk) {
     wq_bytes_ += bytes.size();
-    // Small messages queued back to back (a batch of replies) share one
-    // buffer, so they leave in few large writes instead of many tiny ones.
-    if (!wq_.empty() && bytes.size() < kCoalesceLimit && wq_.back().size() + bytes.size() <= kCoalesceLimit) {
-        wq_.back() += bytes;
+    if (bulk) {
+        bq_bytes_ += bytes.size();
+        bq_.push_back(std::move(bytes));
         return;
     }
-    wq_.push_back(std::move(bytes));
+    // Small messages queued back to back (a batch of replies) share one
+    // buffer, so they leave in few large writes instead of many tiny ones.
+    if (!pq_.empty() && bytes.size() < kCoalesceLimit && pq_.back().size() + bytes.size() <= kCoalesceLimit) {
+        pq_.back() += bytes;
+        return;
+    }
+    pq_.push_back(std::move(bytes));
+}
+
+size_t Stream::queued_bytes() const {
+    std::lock_guard<std::mutex> lk(wmu_);
+    return wq_bytes_;
 }
 
 void Stream::request_write_event() {
@@ -149,15 +167,23 @@ void Stream::request_write_event() {
 }
 
 bool Stream::flush_locked(int &errno_out) {
-    while (!wq_.empty()) {
+    // Order on the wire: the message already started (cur_), then control
+    // messages (pq_), then channel data (bq_).
+    while (!queue_empty_locked()) {
         iovec iov[64];
         int n_iov = 0;
-        size_t off = wq_off_;
-        for (auto it = wq_.begin(); it != wq_.end() && n_iov < 64; ++it) {
-            iov[n_iov].iov_base = const_cast<char *>(it->data()) + off;
-            iov[n_iov].iov_len = it->size() - off;
-            off = 0;
+        if (!cur_.empty()) {
+            iov[n_iov].iov_base = cur_.data() + cur_off_;
+            iov[n_iov].iov_len = cur_.size() - cur_off_;
             ++n_iov;
+        }
+        for (auto it = pq_.begin(); it != pq_.end() && n_iov < 64; ++it, ++n_iov) {
+            iov[n_iov].iov_base = it->data();
+            iov[n_iov].iov_len = it->size();
+        }
+        for (auto it = bq_.begin(); it != bq_.end() && n_iov < 64; ++it, ++n_iov) {
+            iov[n_iov].iov_base = it->data();
+            iov[n_iov].iov_len = it->size();
         }
         ssize_t n;
         if (wfd_is_socket_) {
@@ -177,17 +203,38 @@ bool Stream::flush_locked(int &errno_out) {
         bytes_out_ += uint64_t(n);
         size_t left = size_t(n);
         wq_bytes_ -= left;
-        while (left > 0 && !wq_.empty()) {
-            size_t avail = wq_.front().size() - wq_off_;
+        // Consume in the order of the iovecs; a message left half written
+        // becomes cur_.
+        if (!cur_.empty()) {
+            size_t avail = cur_.size() - cur_off_;
             if (left >= avail) {
                 left -= avail;
-                wq_.pop_front();
-                wq_off_ = 0;
+                cur_.clear();
+                cur_.shrink_to_fit();
+                cur_off_ = 0;
             } else {
-                wq_off_ += left;
+                cur_off_ += left;
                 left = 0;
             }
         }
+        auto take = [&](std::deque<std::string> &q, bool bulk) {
+            while (left > 0 && !q.empty()) {
+                size_t sz = q.front().size();
+                if (left >= sz) {
+                    left -= sz;
+                    if (bulk) bq_bytes_ -= sz;
+                    q.pop_front();
+                } else {
+                    if (bulk) bq_bytes_ -= sz;
+                    cur_ = std::move(q.front());
+                    cur_off_ = left;
+                    q.pop_front();
+                    left = 0;
+                }
+            }
+        };
+        take(pq_, false);
+        take(bq_, true);
     }
     return true;
 }
@@ -200,7 +247,7 @@ void Stream::handle_write() {
     std::unique_lock<std::mutex> lk(wmu_);
     if (closed_) return;
     bool ok = flush_locked(err);
-    if (ok && wq_.empty()) {
+    if (ok && queue_empty_locked()) {
         wev_active_ = false;
         event_del(wev_.get());
     }
@@ -279,9 +326,9 @@ void Stream::uncork() {
     corked_ = false;
     int err = 0;
     std::unique_lock<std::mutex> lk(wmu_);
-    if (closed_ || wq_.empty() || wev_active_) return;
+    if (closed_ || queue_empty_locked() || wev_active_) return;
     bool ok = flush_locked(err);
-    if (ok && !wq_.empty()) {
+    if (ok && !queue_empty_locked()) {
         wev_active_ = true;
         event_add(wev_.get(), nullptr);
     }
@@ -295,8 +342,10 @@ void Stream::close(const std::string &reason) {
         std::lock_guard<std::mutex> lk(wmu_);
         if (closed_) return;
         closed_ = true;
-        wq_.clear();
-        wq_bytes_ = 0;
+        cur_.clear();
+        pq_.clear();
+        bq_.clear();
+        wq_bytes_ = bq_bytes_ = 0;
     }
     rev_.reset();
     wev_.reset();

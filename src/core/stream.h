@@ -41,8 +41,12 @@ public:
     void switch_to_frames(std::string_view leftover);
 
     // Queues a message. Thread-safe. Returns false if the stream is closed.
+    // Channel data (kHandleChanData) is bulk: it leaves after every control
+    // message queued before or after it, never in the middle of one.
     bool send(const Message &m);
-    bool send_raw(std::string bytes);
+    bool send_raw(std::string bytes, bool bulk = false);
+    // Bytes waiting to be written (all classes). Thread-safe.
+    size_t queued_bytes() const;
 
     // Closes the stream (loop thread): fds closed, on_close called once.
     void close(const std::string &reason);
@@ -71,7 +75,8 @@ private:
     // Returns false on a fatal write error (errno_out set).
     bool flush_locked(int &errno_out);
     void request_write_event();
-    void enqueue_locked(std::string bytes);
+    void enqueue_locked(std::string bytes, bool bulk);
+    bool queue_empty_locked() const;
     void uncork();
     ssize_t write_fd(const void *buf, size_t len);
 
@@ -89,9 +94,12 @@ private:
     RawFn on_raw_;
 
     mutable std::mutex wmu_;
-    std::deque<std::string> wq_;
-    size_t wq_off_ = 0;       // bytes of wq_.front() already written
-    size_t wq_bytes_ = 0;
+    std::string cur_;           // a message partly written; the rest leaves first
+    size_t cur_off_ = 0;        // bytes of cur_ already written
+    std::deque<std::string> pq_;  // control messages (calls, replies, acks, logs)
+    std::deque<std::string> bq_;  // channel data
+    size_t wq_bytes_ = 0;       // everything queued
+    size_t bq_bytes_ = 0;       // channel data queued
     bool wev_active_ = false;  // guarded by wmu_
     // While the loop thread dispatches a batch of messages read at once, its
     // own writes are queued and leave in one writev at the end of the batch.
