@@ -34,6 +34,10 @@ const (
 	ErrPasswordRequired Code = -17 // a password is needed and none was given
 	ErrHostKey          Code = -18 // host key verification failed
 	ErrDenied           Code = -19 // not allowed to become that user
+	ErrNotFound         Code = -20 // no such file or directory (file transfers)
+	ErrPermission       Code = -21 // permission denied (file transfers)
+	ErrNoSpace          Code = -22 // no space left on device (file transfers)
+	ErrChanged          Code = -23 // the source file changed size during a transfer
 )
 
 var codeNames = map[Code]string{
@@ -42,12 +46,13 @@ var codeNames = map[Code]string{
 	ErrRefused: "EREFUSED", ErrTooBig: "ETOOBIG", ErrProto: "EPROTO", ErrNoRoute: "ENOROUTE",
 	ErrShutdown: "ESHUTDOWN", ErrInternal: "EINTERNAL", ErrUnknown: "EUNKNOWN", ErrAuth: "EAUTH",
 	ErrPasswordRequired: "EPASSREQ", ErrHostKey: "EHOSTKEY", ErrDenied: "EDENIED",
+	ErrNotFound: "ENOENT", ErrPermission: "EACCES", ErrNoSpace: "ENOSPC", ErrChanged: "ECHANGED",
 }
 
 // Codes lists every error code, in the C library's order.
 func Codes() []Code {
 	out := make([]Code, 0, len(codeNames))
-	for c := ErrInvalid; c >= ErrDenied; c-- {
+	for c := ErrInvalid; c >= ErrChanged; c-- {
 		out = append(out, c)
 	}
 	return out

@@ -217,7 +217,8 @@ func TestErrorCodesMatchTheCLibrary(t *testing.T) {
 		spore.ErrNoRoute: capi.SPORE_ENOROUTE, spore.ErrShutdown: capi.SPORE_ESHUTDOWN,
 		spore.ErrInternal: capi.SPORE_EINTERNAL, spore.ErrUnknown: capi.SPORE_EUNKNOWN, spore.ErrAuth: capi.SPORE_EAUTH,
 		spore.ErrPasswordRequired: capi.SPORE_EPASSREQ, spore.ErrHostKey: capi.SPORE_EHOSTKEY,
-		spore.ErrDenied: capi.SPORE_EDENIED,
+		spore.ErrDenied: capi.SPORE_EDENIED, spore.ErrNotFound: capi.SPORE_ENOENT,
+		spore.ErrPermission: capi.SPORE_EACCES, spore.ErrNoSpace: capi.SPORE_ENOSPC, spore.ErrChanged: capi.SPORE_ECHANGED,
 	}
 	if len(pairs) != len(codes) {
 		t.Fatalf("the table names %d codes of %d", len(pairs), len(codes))

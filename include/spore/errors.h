@@ -30,14 +30,18 @@
     X(EAUTH,        -16, "authentication failed")                            \
     X(EPASSREQ,     -17, "password required")                                \
     X(EHOSTKEY,     -18, "host key verification failed")                     \
-    X(EDENIED,      -19, "not allowed to become that user")
+    X(EDENIED,      -19, "not allowed to become that user")                  \
+    X(ENOENT,       -20, "no such file or directory")                        \
+    X(EACCES,       -21, "permission denied")                                \
+    X(ENOSPC,       -22, "no space left on device")                          \
+    X(ECHANGED,     -23, "file changed during transfer")
 
 typedef enum spore_error_code {
     SPORE_OK = 0,
 #define SPORE__ERROR_ENUM(name, num, text) SPORE_##name = (num),
     SPORE_ERROR_MAP(SPORE__ERROR_ENUM)
 #undef SPORE__ERROR_ENUM
-    SPORE__ERROR_LAST = -19
+    SPORE__ERROR_LAST = -23
 } spore_error_code;
 
 #endif /* SPORE_ERRORS_H */

@@ -318,6 +318,60 @@ SPORE_EXTERN(int) spore_chain_call(spore_result **out, spore_chain *chain, const
 /** Frees the chain and tells the context to forget its state. NULL is a no-op. */
 SPORE_EXTERN(void) spore_chain_free(spore_chain *chain) SPORE_NOEXCEPT;
 
+/* ------------------------------------------------------------------- files */
+
+/* File transfers to and from a context, through any number of hops.
+ * Files up to 128 KiB travel in one message; larger ones stream in chunks
+ * over a channel whose window (the "window" option, default 4 MiB) bounds
+ * the bytes in flight, and so the memory used at every hop. The destination
+ * is written to a temporary file beside it (".<name>.spore-XXXXXX"), synced
+ * and renamed over the destination: a reader sees the old file or the whole
+ * new one, and a failure leaves nothing behind. A source that grows or
+ * shrinks while it is read fails the transfer with SPORE_ECHANGED.
+ *
+ * Options (opts may be NULL): "mode" (int, permission bits of the
+ * destination; default: the source's, or for put_bytes the replaced file's
+ * or 0644 less the umask), "preserve_owner" (bool, default false: give the
+ * destination the source's uid and gid where the writer may, i.e. as root;
+ * elsewhere it is skipped), "preserve_mtime" (bool, default true),
+ * "sync" (bool, default true: fsync before the rename), "window" (int bytes,
+ * 65536 to 67108864), "timeout" (int ms for the whole transfer, default -1:
+ * none), "max_size" (int bytes, spore_get_bytes only, default 128 MiB).
+ *
+ * All of them block the calling thread, which reads or writes the local
+ * file itself; several may run at once on one context and share its stream
+ * fairly with calls. Errors: SPORE_ENOENT (the source, or the destination's
+ * directory, does not exist), SPORE_EACCES (not permitted), SPORE_ENOSPC
+ * (the destination's filesystem is full), SPORE_ECHANGED, SPORE_EINVAL (bad
+ * option; the source is not a regular file; the destination is a
+ * directory), SPORE_EREMOTE (other I/O errors, remote_type names the kind),
+ * SPORE_ETIMEDOUT, SPORE_EDISCONNECTED, SPORE_ESHUTDOWN, and for
+ * spore_get_bytes SPORE_ETOOBIG. Failures on this side name the local path;
+ * every message names the context. */
+
+/** Copies the local file local_path to remote_path in the context.
+ *  @return SPORE_OK or an error code above. */
+SPORE_EXTERN(int) spore_put_file(spore_context *ctx, const char *local_path, const char *remote_path,
+                                 const spore_options *opts) SPORE_NOEXCEPT;
+
+/** Writes len bytes of data (copied before the function returns; NULL
+ *  with len 0 for an empty file) as the file remote_path in the context.
+ *  @return SPORE_OK or an error code above. */
+SPORE_EXTERN(int) spore_put_bytes(spore_context *ctx, const void *data, size_t len, const char *remote_path,
+                                  const spore_options *opts) SPORE_NOEXCEPT;
+
+/** Copies the file remote_path of the context to local_path here.
+ *  @return SPORE_OK or an error code above. */
+SPORE_EXTERN(int) spore_get_file(spore_context *ctx, const char *remote_path, const char *local_path,
+                                 const spore_options *opts) SPORE_NOEXCEPT;
+
+/** Reads the file remote_path of the context into memory. *out (free with
+ *  spore_result_free) has the content as its binary part and the file's
+ *  metadata as its JSON: {"size", "mode", "mtime_sec", "mtime_nsec", "uid",
+ *  "gid", ...}. @return SPORE_OK or an error code above. */
+SPORE_EXTERN(int) spore_get_bytes(spore_result **out, spore_context *ctx, const char *remote_path,
+                                  const spore_options *opts) SPORE_NOEXCEPT;
+
 /* ----------------------------------------------------------------- results */
 
 /** The result as JSON text (borrowed, NUL-terminated, never NULL). */

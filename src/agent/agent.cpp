@@ -110,6 +110,11 @@ int Agent::run(int parent_in, int parent_out) {
                         [this](Message &&, const Router::StreamPtr &) { on_shutdown_request(); });
     router_.set_handler(kHandleSetLogLevel, Policy::kParentAuthority,
                         [this](Message &&m, const Router::StreamPtr &) { on_set_log_level(std::move(m)); });
+    // File data and acknowledgements: only from those who may call us.
+    router_.set_handler(kHandleChanData, Policy::kParentAuthority,
+                        [this](Message &&m, const Router::StreamPtr &) { on_chan_data(std::move(m)); });
+    router_.set_handler(kHandleChanAck, Policy::kParentAuthority,
+                        [this](Message &&m, const Router::StreamPtr &) { on_chan_ack(std::move(m)); });
     router_.set_on_parent_lost([this](const std::string &reason) { begin_exit("parent stream closed: " + reason); });
     router_.set_on_child_closed([this](const Router::StreamPtr &s, const std::string &) {
         auto it = children_.find(s->remote_id());
@@ -211,6 +216,24 @@ void Agent::on_call(Message &&m) {
                     context_name(), job.fn};
         return finish_job(job, CallReply{}, &e);
     }
+    if (job.fn == "fs.put") {
+        // The file's data follows this call on the same path: its channel
+        // must exist before the first chunk arrives, even while the call
+        // waits for a worker or for earlier steps of its chain.
+        const cJSON *ch = cJSON_GetObjectItemCaseSensitive(job.args.get(), "ch");
+        if (cJSON_IsNumber(ch) && ch->valuedouble >= 1 && ch->valuedouble <= 4294967295.0) {
+            uint32_t n = uint32_t(ch->valuedouble);
+            int64_t window = json_int(job.args.get(), "window", int64_t(kChanDefaultWindow));
+            if (window < int64_t(kChanMinWindow) || window > int64_t(kChanMaxWindow)) window = int64_t(kChanDefaultWindow);
+            auto inbox = std::make_shared<ChannelInbox>(uint64_t(window) + kChanChunk);
+            if (!channels_.add(job.msg.h.src_id, n, ChannelEndpoint{0, nullptr, inbox})) {
+                ErrorInfo e{SPORE_EPROTO, "fs.put: channel " + std::to_string(n) + " is already in use", "",
+                            context_name(), job.fn};
+                return finish_job(job, CallReply{}, &e);
+            }
+            job.chan = n;
+        }
+    }
     if (!job.chain.empty()) {
         auto existing = chains_.find(job.chain);
         if (job.fn == "spore.forget_chain") {
@@ -243,7 +266,7 @@ void Agent::start_job(Job &&job) {
         return finish_job(job, CallReply{}, &e);
     }
     auto run = [this, b](const Job &j, CallReply &out, ErrorInfo &e) {
-        CallRequest req{j.fn, j.args.get(), j.msg.bin};
+        CallRequest req{j.fn, j.args.get(), j.msg.bin, j.msg.h.src_id};
         try {
             b->fn(req, out, *this);
         } catch (const Error &ex) {
@@ -269,6 +292,7 @@ void Agent::start_job(Job &&job) {
         CallReply out;
         ErrorInfo e;
         run(*shared, out, e);
+        if (shared->chan) channels_.remove(shared->msg.h.src_id, shared->chan);
         if (shared->chain.empty()) {
             // Replies leave from the worker: no extra hop through the loop.
             reply(shared->msg, std::move(out), e.code ? &e : nullptr);
@@ -280,6 +304,7 @@ void Agent::start_job(Job &&job) {
 }
 
 void Agent::finish_job(const Job &job, CallReply &&r, const ErrorInfo *err) {
+    if (job.chan) channels_.remove(job.msg.h.src_id, job.chan);  // a call that never ran
     reply(job.msg, std::move(r), err);
     if (!job.chain.empty()) chain_step_done(job.chain, err);
 }
@@ -421,6 +446,32 @@ void Agent::internal_connect(Job &&job) {
     conn->start();
 }
 
+int Agent::send(Message &m) {
+    m.h.src_id = m.h.auth_id = router_.id();
+    return router_.send(m);
+}
+
+void Agent::on_chan_data(Message &&m) {
+    uint32_t src = m.h.src_id, ch = 0;
+    ChannelChunk c;
+    if (!parse_chan_data(std::move(m), ch, c)) {
+        log(SPORE_LOG_WARNING, "spore.agent", "dropped a malformed channel message from context " + std::to_string(src));
+        return;
+    }
+    auto ep = channels_.find(src, ch);
+    if (!ep) return;  // the transfer already ended (failed): late data is dropped
+    if (ep->inbox) ep->inbox->push(std::move(c));
+    else if (ep->window && c.abort) ep->window->fail(*c.abort);  // the receiver gave up
+}
+
+void Agent::on_chan_ack(Message &&m) {
+    uint32_t ch = 0;
+    uint64_t n = 0;
+    if (!parse_chan_ack(m, ch, n)) return;
+    auto ep = channels_.find(m.h.src_id, ch);
+    if (ep && ep->window) ep->window->credit(n);
+}
+
 void Agent::on_set_log_level(Message &&m) {
     std::string err;
     Json j = json_parse(m.json, kDefaultMaxJsonDepth, &err);
@@ -456,8 +507,10 @@ void Agent::on_shutdown_request() {
 }
 
 void Agent::begin_exit(const std::string &why) {
-    (void)why;
     shutting_down_ = true;
+    // Transfers waiting for data or window room give up.
+    channels_.fail_all(ErrorInfo{SPORE_ESHUTDOWN, "context " + context_name() + " is exiting: " + why, "",
+                                 context_name(), ""});
     loop_.stop();
 }
 

@@ -41,6 +41,8 @@ public:
     void register_process(pid_t pid) override;
     void unregister_process(pid_t pid) override;
     std::string context_name() const override;
+    ChannelTable *channels() override { return &channels_; }
+    int send(Message &m) override;
 
 private:
     struct Job {
@@ -48,6 +50,7 @@ private:
         std::string fn;
         Json args;
         std::string chain;
+        uint32_t chan = 0;  // a channel opened for the call (fs.put), removed when it ends
     };
     struct Chain {
         bool busy = false;
@@ -64,6 +67,8 @@ private:
     void internal_connect(Job &&job);
     void on_shutdown_request();
     void on_set_log_level(Message &&m);
+    void on_chan_data(Message &&m);
+    void on_chan_ack(Message &&m);
     void begin_exit(const std::string &why);
     void final_cleanup();
     void setup_output_capture();
@@ -81,6 +86,7 @@ private:
     std::vector<Message> pre_init_logs_;
     std::unordered_map<uint32_t, std::shared_ptr<Connection>> children_;
     std::unordered_map<std::string, Chain> chains_;
+    ChannelTable channels_;
     std::mutex procs_mu_;
     std::set<pid_t> procs_;
     std::shared_ptr<AgentImage> image_;

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "agent/builtins_util.h"
+#include "core/channel.h"
 
 namespace spore::agent {
 
@@ -29,6 +30,8 @@ constexpr Builtin kBuiltins[] = {
     {"fs.stat", fs_stat, true},
     {"fs.read", fs_read, true},
     {"fs.write", fs_write, true},
+    {"fs.put", fs_put, true},
+    {"fs.get", fs_get, true},
     {"fs.list", fs_list, true},
     {"fs.mkdir", fs_mkdir, true},
     {"fs.remove", fs_remove, true},
@@ -111,17 +114,7 @@ bool arg_bool(const CallRequest &req, const char *key, bool fallback) {
 
 // ---- errors --------------------------------------------------------------
 
-const char *errno_type(int err) noexcept {
-    switch (err) {
-    case ENOENT: return "FileNotFoundError";
-    case EEXIST: return "FileExistsError";
-    case EACCES:
-    case EPERM: return "PermissionError";
-    case ENOTDIR: return "NotADirectoryError";
-    case EISDIR: return "IsADirectoryError";
-    default: return "OSError";
-    }
-}
+const char *errno_type(int err) noexcept { return file_error_type(err); }
 
 namespace {
 // strerror_r comes in a GNU and an XSI flavour.

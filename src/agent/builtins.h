@@ -6,9 +6,11 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
+#include "core/channel.h"
 #include "core/error.h"
 #include "core/json.h"
 
@@ -18,6 +20,7 @@ struct CallRequest {
     std::string_view function;
     const cJSON *args = nullptr;  // always a JSON object
     std::string_view data;        // the call's binary part
+    uint32_t caller = 0;          // the context that made the call (the master, usually)
 };
 
 struct CallReply {
@@ -38,6 +41,11 @@ public:
     virtual void register_process(pid_t pid) = 0;
     virtual void unregister_process(pid_t pid) = 0;
     virtual std::string context_name() const = 0;
+    // Channels of this agent (file transfers): null where there are none.
+    virtual ChannelTable *channels() { return nullptr; }
+    // Sends a message from this agent (src and auth filled in) toward
+    // m.h.dst_id. Returns SPORE_OK or why it could not leave.
+    virtual int send(Message &) { return SPORE_EINTERNAL; }
 };
 
 using BuiltinFn = void (*)(const CallRequest &, CallReply &, Services &);

@@ -114,6 +114,8 @@ void proc_run(const CallRequest &, CallReply &, Services &);
 void fs_stat(const CallRequest &, CallReply &, Services &);
 void fs_read(const CallRequest &, CallReply &, Services &);
 void fs_write(const CallRequest &, CallReply &, Services &);
+void fs_put(const CallRequest &, CallReply &, Services &);
+void fs_get(const CallRequest &, CallReply &, Services &);
 void fs_list(const CallRequest &, CallReply &, Services &);
 void fs_mkdir(const CallRequest &, CallReply &, Services &);
 void fs_remove(const CallRequest &, CallReply &, Services &);

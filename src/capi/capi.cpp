@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/json.h"
 #include "core/master.h"
+#include "core/transfer.h"
 #include "spore/spore.h"
 
 using spore::Error;
@@ -342,6 +343,53 @@ int spore_call(spore_result **out, spore_context *ctx, const char *function, con
         SPORE_REQUIRE(out && ctx && function, "spore_call: out, ctx and function are required");
         SPORE_REQUIRE(data || len == 0, "spore_call: data is NULL but len is not 0");
         auto r = ctx->m->call(ctx->c, function, args_json, data, len, "", timeout_ms);
+        return make_result(out, std::move(r.first), std::move(r.second));
+    });
+}
+
+namespace {
+spore::TransferOptions transfer_options(const spore_options *opts) {
+    return spore::parse_transfer_options(opts ? opts->j.get() : nullptr);
+}
+}  // namespace
+
+int spore_put_file(spore_context *ctx, const char *local_path, const char *remote_path,
+                   const spore_options *opts) noexcept {
+    return guarded([&]() -> int {
+        SPORE_REQUIRE(ctx && local_path && remote_path && *local_path && *remote_path,
+                      "spore_put_file: ctx, local_path and remote_path are required");
+        spore::put_file(*ctx->m, ctx->c, local_path, remote_path, transfer_options(opts));
+        return SPORE_OK;
+    });
+}
+
+int spore_put_bytes(spore_context *ctx, const void *data, size_t len, const char *remote_path,
+                    const spore_options *opts) noexcept {
+    return guarded([&]() -> int {
+        SPORE_REQUIRE(ctx && remote_path && *remote_path, "spore_put_bytes: ctx and remote_path are required");
+        SPORE_REQUIRE(data || len == 0, "spore_put_bytes: data is NULL but len is not 0");
+        spore::put_bytes(*ctx->m, ctx->c, std::string_view(static_cast<const char *>(data), len), remote_path,
+                         transfer_options(opts));
+        return SPORE_OK;
+    });
+}
+
+int spore_get_file(spore_context *ctx, const char *remote_path, const char *local_path,
+                   const spore_options *opts) noexcept {
+    return guarded([&]() -> int {
+        SPORE_REQUIRE(ctx && local_path && remote_path && *local_path && *remote_path,
+                      "spore_get_file: ctx, remote_path and local_path are required");
+        spore::get_file(*ctx->m, ctx->c, remote_path, local_path, transfer_options(opts));
+        return SPORE_OK;
+    });
+}
+
+int spore_get_bytes(spore_result **out, spore_context *ctx, const char *remote_path,
+                    const spore_options *opts) noexcept {
+    return guarded([&]() -> int {
+        if (out) *out = nullptr;
+        SPORE_REQUIRE(out && ctx && remote_path && *remote_path, "spore_get_bytes: out, ctx and remote_path are required");
+        auto r = spore::get_bytes(*ctx->m, ctx->c, remote_path, transfer_options(opts));
         return make_result(out, std::move(r.first), std::move(r.second));
     });
 }

@@ -143,6 +143,12 @@ void Master::start() {
     router_.set_handler(kHandleCall, Policy::kParentAuthority, [this](Message &&m, const Router::StreamPtr &) {
         router_.send_dead(m.h, SPORE_EREFUSED, "the master does not accept calls");
     });
+    // Channel messages may come from any context; each is checked against
+    // the channel's own peer.
+    router_.set_handler(kHandleChanData, Policy::kAny,
+                        [this](Message &&m, const Router::StreamPtr &) { on_chan_data(std::move(m)); });
+    router_.set_handler(kHandleChanAck, Policy::kAny,
+                        [this](Message &&m, const Router::StreamPtr &) { on_chan_ack(std::move(m)); });
     router_.set_on_route_lost([this](uint32_t id, const std::string &reason) { on_route_lost(id, reason); });
     router_.set_on_child_closed([this](const Router::StreamPtr &s, const std::string &) {
         auto it = children_.find(s->remote_id());
@@ -162,6 +168,7 @@ void Master::close() {
     // Callers learn at once that the router is going, before any context
     // disconnects under them.
     fail_all_pending(SPORE_ESHUTDOWN, "the router was freed");
+    channels_.fail_all(ErrorInfo{SPORE_ESHUTDOWN, "the router was freed", "", "", ""});
     loop_.post([this] { shutdown_on_loop(); });
     if (thread_.joinable()) thread_.join();
     fail_all_pending(SPORE_ESHUTDOWN, "the router was freed");
@@ -505,7 +512,33 @@ void Master::on_reply(Message &&m) {
     }
 }
 
+int Master::send(Message &m) {
+    m.h.src_id = 0;
+    m.h.auth_id = 0;
+    return router_.send(m);
+}
+
+void Master::on_chan_data(Message &&m) {
+    uint32_t src = m.h.src_id, ch = 0;
+    ChannelChunk c;
+    if (!parse_chan_data(std::move(m), ch, c)) return;
+    // Only the context at the other end of the channel may feed it.
+    auto ep = channels_.find(src, ch);
+    if (!ep) return;  // finished or abandoned: late data is dropped
+    if (ep->inbox) ep->inbox->push(std::move(c));
+    else if (ep->window && c.abort) ep->window->fail(*c.abort);
+}
+
+void Master::on_chan_ack(Message &&m) {
+    uint32_t ch = 0;
+    uint64_t n = 0;
+    if (!parse_chan_ack(m, ch, n)) return;
+    auto ep = channels_.find(m.h.src_id, ch);
+    if (ep && ep->window) ep->window->credit(n);
+}
+
 void Master::on_route_lost(uint32_t id, const std::string &reason) {
+    channels_.fail_peer(id, ErrorInfo{SPORE_EDISCONNECTED, "context disconnected: " + reason, "", "", ""});
     std::shared_ptr<ContextState> ctx;
     {
         std::lock_guard<std::mutex> lk(ctx_mu_);

@@ -16,6 +16,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "core/channel.h"
 #include "core/connection.h"
 #include "core/error.h"
 #include "core/image.h"
@@ -141,6 +142,16 @@ public:
 
     std::string new_chain_id();
 
+    // Channels (file transfers, process streams) with this program's
+    // contexts. Messages arrive on the broker thread; callers wait on the
+    // endpoints from their own threads.
+    ChannelTable &channels() { return channels_; }
+    uint32_t new_channel_id() { return next_channel_.fetch_add(1); }
+    // Sends a message from the master (src and auth 0) toward m.h.dst_id, from
+    // any thread. Returns SPORE_OK or why it could not leave.
+    int send(Message &m);
+    uint64_t max_message_size() const { return opts_.max_message_size; }
+
 private:
     explicit Master(Options opts);
     void start();
@@ -149,6 +160,8 @@ private:
     void on_reply(Message &&m);
     void on_log(Message &&m);
     void on_alloc_ids(Message &&m);
+    void on_chan_data(Message &&m);
+    void on_chan_ack(Message &&m);
     std::shared_ptr<AgentImage> image();
     void fail_all_pending(int code, const std::string &why);
     void send_init(const std::shared_ptr<Stream> &s, const ContextState &ctx);
@@ -189,6 +202,8 @@ private:
     std::mutex image_mu_;
     std::shared_ptr<AgentImage> image_;
     uint32_t next_id_block_ = 1u << 30;  // ids handed to agents that ask
+    ChannelTable channels_;
+    std::atomic<uint32_t> next_channel_{1};
 };
 
 // Where the master finds spore-agent: option, $SPORE_AGENT_PATH, install path.

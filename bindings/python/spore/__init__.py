@@ -75,7 +75,8 @@ _CLASS_NAMES = {
     "ETOOBIG": "MessageTooLarge", "EPROTO": "ProtocolError", "ENOROUTE": "NoRoute",
     "ESHUTDOWN": "ShutDown", "EINTERNAL": "InternalError", "EUNKNOWN": "UnknownError",
     "EAUTH": "AuthenticationFailed", "EPASSREQ": "PasswordRequired", "EHOSTKEY": "HostKeyError",
-    "EDENIED": "Denied",
+    "EDENIED": "Denied", "ENOENT": "NotFound", "EACCES": "PermissionDenied", "ENOSPC": "NoSpace",
+    "ECHANGED": "FileChanged",
 }
 _CODE_NAMES = {}
 _BY_CODE = {}

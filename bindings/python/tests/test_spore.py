@@ -128,7 +128,8 @@ def test_error_classes(router):
     # Every code has its class, and every class is a spore.Error.
     for name in ("ConnectError", "Timeout", "Disconnected", "UnknownFunction", "BadArguments", "RemoteError",
                  "Refused", "MessageTooLarge", "ProtocolError", "NoRoute", "ShutDown", "AuthenticationFailed",
-                 "PasswordRequired", "HostKeyError", "Denied"):
+                 "PasswordRequired", "HostKeyError", "Denied", "NotFound", "PermissionDenied", "NoSpace",
+                 "FileChanged"):
         cls = getattr(spore, name)
         assert issubclass(cls, spore.Error)
         assert isinstance(cls.code, int) and cls.code < 0

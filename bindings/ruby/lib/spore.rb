@@ -49,7 +49,8 @@ module Spore
     "ETOOBIG" => "MessageTooLarge", "EPROTO" => "ProtocolError", "ENOROUTE" => "NoRoute",
     "ESHUTDOWN" => "ShutDown", "EINTERNAL" => "InternalError", "EUNKNOWN" => "UnknownError",
     "EAUTH" => "AuthenticationFailed", "EPASSREQ" => "PasswordRequired", "EHOSTKEY" => "HostKeyError",
-    "EDENIED" => "Denied"
+    "EDENIED" => "Denied", "ENOENT" => "NotFound", "EACCES" => "PermissionDenied", "ENOSPC" => "NoSpace",
+    "ECHANGED" => "FileChanged"
   }.freeze
   BY_CODE = {}
   CLASS_NAMES.each do |name, class_name|
