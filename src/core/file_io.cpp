@@ -97,9 +97,9 @@ void FileSource::finish() {
 // ------------------------------------------------------------ destination
 
 AtomicFile::AtomicFile(const std::string &path) : path_(path) {
-    if (path.empty() || path.back() == '/') throw_file_error(EISDIR, "cannot write", path);
     struct stat st;
-    if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) throw_file_error(EISDIR, "cannot write", path);
+    if (path.empty() || path.back() == '/' || (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)))
+        throw Error(SPORE_EINVAL, "cannot write " + path + ": it is a directory");
     std::string dir = parent_dir(path);
     std::string base = path.substr(path.rfind('/') + 1);  // npos + 1 == 0
     tmp_ = dir + (dir.back() == '/' ? "." : "/.") + base.substr(0, 200) + ".spore-XXXXXX";
