@@ -713,3 +713,71 @@ func TestTransportsAndTheirErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestFiles(t *testing.T) {
+	r := newRouter(t)
+	ctx := bg(t)
+	c := must(r.Local(ctx, nil))
+	child := must(r.Fork(ctx, c, nil))
+	dir, err := os.MkdirTemp("", "spore-gotest-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	blob := bytes.Repeat([]byte("0123456789abcdef\x00\xff"), 200000)
+	src := dir + "/src"
+	if err := os.WriteFile(src, blob, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range []*spore.Context{c, child} {
+		if err := x.PutFile(ctx, src, dir+"/dst", nil); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := os.ReadFile(dir + "/dst"); !bytes.Equal(got, blob) {
+			t.Fatal("put_file content differs")
+		}
+		if st, _ := os.Stat(dir + "/dst"); st.Mode().Perm() != 0o640 {
+			t.Fatalf("mode %v", st.Mode())
+		}
+		if err := x.GetFile(ctx, dir+"/dst", dir+"/back", spore.Options{"mode": 0o600}); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := os.ReadFile(dir + "/back"); !bytes.Equal(got, blob) {
+			t.Fatal("get_file content differs")
+		}
+		if err := x.PutBytes(ctx, []byte("small"), dir+"/small", spore.Options{"sync": false}); err != nil {
+			t.Fatal(err)
+		}
+		if got := must(x.GetBytes(ctx, dir+"/small", nil)); string(got) != "small" {
+			t.Fatalf("get_bytes %q", got)
+		}
+	}
+	if _, err := c.GetBytes(ctx, "/nonexistent/spore", nil); !errors.Is(err, spore.ErrNotFound) {
+		t.Fatalf("missing file: %v", err)
+	}
+	if err := c.PutFile(ctx, src, "/nonexistent/dir/x", nil); !errors.Is(err, spore.ErrNotFound) {
+		t.Fatalf("missing directory: %v", err)
+	}
+	if _, err := c.GetBytes(ctx, src, spore.Options{"max_size": 1024}); !errors.Is(err, spore.ErrTooBig) {
+		t.Fatalf("max_size: %v", err)
+	}
+	if _, err := c.GetBytes(ctx, "/dev/null", nil); !errors.Is(err, spore.ErrInvalid) {
+		t.Fatalf("a device is not a file to transfer: %v", err)
+	}
+	must(0, c.PutBytes(ctx, nil, dir+"/empty", nil))
+	if empty := must(c.GetBytes(ctx, dir+"/empty", nil)); empty == nil || len(empty) != 0 {
+		t.Fatalf("empty file: %v", empty)
+	}
+	var wg sync.WaitGroup
+	for i := 0; i < 4; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			if err := c.PutFile(ctx, src, dir+"/t"+strconv.Itoa(i), nil); err != nil {
+				t.Error(err)
+			}
+		}(i)
+	}
+	must(c.Call(ctx, "sys.ping", nil))
+	wg.Wait()
+}

@@ -71,6 +71,28 @@ static void *spore_rb_log_nogvl(void *p) {
     return NULL;
 }
 
+/* File transfers: one argument block for all four. */
+struct spore_rb_xfer {
+    int kind; /* 0 put_file, 1 put_bytes, 2 get_file, 3 get_bytes */
+    spore_context *ctx;
+    const char *a, *b;
+    const void *data;
+    size_t len;
+    const spore_options *opts;
+    spore_result **out;
+    int rc;
+};
+static void *spore_rb_xfer_nogvl(void *p) {
+    struct spore_rb_xfer *x = (struct spore_rb_xfer *)p;
+    switch (x->kind) {
+    case 0: x->rc = spore_put_file(x->ctx, x->a, x->b, x->opts); break;
+    case 1: x->rc = spore_put_bytes(x->ctx, x->data, x->len, x->a, x->opts); break;
+    case 2: x->rc = spore_get_file(x->ctx, x->a, x->b, x->opts); break;
+    default: x->rc = spore_get_bytes(x->out, x->ctx, x->a, x->opts); break;
+    }
+    return NULL;
+}
+
 static void *spore_rb_free_nogvl(void *p) {
     spore_router_free((spore_router *)p);
     return NULL;
@@ -106,6 +128,32 @@ static int spore_rb_next_log(spore_router *router, spore_log_record **out, int t
     struct spore_rb_log a = {router, out, timeout_ms, 0};
     rb_thread_call_without_gvl(spore_rb_log_nogvl, &a, NULL, NULL);
     return a.rc;
+}
+static int spore_rb_put_file(spore_context *ctx, const char *local_path, const char *remote_path,
+                             const spore_options *opts) {
+    struct spore_rb_xfer x = {0, ctx, local_path, remote_path, NULL, 0, opts, NULL, 0};
+    rb_thread_call_without_gvl(spore_rb_xfer_nogvl, &x, NULL, NULL);
+    return x.rc;
+}
+/* data must not change while the GVL is released: the Ruby layer passes a
+ * frozen copy. */
+static int spore_rb_put_bytes(spore_context *ctx, const void *data, size_t len, const char *remote_path,
+                              const spore_options *opts) {
+    struct spore_rb_xfer x = {1, ctx, remote_path, NULL, data, len, opts, NULL, 0};
+    rb_thread_call_without_gvl(spore_rb_xfer_nogvl, &x, NULL, NULL);
+    return x.rc;
+}
+static int spore_rb_get_file(spore_context *ctx, const char *remote_path, const char *local_path,
+                             const spore_options *opts) {
+    struct spore_rb_xfer x = {2, ctx, remote_path, local_path, NULL, 0, opts, NULL, 0};
+    rb_thread_call_without_gvl(spore_rb_xfer_nogvl, &x, NULL, NULL);
+    return x.rc;
+}
+static int spore_rb_get_bytes(spore_result **out, spore_context *ctx, const char *remote_path,
+                              const spore_options *opts) {
+    struct spore_rb_xfer x = {3, ctx, remote_path, NULL, NULL, 0, opts, out, 0};
+    rb_thread_call_without_gvl(spore_rb_xfer_nogvl, &x, NULL, NULL);
+    return x.rc;
 }
 static void spore_rb_router_free(spore_router *router) {
     rb_thread_call_without_gvl(spore_rb_free_nogvl, router, NULL, NULL);

@@ -548,6 +548,50 @@ class Context:
         """Sends a call nobody waits for (failures are logged by the agent)."""
         _check(_c.spore_call_no_reply(self._h(), function, _args_json(args), _data(data)))
 
+    # ------------------------------------------------------------ files
+    # Options: mode, preserve_owner, preserve_mtime, sync, window, timeout
+    # (ms), max_size (get_bytes); see docs/c-api.md, "Files". The GIL is
+    # released while the transfer runs.
+
+    def put_file(self, local_path, remote_path, **options):
+        """Copies a local file to remote_path in this context (atomically:
+        a reader sees the old file or the whole new one)."""
+        o = _options(options)
+        try:
+            _check(_c.spore_put_file(self._h(), os.fspath(local_path), os.fspath(remote_path), o))
+        finally:
+            _free_options(o)
+
+    def put_bytes(self, data, remote_path, **options):
+        """Writes bytes (or any bytes-like object) as the file remote_path."""
+        o = _options(options)
+        try:
+            _check(_c.spore_put_bytes(self._h(), _data(data), os.fspath(remote_path), o))
+        finally:
+            _free_options(o)
+
+    def get_file(self, remote_path, local_path, **options):
+        """Copies remote_path of this context to a local file."""
+        o = _options(options)
+        try:
+            _check(_c.spore_get_file(self._h(), os.fspath(remote_path), os.fspath(local_path), o))
+        finally:
+            _free_options(o)
+
+    def get_bytes(self, remote_path, **options):
+        """The content of remote_path as bytes (at most max_size, default
+        128 MiB)."""
+        o = _options(options)
+        try:
+            rc, res = _c.spore_get_bytes(self._h(), os.fspath(remote_path), o)
+            _check(rc)
+        finally:
+            _free_options(o)
+        try:
+            return _c.spore_result_data(res)
+        finally:
+            _c.spore_result_free(res)
+
     def chain(self):
         """A call chain: pipelined no-reply steps, then one call that waits."""
         rc, handle = _c.spore_chain_new(self._h())

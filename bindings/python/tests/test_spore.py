@@ -369,3 +369,49 @@ def test_transports_and_their_errors(router):
         router.sudo(via=nosudo, password=env["SPORE_TEST_PW_NOSUDO"])
     assert "sudo" in e.value.context
     assert env["SPORE_TEST_PW_NOSUDO"] not in str(e.value)
+
+
+@pytest.fixture
+def tmp_path():
+    """A temporary directory removed afterwards (pytest's own tmp_path keeps
+    its directories, and the suite leaves nothing behind)."""
+    import pathlib
+    import tempfile
+    with tempfile.TemporaryDirectory(prefix="spore-pytest-") as d:
+        yield pathlib.Path(d)
+
+
+def test_files(router, tmp_path):
+    ctx = router.local()
+    child = router.fork(ctx)
+    blob = os.urandom(3 * 1024 * 1024 + 5)
+    src = tmp_path / "src"
+    src.write_bytes(blob)
+    os.chmod(src, 0o640)
+    for c in (ctx, child):
+        c.put_file(src, tmp_path / "dst")
+        assert (tmp_path / "dst").read_bytes() == blob
+        assert os.stat(tmp_path / "dst").st_mode & 0o7777 == 0o640
+        c.get_file(tmp_path / "dst", tmp_path / "back", mode=0o600)
+        assert (tmp_path / "back").read_bytes() == blob
+        assert os.stat(tmp_path / "back").st_mode & 0o7777 == 0o600
+        c.put_bytes(memoryview(b"small"), str(tmp_path / "small"), sync=False)
+        assert c.get_bytes(str(tmp_path / "small")) == b"small"
+    with pytest.raises(spore.NotFound) as e:
+        ctx.get_bytes("/nonexistent/spore")
+    assert "/nonexistent/spore" in e.value.message
+    with pytest.raises(spore.NotFound):
+        ctx.put_file(src, "/nonexistent/dir/x")
+    with pytest.raises(spore.MessageTooLarge):
+        ctx.get_bytes(str(src), max_size=1024)
+    with pytest.raises(spore.InvalidArgument):
+        ctx.put_file(src, tmp_path / "x", no_such_option=1)
+    # transfers in threads overlap with calls
+    threads = [threading.Thread(target=ctx.put_file, args=(src, tmp_path / ("t%d" % i))) for i in range(4)]
+    for t in threads:
+        t.start()
+    assert ctx.call("sys.ping") is True
+    for t in threads:
+        t.join()
+    assert all((tmp_path / ("t%d" % i)).read_bytes() == blob for i in range(4))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["back", "dst", "small", "src", "t0", "t1", "t2", "t3"]

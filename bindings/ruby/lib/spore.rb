@@ -266,6 +266,39 @@ module Spore
       Call.new(start(function, data, args))
     end
 
+    # File transfers (docs/c-api.md, "Files"), without the GVL. Keyword
+    # options: mode, preserve_owner, preserve_mtime, sync, window, timeout
+    # (ms), max_size (get_bytes).
+    def put_file(local_path, remote_path, **opts)
+      with_options(opts) { |o| Spore.check(C.spore_rb_put_file(@handle, local_path.to_s, remote_path.to_s, o)) }
+      nil
+    end
+
+    def put_bytes(data, remote_path, **opts)
+      frozen = data.to_s.b.freeze # nobody else can change it while the GVL is released
+      with_options(opts) { |o| Spore.check(C.spore_rb_put_bytes(@handle, frozen, remote_path.to_s, o)) }
+      nil
+    end
+
+    def get_file(remote_path, local_path, **opts)
+      with_options(opts) { |o| Spore.check(C.spore_rb_get_file(@handle, remote_path.to_s, local_path.to_s, o)) }
+      nil
+    end
+
+    # The content of remote_path as a binary String.
+    def get_bytes(remote_path, **opts)
+      res = with_options(opts) do |o|
+        rc, r = C.spore_rb_get_bytes(@handle, remote_path.to_s, o)
+        Spore.check(rc)
+        r
+      end
+      begin
+        C.spore_result_data(res).b
+      ensure
+        C.spore_result_free(res)
+      end
+    end
+
     def shutdown(timeout = 5.0)
       Spore.check(C.spore_rb_context_shutdown(@handle, timeout ? (timeout * 1000).to_i : -1))
     end
@@ -275,6 +308,15 @@ module Spore
     end
 
     private
+
+    def with_options(opts)
+      o = Spore.options(opts)
+      begin
+        yield o
+      ensure
+        C.spore_options_free(o) if o
+      end
+    end
 
     def start(function, data, args)
       rc, pending = C.spore_call_async(@handle, function, args.empty? ? nil : JSON.generate(args), data)

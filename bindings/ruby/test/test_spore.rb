@@ -1,6 +1,7 @@
 # minitest suite of the Ruby binding (run by ctest as ruby.minitest, with
 # the build's ruby/ directory on the load path and SPORE_AGENT_PATH set).
 require "minitest/autorun"
+require "tmpdir"
 require "stringio"
 require "spore"
 
@@ -179,6 +180,34 @@ class SporeTest < Minitest::Test
       e = assert_raises(Spore::Denied) { r.sudo(via: nosudo, password: env["SPORE_TEST_PW_NOSUDO"]) }
       assert_includes e.context, "sudo"
       refute_includes e.message, env["SPORE_TEST_PW_NOSUDO"]
+    end
+    assert_no_descendants
+  end
+  def test_files
+    Dir.mktmpdir("spore-minitest-") do |dir|
+      blob = Random.new(1).bytes(3 * 1024 * 1024 + 5)
+      src = File.join(dir, "src")
+      File.binwrite(src, blob)
+      File.chmod(0o640, src)
+      Spore::Router.open do |r|
+        ctx = r.local
+        [ctx, r.fork(ctx)].each do |c|
+          c.put_file(src, File.join(dir, "dst"))
+          assert_equal blob, File.binread(File.join(dir, "dst"))
+          assert_equal 0o640, File.stat(File.join(dir, "dst")).mode & 0o7777
+          c.get_file(File.join(dir, "dst"), File.join(dir, "back"), mode: 0o600)
+          assert_equal blob, File.binread(File.join(dir, "back"))
+          c.put_bytes("small\x00".b, File.join(dir, "small"), sync: false)
+          assert_equal "small\x00".b, c.get_bytes(File.join(dir, "small"))
+        end
+        e = assert_raises(Spore::NotFound) { ctx.get_bytes("/nonexistent/spore") }
+        assert_includes e.message, "/nonexistent/spore"
+        assert_raises(Spore::MessageTooLarge) { ctx.get_bytes(src, max_size: 1024) }
+        threads = 3.times.map { |i| Thread.new { ctx.put_file(src, File.join(dir, "t#{i}")) } }
+        assert_equal true, ctx.call("sys.ping")
+        threads.each(&:join)
+        3.times { |i| assert_equal blob, File.binread(File.join(dir, "t#{i}")) }
+      end
     end
     assert_no_descendants
   end
