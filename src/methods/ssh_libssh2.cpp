@@ -29,6 +29,40 @@ namespace spore {
 namespace {
 
 constexpr size_t kPumpBuffer = 256 * 1024;
+// Preferred ciphers and MACs (only those this libssh2 supports are offered;
+// the server picks the first of ours it also has).
+constexpr const char *kCipherOrder = "aes128-gcm@openssh.com,aes128-ctr,aes256-gcm@openssh.com,aes192-ctr,aes256-ctr";
+constexpr const char *kMacOrder = "hmac-sha2-256-etm@openssh.com,hmac-sha2-256,hmac-sha2-512-etm@openssh.com,hmac-sha2-512,hmac-sha1";
+
+// Bytes waiting to move, consumed from the front without moving the rest
+// (libssh2 takes 32 KiB packets: erasing each from a std::string would copy
+// the whole buffer again for every packet).
+class ByteQueue {
+public:
+    const char *data() const { return buf_.data() + off_; }
+    size_t size() const { return buf_.size() - off_; }
+    bool empty() const { return off_ == buf_.size(); }
+    void append(const char *p, size_t n) {
+        if (off_ > 0 && off_ == buf_.size()) clear();
+        buf_.append(p, n);
+    }
+    void consume(size_t n) {
+        off_ += n;
+        if (off_ == buf_.size()) clear();
+        else if (off_ >= kPumpBuffer) {  // keep the buffer from creeping
+            buf_.erase(0, off_);
+            off_ = 0;
+        }
+    }
+    void clear() {
+        buf_.clear();
+        off_ = 0;
+    }
+
+private:
+    std::string buf_;
+    size_t off_ = 0;
+};
 constexpr unsigned kChannelWindow = 16 * 1024 * 1024;
 constexpr unsigned kChannelPacket = 32768;
 
@@ -129,7 +163,7 @@ private:
         if (hooks_.debug) hooks_.debug("ssh " + peer() + ": " + line);
     }
     std::string last_error() const;
-    std::string supported_only(const std::string &list) const;
+    std::string supported_only(int method, const std::string &list) const;
     std::string known_key_algorithms() const;
     void teardown();
     static void on_socket(evutil_socket_t, short, void *arg) { static_cast<SshSession *>(arg)->step(); }
@@ -167,7 +201,7 @@ private:
     // pump
     UniqueFd local_, err_;
     EventPtr local_ev_;
-    std::string to_channel_, to_local_, to_err_;
+    ByteQueue to_channel_, to_local_, to_err_;
     bool local_eof_ = false, channel_eof_ = false, eof_sent_ = false;
     TimerPtr keepalive_timer_;
     double last_activity_ = 0;
@@ -290,9 +324,9 @@ std::string SshSession::known_key_algorithms() const {
 
 // The names of `list` that this libssh2 supports, each once, in order.
 // (libssh2 1.10 strips unsupported names itself with an overlapping memcpy.)
-std::string SshSession::supported_only(const std::string &list) const {
+std::string SshSession::supported_only(int method, const std::string &list) const {
     const char **algs = nullptr;
-    int n = libssh2_session_supported_algs(session_, LIBSSH2_METHOD_HOSTKEY, &algs);
+    int n = libssh2_session_supported_algs(session_, method, &algs);
     std::vector<std::string> supported;
     for (int i = 0; i < n; ++i) supported.emplace_back(algs[i]);
     if (algs) libssh2_free(session_, algs);
@@ -357,8 +391,18 @@ void SshSession::step() {
             }
             std::string order = known_key_algorithms();
             order += std::string(order.empty() ? "" : ",") + kDefaultHostKeyOrder;
-            std::string pref = supported_only(order);
+            std::string pref = supported_only(LIBSSH2_METHOD_HOSTKEY, order);
             if (!pref.empty()) libssh2_session_method_pref(session_, LIBSSH2_METHOD_HOSTKEY, pref.c_str());
+            // Bulk data is bounded by the cipher and the MAC: the cheapest
+            // strong ones first (AES-128 in CTR mode runs on AES-NI).
+            for (int m : {LIBSSH2_METHOD_CRYPT_CS, LIBSSH2_METHOD_CRYPT_SC}) {
+                std::string c = supported_only(m, kCipherOrder);
+                if (!c.empty()) libssh2_session_method_pref(session_, m, c.c_str());
+            }
+            for (int m : {LIBSSH2_METHOD_MAC_CS, LIBSSH2_METHOD_MAC_SC}) {
+                std::string c = supported_only(m, kMacOrder);
+                if (!c.empty()) libssh2_session_method_pref(session_, m, c.c_str());
+            }
             state_ = State::Handshake;
             break;
         }
@@ -746,7 +790,7 @@ bool SshSession::pump() {
         while (!to_local_.empty()) {
             ssize_t w = ::write(local_.get(), to_local_.data(), to_local_.size());
             if (w > 0) {
-                to_local_.erase(0, size_t(w));
+                to_local_.consume(size_t(w));
                 progress = true;
                 continue;
             }
@@ -759,7 +803,7 @@ bool SshSession::pump() {
         while (!to_err_.empty() && err_) {
             ssize_t w = ::write(err_.get(), to_err_.data(), to_err_.size());
             if (w > 0) {
-                to_err_.erase(0, size_t(w));
+                to_err_.consume(size_t(w));
                 continue;
             }
             if (w < 0 && errno == EINTR) continue;
@@ -787,7 +831,7 @@ bool SshSession::pump() {
         while (!to_channel_.empty()) {
             ssize_t w = libssh2_channel_write_ex(channel_, 0, to_channel_.data(), to_channel_.size());
             if (w > 0) {
-                to_channel_.erase(0, size_t(w));
+                to_channel_.consume(size_t(w));
                 progress = true;
                 continue;
             }

@@ -292,8 +292,25 @@ static int run_argv(char **argv, const char *stdin_path) {
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
 }
 
+static spore_context *ssh_context(spore_router *r, const char *backend) {
+    spore_options *o = NULL;
+    spore_options_new(&o);
+    spore_options_set_str(o, "hostname", "127.0.0.1");
+    spore_options_set_int(o, "port", atoi(g_port));
+    spore_options_set_str(o, "username", g_user);
+    spore_options_set_str(o, "identity_file", g_key);
+    spore_options_set_str(o, "known_hosts_file", g_known);
+    spore_options_set_bool(o, "use_agent", 0);
+    spore_options_set_str(o, "backend", backend);
+    if (strcmp(backend, "openssh") == 0) spore_options_set_str(o, "ssh_args", "-F /dev/null");
+    spore_context *c = connect_or_die(r, "ssh", o, NULL);
+    spore_options_free(o);
+    return c;
+}
+
 static void bench_ssh(const char *src, const char *dst) {
     spore_router *r = new_router();
+    spore_context *oc = ssh_context(r, "openssh");
     spore_options *o = NULL;
     spore_options_new(&o);
     spore_options_set_str(o, "hostname", "127.0.0.1");
@@ -306,7 +323,7 @@ static void bench_ssh(const char *src, const char *dst) {
     spore_options_free(o);
     spore_options *ns = nosync();
     int n = runs(5);
-    double v[MAX_RUNS], scp[MAX_RUNS], cat[MAX_RUNS];
+    double v[MAX_RUNS], vo[MAX_RUNS], scp[MAX_RUNS], cat[MAX_RUNS];
     char port[16], login[256], kh[600], target[512], cmd[600];
     snprintf(port, sizeof port, "%s", g_port);
     snprintf(login, sizeof login, "%s@127.0.0.1", g_user);
@@ -318,6 +335,11 @@ static void bench_ssh(const char *src, const char *dst) {
         int rc = spore_put_file(c, src, dst, ns);
         if (rc != SPORE_OK) die_spore("spore_put_file over ssh", rc);
         v[i] = mbps(g_size, now_s() - t0);
+        unlink(dst);
+        t0 = now_s();
+        rc = spore_put_file(oc, src, dst, ns);
+        if (rc != SPORE_OK) die_spore("spore_put_file over ssh (openssh)", rc);
+        vo[i] = mbps(g_size, now_s() - t0);
         unlink(dst);
 
         char *sargv[] = {"scp", "-q", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", kh, "-o", "IdentityAgent=none",
@@ -335,9 +357,11 @@ static void bench_ssh(const char *src, const char *dst) {
         unlink(dst);
     }
     emit("put_ssh_1gib", "MB/s", v, n);
+    emit("put_ssh_openssh_1gib", "MB/s", vo, n);
     emit("floor_scp_1gib", "MB/s", scp, n);
     emit("floor_ssh_cat_1gib", "MB/s", cat, n);
     spore_options_free(ns);
+    close_ctx(oc);
     close_ctx(c);
     spore_router_free(r);
 }

@@ -88,6 +88,8 @@ SUITES = {
          "largest RSS growth of the master or an agent during a 2 GiB put through three hops"),
         ("put_ssh_1gib", ">=", lambda med: 1.3 * med["floor_scp_1gib"], None,
          "spore_put_file of 1 GiB over ssh (libssh2) on loopback; goal: 1.3x scp of the same run"),
+        ("put_ssh_openssh_1gib", None, None, None,
+         "as put_ssh_1gib with backend=openssh (the ssh client carries the stream)"),
         ("floor_scp_1gib", None, None, None,
          "floor: scp of the same file"),
         ("floor_ssh_cat_1gib", None, None, None,
