@@ -365,6 +365,27 @@ SPORE_EXTERN(int) spore_put_bytes(spore_context *ctx, const void *data, size_t l
 SPORE_EXTERN(int) spore_get_file(spore_context *ctx, const char *remote_path, const char *local_path,
                                  const spore_options *opts) SPORE_NOEXCEPT;
 
+/** Copies the directory tree local_dir into remote_dir of the context:
+ *  remote_dir is created if missing (its parent must exist) and receives
+ *  every directory, regular file and symlink of local_dir (other file types
+ *  are skipped); what it held that local_dir lacks is kept. Small files go
+ *  many to a message; each file lands atomically as with spore_put_file;
+ *  with "sync", the destination filesystem is synced once at the end
+ *  rather than file by file. Directory modes are set last, so read-only
+ *  directories still receive their contents. The options are those above
+ *  except "mode" (each entry keeps its own; giving it is SPORE_EINVAL).
+ *  File names must be valid UTF-8. @return SPORE_OK or an error code above. */
+SPORE_EXTERN(int) spore_put_tree(spore_context *ctx, const char *local_dir, const char *remote_dir,
+                                 const spore_options *opts) SPORE_NOEXCEPT;
+
+/** Copies the directory tree remote_dir of the context into local_dir, as
+ *  spore_put_tree in the other direction. Every path the context names is
+ *  checked to stay inside local_dir, and nothing is ever written through a
+ *  symlink (SPORE_EPROTO, SPORE_EINVAL otherwise).
+ *  @return SPORE_OK or an error code above. */
+SPORE_EXTERN(int) spore_get_tree(spore_context *ctx, const char *remote_dir, const char *local_dir,
+                                 const spore_options *opts) SPORE_NOEXCEPT;
+
 /** Reads the file remote_path of the context into memory. *out (free with
  *  spore_result_free) has the content as its binary part and the file's
  *  metadata as its JSON: {"size", "mode", "mtime_sec", "mtime_nsec", "uid",

@@ -2,7 +2,14 @@
 // "File transfers"). Small files travel inline in the call or its reply;
 // larger ones stream over a channel whose number the caller chose, with the
 // caller's window bounding the bytes in flight at every hop.
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <cinttypes>
+#include <vector>
 
 #include "agent/builtins_util.h"
 #include "core/channel.h"
@@ -167,6 +174,179 @@ void fs_get(const CallRequest &req, CallReply &reply, Services &svc) {
     add_meta(obj.get(), src.meta());
     add(obj.get(), "inline", check(cJSON_CreateBool(false)));
     reply.result = std::move(obj);
+}
+
+}  // namespace spore::agent::detail
+
+// ------------------------------------------------------------------ trees
+
+namespace spore::agent::detail {
+
+namespace {
+
+// A path inside a tree: relative, no "." or ".." components, no empty ones.
+// "" is the root itself.
+std::string tree_path(const CallRequest &req, const std::string &root, const std::string &rel) {
+    if (rel.empty()) return root;
+    size_t pos = 0;
+    while (pos <= rel.size()) {
+        size_t slash = rel.find('/', pos);
+        if (slash == std::string::npos) slash = rel.size();
+        std::string part = rel.substr(pos, slash - pos);
+        if (part.empty() || part == "." || part == "..")
+            throw Error(SPORE_EBADARGS, std::string(req.function) + ": path '" + rel + "' is not a plain relative path");
+        pos = slash + 1;
+    }
+    return root + (root.back() == '/' ? "" : "/") + rel;
+}
+
+std::string entry_str(const cJSON *e, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(e, key);
+    return cJSON_IsString(v) ? v->valuestring : "";
+}
+
+int64_t entry_int(const cJSON *e, const char *key, int64_t fallback) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(e, key);
+    return cJSON_IsNumber(v) ? int64_t(v->valuedouble) : fallback;
+}
+
+void sync_filesystem_of(const std::string &path) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return;
+    (void)syncfs(fd);
+    ::close(fd);
+}
+
+}  // namespace
+
+// fs.put_batch {root, entries: [...], sync?} + the files' bytes, one after
+// the other. Entries, handled in order:
+//   {"t":"d","p":rel,"m":mode}             a directory (mode 0700 until a "dm")
+//   {"t":"f","p":rel,"m":mode,"s":size,"ms":sec,"mn":nsec,"u":uid,"g":gid}
+//   {"t":"l","p":rel,"target":text}         a symlink (replacing what is there)
+//   {"t":"dm","p":rel,"m":mode,"ms":..,"mn":..}  a directory's final mode and mtime
+// Files are written beside their place and renamed over it, as fs.put; with
+// sync, one syncfs at the end of the batch instead of an fsync per file.
+void fs_put_batch(const CallRequest &req, CallReply &reply, Services &) {
+    std::string root = arg_str(req, "root");
+    bool sync = arg_bool(req, "sync", true);
+    const cJSON *entries = arg(req, "entries");
+    if (!cJSON_IsArray(entries)) bad_arg(req, "entries", "must be an array");
+    size_t off = 0, files = 0, dirs = 0, links = 0;
+    for (const cJSON *e = entries->child; e; e = e->next) {
+        if (!cJSON_IsObject(e)) bad_arg(req, "entries", "must hold objects");
+        std::string t = entry_str(e, "t");
+        std::string path = tree_path(req, root, entry_str(e, "p"));
+        if (t == "d") {
+            if (::mkdir(path.c_str(), 0700) != 0 && errno != EEXIST) throw_file_error(errno, "cannot create", path);
+            struct stat st;
+            if (::lstat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+                throw Error(SPORE_EINVAL, "cannot create the directory " + path + ": something else is there");
+            ++dirs;
+        } else if (t == "f") {
+            int64_t size = entry_int(e, "s", -1);
+            if (size < 0 || off + uint64_t(size) > req.data.size())
+                throw Error(SPORE_EPROTO, "fs.put_batch: the data of " + path + " is missing");
+            AtomicFile out(path);
+            out.write(req.data.data() + off, size_t(size));
+            off += size_t(size);
+            std::optional<std::pair<int64_t, int64_t>> mtime;
+            if (cJSON_GetObjectItemCaseSensitive(e, "ms")) mtime = std::make_pair(entry_int(e, "ms", 0), entry_int(e, "mn", 0));
+            std::optional<uid_t> uid;
+            std::optional<gid_t> gid;
+            if (cJSON_GetObjectItemCaseSensitive(e, "u")) uid = uid_t(entry_int(e, "u", 0));
+            if (cJSON_GetObjectItemCaseSensitive(e, "g")) gid = gid_t(entry_int(e, "g", 0));
+            out.commit(mode_t(entry_int(e, "m", 0644)), mtime, uid, gid, false);
+            ++files;
+        } else if (t == "l") {
+            std::string target = entry_str(e, "target");
+            if (target.empty()) bad_arg(req, "entries", "a symlink needs a target");
+            std::string tmp = path + ".spore-link";
+            ::unlink(tmp.c_str());
+            if (::symlink(target.c_str(), tmp.c_str()) != 0) throw_file_error(errno, "cannot create the symlink", path);
+            if (::rename(tmp.c_str(), path.c_str()) != 0) {
+                int err = errno;
+                ::unlink(tmp.c_str());
+                throw_file_error(err, "cannot create the symlink", path);
+            }
+            ++links;
+        } else if (t == "dm") {
+            if (::chmod(path.c_str(), mode_t(entry_int(e, "m", 0755)) & 07777) != 0)
+                throw_file_error(errno, "cannot set the mode of", path);
+            if (cJSON_GetObjectItemCaseSensitive(e, "ms")) {
+                timespec ts[2];
+                ts[0].tv_sec = 0;
+                ts[0].tv_nsec = UTIME_OMIT;
+                ts[1].tv_sec = time_t(entry_int(e, "ms", 0));
+                ts[1].tv_nsec = long(entry_int(e, "mn", 0));
+                (void)utimensat(AT_FDCWD, path.c_str(), ts, AT_SYMLINK_NOFOLLOW);
+            }
+        } else {
+            bad_arg(req, "entries", "has an entry of unknown type");
+        }
+    }
+    if (sync) sync_filesystem_of(root);
+    Json obj = json_object();
+    add_num(obj.get(), "files", double(files));
+    add_num(obj.get(), "dirs", double(dirs));
+    add_num(obj.get(), "links", double(links));
+    reply.result = std::move(obj);
+}
+
+// fs.walk {path}: the tree under path, parents before children, without
+// following symlinks: {"m","ms","mn" (of path itself), "entries":
+// [{"t":"d"|"f"|"l","p":rel,"m","s","ms","mn","u","g","target"}]}.
+// Other file types (devices, sockets, fifos) are left out.
+void fs_walk(const CallRequest &req, CallReply &reply, Services &) {
+    std::string root = arg_str(req, "path");
+    Json obj = json_object();
+    cJSON *list = check(cJSON_CreateArray());
+    add(obj.get(), "entries", list);
+    for (const TreeEntry &e : walk_tree(root)) {
+        if (utf8_sanitize(e.rel) != e.rel)
+            throw Error(SPORE_EINVAL, "fs.walk: the name " + utf8_sanitize(e.rel) + " under " + root +
+                                          " is not valid UTF-8, which JSON cannot carry");
+        cJSON *o = check(cJSON_CreateObject());
+        cJSON_AddItemToArray(list, o);
+        add_str(o, "t", std::string(1, e.type));
+        add_str(o, "p", e.rel);
+        add_num(o, "m", double(e.meta.mode));
+        add_num(o, "s", double(e.meta.size));
+        add_num(o, "ms", double(e.meta.mtime_sec));
+        add_num(o, "mn", double(e.meta.mtime_nsec));
+        add_num(o, "u", double(e.meta.uid));
+        add_num(o, "g", double(e.meta.gid));
+        if (e.type == 'l') add_str(o, "target", e.target);
+    }
+    struct stat st;
+    if (::stat(root.c_str(), &st) == 0) {
+        add_num(obj.get(), "m", double(st.st_mode & 07777));
+        add_num(obj.get(), "ms", double(st.st_mtim.tv_sec));
+        add_num(obj.get(), "mn", double(st.st_mtim.tv_nsec));
+    }
+    reply.result = std::move(obj);
+}
+
+// fs.get_batch {root, paths: [rel...]}: the files, one after the other in
+// the binary part; the result lists each one's metadata (as fs.get).
+void fs_get_batch(const CallRequest &req, CallReply &reply, Services &) {
+    std::string root = arg_str(req, "root");
+    const cJSON *paths = arg(req, "paths");
+    if (!cJSON_IsArray(paths)) bad_arg(req, "paths", "must be an array");
+    Json list(check(cJSON_CreateArray()));
+    for (const cJSON *p = paths->child; p; p = p->next) {
+        if (!cJSON_IsString(p)) bad_arg(req, "paths", "must hold strings");
+        std::string path = tree_path(req, root, p->valuestring);
+        FileSource src(path);
+        std::string data;
+        src.read(data, size_t(src.meta().size));
+        src.finish();
+        reply.data += data;
+        cJSON *o = check(cJSON_CreateObject());
+        cJSON_AddItemToArray(list.get(), o);
+        add_meta(o, src.meta());
+    }
+    reply.result = std::move(list);
 }
 
 }  // namespace spore::agent::detail

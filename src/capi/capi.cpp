@@ -384,6 +384,26 @@ int spore_get_file(spore_context *ctx, const char *remote_path, const char *loca
     });
 }
 
+int spore_put_tree(spore_context *ctx, const char *local_dir, const char *remote_dir,
+                   const spore_options *opts) noexcept {
+    return guarded([&]() -> int {
+        SPORE_REQUIRE(ctx && local_dir && remote_dir && *local_dir && *remote_dir,
+                      "spore_put_tree: ctx, local_dir and remote_dir are required");
+        spore::put_tree(*ctx->m, ctx->c, local_dir, remote_dir, transfer_options(opts));
+        return SPORE_OK;
+    });
+}
+
+int spore_get_tree(spore_context *ctx, const char *remote_dir, const char *local_dir,
+                   const spore_options *opts) noexcept {
+    return guarded([&]() -> int {
+        SPORE_REQUIRE(ctx && local_dir && remote_dir && *local_dir && *remote_dir,
+                      "spore_get_tree: ctx, remote_dir and local_dir are required");
+        spore::get_tree(*ctx->m, ctx->c, remote_dir, local_dir, transfer_options(opts));
+        return SPORE_OK;
+    });
+}
+
 int spore_get_bytes(spore_result **out, spore_context *ctx, const char *remote_path,
                     const spore_options *opts) noexcept {
     return guarded([&]() -> int {

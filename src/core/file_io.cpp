@@ -1,9 +1,11 @@
 #include "core/file_io.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -26,6 +28,57 @@ void throw_file_error(int err, const std::string &what, const std::string &path)
     e.remote_type = file_error_type(err);
     e.message = what + " " + path + ": " + std::strerror(err) + " (errno " + std::to_string(err) + ")";
     throw Error(std::move(e));
+}
+
+// ------------------------------------------------------------------ trees
+
+std::vector<TreeEntry> walk_tree(const std::string &root) {
+    struct stat st;
+    if (::stat(root.c_str(), &st) != 0) throw_file_error(errno, "cannot read", root);
+    if (!S_ISDIR(st.st_mode)) throw Error(SPORE_EINVAL, "cannot walk " + root + ": not a directory");
+    std::vector<TreeEntry> out;
+    std::vector<std::string> todo{""};
+    while (!todo.empty()) {
+        std::string rel = todo.back();
+        todo.pop_back();
+        std::string dir = rel.empty() ? root : root + "/" + rel;
+        DIR *d = ::opendir(dir.c_str());
+        if (!d) throw_file_error(errno, "cannot read", dir);
+        std::vector<std::string> names;
+        while (dirent *e = ::readdir(d)) {
+            std::string n = e->d_name;
+            if (n != "." && n != "..") names.push_back(n);
+        }
+        ::closedir(d);
+        std::sort(names.begin(), names.end());
+        std::vector<std::string> subdirs;
+        for (const auto &n : names) {
+            TreeEntry e;
+            e.rel = rel.empty() ? n : rel + "/" + n;
+            std::string full = root + "/" + e.rel;
+            if (::lstat(full.c_str(), &st) != 0) continue;  // gone meanwhile
+            e.type = S_ISDIR(st.st_mode) ? 'd' : S_ISREG(st.st_mode) ? 'f' : S_ISLNK(st.st_mode) ? 'l' : 0;
+            if (!e.type) continue;
+            e.meta.size = uint64_t(st.st_size);
+            e.meta.mode = st.st_mode & 07777;
+            e.meta.mtime_sec = st.st_mtim.tv_sec;
+            e.meta.mtime_nsec = st.st_mtim.tv_nsec;
+            e.meta.uid = st.st_uid;
+            e.meta.gid = st.st_gid;
+            if (e.type == 'l') {
+                std::string target(size_t(st.st_size > 0 ? st.st_size : 4096) + 1, '\0');
+                ssize_t k = ::readlink(full.c_str(), target.data(), target.size());
+                if (k < 0) throw_file_error(errno, "cannot read the symlink", full);
+                target.resize(size_t(k));
+                e.target = std::move(target);
+            }
+            if (e.type == 'd') subdirs.push_back(e.rel);
+            out.push_back(std::move(e));
+        }
+        // Depth first, in name order: parents always come before children.
+        for (auto it = subdirs.rbegin(); it != subdirs.rend(); ++it) todo.push_back(*it);
+    }
+    return out;
 }
 
 // ---------------------------------------------------------------- source

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace spore {
 
@@ -31,6 +32,20 @@ std::string parent_dir(const std::string &path);
 
 // Throws Error(file_error_code(err)) "<what> <path>: <strerror>".
 [[noreturn]] void throw_file_error(int err, const std::string &what, const std::string &path);
+
+// One entry of a directory tree: 'd' directory, 'f' regular file, 'l'
+// symlink (other types are left out of trees).
+struct TreeEntry {
+    char type = 'f';
+    std::string rel;     // relative to the root, '/' separated
+    FileMeta meta;
+    std::string target;  // symlinks
+};
+
+// The tree under root (a directory), parents before children, names in
+// order, symlinks not followed. Throws (SPORE_EINVAL when root is not a
+// directory).
+std::vector<TreeEntry> walk_tree(const std::string &root);
 
 class FileSource {
 public:

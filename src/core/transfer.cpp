@@ -1,7 +1,13 @@
 #include "core/transfer.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <unordered_set>
 
 #include "core/file_io.h"
 
@@ -40,6 +46,12 @@ struct ChannelGuard {
     uint32_t peer, ch;
     ~ChannelGuard() { m.channels().remove(peer, ch); }
 };
+
+// Files up to this size travel in one message (kInlineMax, unless the
+// router's messages are smaller).
+uint64_t inline_limit(const Master &m) { return std::min<uint64_t>(kInlineMax, m.max_message_size() / 4); }
+// Data per batch of small files in a tree transfer.
+uint64_t batch_limit(const Master &m) { return std::min<uint64_t>(4u << 20, m.max_message_size() / 4); }
 
 class Source {
 public:
@@ -143,7 +155,7 @@ std::string put_from(Master &m, const std::shared_ptr<ContextState> &ctx, Source
     }
     cJSON_AddBoolToObject(args.get(), "sync", o.sync);
 
-    if (meta.size <= kInlineMax) {
+    if (meta.size <= inline_limit(m)) {
         // One message: no channel, no extra round trip.
         std::string all;
         src.read(all, size_t(meta.size));
@@ -219,7 +231,7 @@ std::string get_into(Master &m, const std::shared_ptr<ContextState> &ctx, const 
     cJSON_AddStringToObject(args.get(), "path", remote.c_str());
     cJSON_AddNumberToObject(args.get(), "ch", double(ch));
     cJSON_AddNumberToObject(args.get(), "window", double(o.window));
-    cJSON_AddNumberToObject(args.get(), "inline_max", double(kInlineMax));
+    cJSON_AddNumberToObject(args.get(), "inline_max", double(inline_limit(m)));
     std::string text = json_print(args.get());
     auto pc = m.call_async(ctx, "fs.get", text.c_str(), nullptr, 0, "", false);
 
@@ -283,7 +295,321 @@ std::string get_into(Master &m, const std::shared_ptr<ContextState> &ctx, const 
     return reply;
 }
 
+// A relative path of a tree as the other side named it: plain components
+// only, so it cannot leave the tree.
+bool plain_relative(const std::string &rel) {
+    if (rel.empty()) return false;
+    size_t pos = 0;
+    while (pos <= rel.size()) {
+        size_t slash = rel.find('/', pos);
+        if (slash == std::string::npos) slash = rel.size();
+        std::string part = rel.substr(pos, slash - pos);
+        if (part.empty() || part == "." || part == "..") return false;
+        pos = slash + 1;
+    }
+    return true;
+}
+
+std::string parent_rel(const std::string &rel) {
+    size_t slash = rel.rfind('/');
+    return slash == std::string::npos ? "" : rel.substr(0, slash);
+}
+
+bool valid_utf8(const std::string &s) {
+    size_t i = 0, n = s.size();
+    auto u = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
+    while (i < n) {
+        unsigned char c = u(i);
+        size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+        if (!len || c == 0 || i + len > n) return false;
+        for (size_t k = 1; k < len; ++k)
+            if ((u(i + k) & 0xC0) != 0x80) return false;
+        i += len;
+    }
+    return true;
+}
+
+// mkdir that accepts an existing directory, and nothing else (a symlink
+// there is refused, so nothing is ever written through one).
+void make_real_dir(const std::string &path) {
+    if (::mkdir(path.c_str(), 0700) != 0 && errno != EEXIST) throw_file_error(errno, "cannot create", path);
+    struct stat st;
+    if (::lstat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+        throw Error(SPORE_EINVAL, "cannot create the directory " + path + ": something else is there");
+}
+
+void set_dir_meta(const std::string &path, const FileMeta &meta, bool mtime) {
+    if (::chmod(path.c_str(), meta.mode & 07777) != 0) throw_file_error(errno, "cannot set the mode of", path);
+    if (mtime) {
+        timespec ts[2];
+        ts[0].tv_sec = 0;
+        ts[0].tv_nsec = UTIME_OMIT;
+        ts[1].tv_sec = time_t(meta.mtime_sec);
+        ts[1].tv_nsec = long(meta.mtime_nsec);
+        (void)utimensat(AT_FDCWD, path.c_str(), ts, AT_SYMLINK_NOFOLLOW);
+    }
+}
+
+void replace_with_symlink(const std::string &path, const std::string &target) {
+    std::string tmp = path + ".spore-link";
+    ::unlink(tmp.c_str());
+    if (::symlink(target.c_str(), tmp.c_str()) != 0) throw_file_error(errno, "cannot create the symlink", path);
+    if (::rename(tmp.c_str(), path.c_str()) != 0) {
+        int err = errno;
+        ::unlink(tmp.c_str());
+        throw_file_error(err, "cannot create the symlink", path);
+    }
+}
+
+std::string tree_result(uint64_t files, uint64_t dirs, uint64_t links, uint64_t bytes) {
+    return "{\"files\":" + std::to_string(files) + ",\"dirs\":" + std::to_string(dirs) +
+           ",\"links\":" + std::to_string(links) + ",\"bytes\":" + std::to_string(bytes) + "}";
+}
+
 }  // namespace
+
+std::string put_tree(Master &m, const std::shared_ptr<ContextState> &ctx, const std::string &local_dir,
+                     const std::string &remote_dir, const TransferOptions &o_in) {
+    const char *op = "put_tree";
+    if (o_in.mode) throw Error(SPORE_EINVAL, "the mode option does not apply to trees (each file keeps its own)");
+    TransferOptions o = o_in;
+    const auto deadline = deadline_of(o);
+    std::vector<TreeEntry> entries;
+    FileMeta root_meta;
+    try {
+        entries = walk_tree(local_dir);
+        struct stat st;
+        if (::stat(local_dir.c_str(), &st) == 0) {
+            root_meta.mode = st.st_mode & 07777;
+            root_meta.mtime_sec = st.st_mtim.tv_sec;
+            root_meta.mtime_nsec = st.st_mtim.tv_nsec;
+        }
+    } catch (Error &e) {
+        rethrow_named(e, *ctx, op);
+    }
+    uint64_t files = 0, dirs = 0, links = 0, bytes = 0;
+    Json batch(cJSON_CreateArray());
+    std::string data;
+    auto add = [&](const char *t, const std::string &rel) {
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddItemToArray(batch.get(), e);
+        cJSON_AddStringToObject(e, "t", t);
+        cJSON_AddStringToObject(e, "p", rel.c_str());
+        return e;
+    };
+    auto flush = [&](bool last) {
+        if (cJSON_GetArraySize(batch.get()) == 0 && !last) return;
+        Json args = json_object();
+        cJSON_AddStringToObject(args.get(), "root", remote_dir.c_str());
+        cJSON_AddItemToObject(args.get(), "entries", batch.release());
+        cJSON_AddBoolToObject(args.get(), "sync", last && o.sync);
+        std::string text = json_print(args.get());
+        if (Clock::now() >= deadline) timed_out(*ctx, op, o.timeout_ms);
+        m.call(ctx, "fs.put_batch", text.c_str(), data.data(), data.size(), "", remaining_ms(deadline));
+        batch.reset(cJSON_CreateArray());
+        data.clear();
+    };
+    auto file_meta = [&](cJSON *e, const FileMeta &meta) {
+        cJSON_AddNumberToObject(e, "m", double(meta.mode));
+        if (o.preserve_mtime) {
+            cJSON_AddNumberToObject(e, "ms", double(meta.mtime_sec));
+            cJSON_AddNumberToObject(e, "mn", double(meta.mtime_nsec));
+        }
+        if (o.preserve_owner) {
+            cJSON_AddNumberToObject(e, "u", double(meta.uid));
+            cJSON_AddNumberToObject(e, "g", double(meta.gid));
+        }
+    };
+    add("d", "");
+    for (const TreeEntry &e : entries) {
+        if (!valid_utf8(e.rel))
+            throw Error(ErrorInfo{SPORE_EINVAL, "put_tree: a name under " + local_dir + " is not valid UTF-8", "",
+                                  ctx->name, op});
+        if (e.type == 'd') {
+            add("d", e.rel);
+            ++dirs;
+        } else if (e.type == 'l') {
+            cJSON_AddStringToObject(add("l", e.rel), "target", e.target.c_str());
+            ++links;
+        } else if (e.meta.size <= inline_limit(m)) {
+            std::string content;
+            try {
+                FileSource src(local_dir + "/" + e.rel);
+                src.read(content, size_t(src.meta().size));
+                src.finish();
+                cJSON *j = add("f", e.rel);
+                cJSON_AddNumberToObject(j, "s", double(content.size()));
+                file_meta(j, src.meta());
+            } catch (Error &err) {
+                rethrow_named(err, *ctx, op);
+            }
+            bytes += content.size();
+            data += content;
+            ++files;
+        } else {
+            // Directories above it must exist on the other side first.
+            flush(false);
+            TransferOptions fo = o;
+            fo.timeout_ms = remaining_ms(deadline);
+            std::unique_ptr<FileSourceAdapter> src;
+            try {
+                src = std::make_unique<FileSourceAdapter>(local_dir + "/" + e.rel);
+            } catch (Error &err) {
+                rethrow_named(err, *ctx, op);
+            }
+            put_from(m, ctx, *src, remote_dir + "/" + e.rel, fo, true);
+            bytes += e.meta.size;
+            ++files;
+        }
+        if (data.size() >= batch_limit(m) || cJSON_GetArraySize(batch.get()) >= 4096) flush(false);
+    }
+    // Directory modes last, children before parents: a read-only directory
+    // must not stop its own contents from being written.
+    for (auto it = entries.rbegin(); it != entries.rend(); ++it) {
+        if (it->type != 'd') continue;
+        cJSON *j = add("dm", it->rel);
+        cJSON_AddNumberToObject(j, "m", double(it->meta.mode));
+        if (o.preserve_mtime) {
+            cJSON_AddNumberToObject(j, "ms", double(it->meta.mtime_sec));
+            cJSON_AddNumberToObject(j, "mn", double(it->meta.mtime_nsec));
+        }
+    }
+    cJSON *rj = add("dm", "");
+    cJSON_AddNumberToObject(rj, "m", double(root_meta.mode));
+    flush(true);
+    return tree_result(files, dirs, links, bytes);
+}
+
+std::string get_tree(Master &m, const std::shared_ptr<ContextState> &ctx, const std::string &remote_dir,
+                     const std::string &local_dir, const TransferOptions &o_in) {
+    const char *op = "get_tree";
+    if (o_in.mode) throw Error(SPORE_EINVAL, "the mode option does not apply to trees (each file keeps its own)");
+    TransferOptions o = o_in;
+    const auto deadline = deadline_of(o);
+    std::string args = "{\"path\":" + json_print(Json(cJSON_CreateString(remote_dir.c_str())).get()) + "}";
+    Json walked = json_parse(m.call(ctx, "fs.walk", args.c_str(), nullptr, 0, "", remaining_ms(deadline)).first,
+                             8, nullptr);
+    const cJSON *entries = walked ? cJSON_GetObjectItemCaseSensitive(walked.get(), "entries") : nullptr;
+    if (!cJSON_IsArray(entries))
+        throw Error(ErrorInfo{SPORE_EPROTO, "fs.walk did not answer with a list", "", ctx->name, op});
+    FileMeta root_meta;
+    root_meta.mode = mode_t(num(walked.get(), "m", 0755)) & 07777;
+    root_meta.mtime_sec = int64_t(num(walked.get(), "ms", 0));
+    root_meta.mtime_nsec = int64_t(num(walked.get(), "mn", 0));
+    uint64_t files = 0, dirs = 0, links = 0, bytes = 0;
+    struct DirMeta {
+        std::string path;
+        FileMeta meta;
+    };
+    std::vector<DirMeta> dir_metas;
+    std::unordered_set<std::string> real_dirs{""};  // relative dirs known to be real directories here
+    auto is_real_dir = [&](const std::string &rel) { return real_dirs.count(rel) > 0; };
+    std::vector<std::pair<std::string, uint64_t>> pending;  // small files of the next batch
+    uint64_t pending_bytes = 0;
+    auto fetch_batch = [&]() {
+        if (pending.empty()) return;
+        Json a = json_object();
+        cJSON_AddStringToObject(a.get(), "root", remote_dir.c_str());
+        cJSON *paths = cJSON_AddArrayToObject(a.get(), "paths");
+        for (auto &p : pending) cJSON_AddItemToArray(paths, cJSON_CreateString(p.first.c_str()));
+        std::string text = json_print(a.get());
+        if (Clock::now() >= deadline) timed_out(*ctx, op, o.timeout_ms);
+        auto r = m.call(ctx, "fs.get_batch", text.c_str(), nullptr, 0, "", remaining_ms(deadline));
+        Json metas = json_parse(r.first, 8, nullptr);
+        if (!metas || !cJSON_IsArray(metas.get()) || size_t(cJSON_GetArraySize(metas.get())) != pending.size())
+            throw Error(ErrorInfo{SPORE_EPROTO, "fs.get_batch answered with the wrong number of files", "", ctx->name, op});
+        size_t off = 0, i = 0;
+        for (const cJSON *meta = metas.get()->child; meta; meta = meta->next, ++i) {
+            uint64_t size = uint64_t(num(meta, "size", -1));
+            if (off + size > r.second.size())
+                throw Error(ErrorInfo{SPORE_EPROTO, "fs.get_batch sent less data than it listed", "", ctx->name, op});
+            try {
+                AtomicFile out(local_dir + "/" + pending[i].first);
+                out.write(r.second.data() + off, size_t(size));
+                std::optional<std::pair<int64_t, int64_t>> mt;
+                if (o.preserve_mtime) mt = std::make_pair(int64_t(num(meta, "mtime_sec", 0)), int64_t(num(meta, "mtime_nsec", 0)));
+                std::optional<uid_t> uid;
+                std::optional<gid_t> gid;
+                if (o.preserve_owner) {
+                    uid = uid_t(num(meta, "uid", 0));
+                    gid = gid_t(num(meta, "gid", 0));
+                }
+                out.commit(mode_t(num(meta, "mode", 0644)) & 07777, mt, uid, gid, false);
+            } catch (Error &err) {
+                rethrow_named(err, *ctx, op);
+            }
+            off += size_t(size);
+            bytes += size;
+            ++files;
+        }
+        pending.clear();
+        pending_bytes = 0;
+    };
+    try {
+        make_real_dir(local_dir);
+    } catch (Error &err) {
+        rethrow_named(err, *ctx, op);
+    }
+    for (const cJSON *e = entries->child; e; e = e->next) {
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(e, "t");
+        const cJSON *p = cJSON_GetObjectItemCaseSensitive(e, "p");
+        if (!cJSON_IsString(t) || !cJSON_IsString(p)) continue;
+        std::string rel = p->valuestring, type = t->valuestring;
+        // The other side names the paths: each must stay inside the tree,
+        // below a directory this transfer made or found to be real.
+        if (!plain_relative(rel) || !is_real_dir(parent_rel(rel)))
+            throw Error(ErrorInfo{SPORE_EPROTO, "fs.walk listed '" + rel + "', which is not inside the tree", "",
+                                  ctx->name, op});
+        std::string path = local_dir + "/" + rel;
+        FileMeta meta;
+        meta.mode = mode_t(num(e, "m", 0644)) & 07777;
+        meta.size = uint64_t(num(e, "s", 0));
+        meta.mtime_sec = int64_t(num(e, "ms", 0));
+        meta.mtime_nsec = int64_t(num(e, "mn", 0));
+        try {
+            if (type == "d") {
+                fetch_batch();
+                make_real_dir(path);
+                real_dirs.insert(rel);
+                dir_metas.push_back({path, meta});
+                ++dirs;
+            } else if (type == "l") {
+                const cJSON *target = cJSON_GetObjectItemCaseSensitive(e, "target");
+                if (!cJSON_IsString(target) || !*target->valuestring) continue;
+                replace_with_symlink(path, target->valuestring);
+                ++links;
+            } else if (type == "f" && meta.size <= inline_limit(m)) {
+                pending.emplace_back(rel, meta.size);
+                pending_bytes += meta.size;
+                if (pending_bytes >= batch_limit(m) || pending.size() >= 4096) fetch_batch();
+            } else if (type == "f") {
+                fetch_batch();
+                TransferOptions fo = o;
+                fo.timeout_ms = remaining_ms(deadline);
+                get_file(m, ctx, remote_dir + "/" + rel, path, fo);
+                bytes += meta.size;
+                ++files;
+            }
+        } catch (Error &err) {
+            rethrow_named(err, *ctx, op);
+        }
+    }
+    fetch_batch();
+    try {
+        for (auto it = dir_metas.rbegin(); it != dir_metas.rend(); ++it) set_dir_meta(it->path, it->meta, o.preserve_mtime);
+        set_dir_meta(local_dir, root_meta, o.preserve_mtime);
+    } catch (Error &err) {
+        rethrow_named(err, *ctx, op);
+    }
+    if (o.sync) {
+        int fd = ::open(local_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd >= 0) {
+            (void)syncfs(fd);
+            ::close(fd);
+        }
+    }
+    return tree_result(files, dirs, links, bytes);
+}
 
 TransferOptions parse_transfer_options(const cJSON *opts) {
     TransferOptions o;

@@ -38,6 +38,14 @@ std::string put_bytes(Master &m, const std::shared_ptr<ContextState> &ctx, std::
                       const std::string &remote_path, const TransferOptions &o);
 std::string get_file(Master &m, const std::shared_ptr<ContextState> &ctx, const std::string &remote_path,
                      const std::string &local_path, const TransferOptions &o);
+// Directory trees: remote_dir (or local_dir) is created if missing and
+// receives every directory, regular file and symlink of the source tree
+// (other file types are skipped); what it held before and the source lacks
+// is kept. Returns {"files", "dirs", "links", "bytes"}.
+std::string put_tree(Master &m, const std::shared_ptr<ContextState> &ctx, const std::string &local_dir,
+                     const std::string &remote_dir, const TransferOptions &o);
+std::string get_tree(Master &m, const std::shared_ptr<ContextState> &ctx, const std::string &remote_dir,
+                     const std::string &local_dir, const TransferOptions &o);
 // {json metadata, content}.
 std::pair<std::string, std::string> get_bytes(Master &m, const std::shared_ptr<ContextState> &ctx,
                                               const std::string &remote_path, const TransferOptions &o);
