@@ -71,6 +71,21 @@ func (c *Context) GetFile(ctx context.Context, remotePath, localPath string, opt
 	})
 }
 
+// PutTree copies the local directory tree localDir into remoteDir of the
+// context (created if missing; what it held is kept unless replaced).
+func (c *Context) PutTree(ctx context.Context, localDir, remoteDir string, opts Options) error {
+	return c.transfer(ctx, "put_tree", opts, func(h capi.SwigcptrStruct_SS_spore_context, o cOptions) int {
+		return capi.Spore_put_tree(h, localDir, remoteDir, o.h)
+	})
+}
+
+// GetTree copies the directory tree remoteDir of the context into localDir.
+func (c *Context) GetTree(ctx context.Context, remoteDir, localDir string, opts Options) error {
+	return c.transfer(ctx, "get_tree", opts, func(h capi.SwigcptrStruct_SS_spore_context, o cOptions) int {
+		return capi.Spore_get_tree(h, remoteDir, localDir, o.h)
+	})
+}
+
 // GetBytes returns the content of remotePath in the context (at most
 // max_size bytes, default 128 MiB).
 func (c *Context) GetBytes(ctx context.Context, remotePath string, opts Options) ([]byte, error) {

@@ -768,6 +768,20 @@ func TestFiles(t *testing.T) {
 	if empty := must(c.GetBytes(ctx, dir+"/empty", nil)); empty == nil || len(empty) != 0 {
 		t.Fatalf("empty file: %v", empty)
 	}
+	if err := os.MkdirAll(dir+"/tree/a", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dir+"/tree/a/f", []byte("deep"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	must(0, child.PutTree(ctx, dir+"/tree", dir+"/copy", nil))
+	must(0, child.GetTree(ctx, dir+"/copy", dir+"/back-tree", nil))
+	if got, _ := os.ReadFile(dir + "/back-tree/a/f"); string(got) != "deep" {
+		t.Fatalf("tree round trip: %q", got)
+	}
+	if err := c.PutTree(ctx, dir+"/nothing", dir+"/x", nil); !errors.Is(err, spore.ErrNotFound) {
+		t.Fatalf("missing tree: %v", err)
+	}
 	var wg sync.WaitGroup
 	for i := 0; i < 4; i++ {
 		wg.Add(1)

@@ -73,7 +73,7 @@ static void *spore_rb_log_nogvl(void *p) {
 
 /* File transfers: one argument block for all four. */
 struct spore_rb_xfer {
-    int kind; /* 0 put_file, 1 put_bytes, 2 get_file, 3 get_bytes */
+    int kind; /* 0 put_file, 1 put_bytes, 2 get_file, 3 get_bytes, 4 put_tree, 5 get_tree */
     spore_context *ctx;
     const char *a, *b;
     const void *data;
@@ -88,6 +88,8 @@ static void *spore_rb_xfer_nogvl(void *p) {
     case 0: x->rc = spore_put_file(x->ctx, x->a, x->b, x->opts); break;
     case 1: x->rc = spore_put_bytes(x->ctx, x->data, x->len, x->a, x->opts); break;
     case 2: x->rc = spore_get_file(x->ctx, x->a, x->b, x->opts); break;
+    case 4: x->rc = spore_put_tree(x->ctx, x->a, x->b, x->opts); break;
+    case 5: x->rc = spore_get_tree(x->ctx, x->a, x->b, x->opts); break;
     default: x->rc = spore_get_bytes(x->out, x->ctx, x->a, x->opts); break;
     }
     return NULL;
@@ -146,6 +148,18 @@ static int spore_rb_put_bytes(spore_context *ctx, const void *data, size_t len, 
 static int spore_rb_get_file(spore_context *ctx, const char *remote_path, const char *local_path,
                              const spore_options *opts) {
     struct spore_rb_xfer x = {2, ctx, remote_path, local_path, NULL, 0, opts, NULL, 0};
+    rb_thread_call_without_gvl(spore_rb_xfer_nogvl, &x, NULL, NULL);
+    return x.rc;
+}
+static int spore_rb_put_tree(spore_context *ctx, const char *local_dir, const char *remote_dir,
+                             const spore_options *opts) {
+    struct spore_rb_xfer x = {4, ctx, local_dir, remote_dir, NULL, 0, opts, NULL, 0};
+    rb_thread_call_without_gvl(spore_rb_xfer_nogvl, &x, NULL, NULL);
+    return x.rc;
+}
+static int spore_rb_get_tree(spore_context *ctx, const char *remote_dir, const char *local_dir,
+                             const spore_options *opts) {
+    struct spore_rb_xfer x = {5, ctx, remote_dir, local_dir, NULL, 0, opts, NULL, 0};
     rb_thread_call_without_gvl(spore_rb_xfer_nogvl, &x, NULL, NULL);
     return x.rc;
 }

@@ -578,6 +578,23 @@ class Context:
         finally:
             _free_options(o)
 
+    def put_tree(self, local_dir, remote_dir, **options):
+        """Copies a local directory tree into remote_dir (created if
+        missing; what it held is kept unless the tree replaces it)."""
+        o = _options(options)
+        try:
+            _check(_c.spore_put_tree(self._h(), os.fspath(local_dir), os.fspath(remote_dir), o))
+        finally:
+            _free_options(o)
+
+    def get_tree(self, remote_dir, local_dir, **options):
+        """Copies the directory tree remote_dir of this context into local_dir."""
+        o = _options(options)
+        try:
+            _check(_c.spore_get_tree(self._h(), os.fspath(remote_dir), os.fspath(local_dir), o))
+        finally:
+            _free_options(o)
+
     def get_bytes(self, remote_path, **options):
         """The content of remote_path as bytes (at most max_size, default
         128 MiB)."""

@@ -415,3 +415,17 @@ def test_files(router, tmp_path):
         t.join()
     assert all((tmp_path / ("t%d" % i)).read_bytes() == blob for i in range(4))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["back", "dst", "small", "src", "t0", "t1", "t2", "t3"]
+    # trees
+    tree = tmp_path / "tree"
+    (tree / "a" / "b").mkdir(parents=True)
+    (tree / "a" / "b" / "f").write_bytes(b"deep")
+    (tree / "big").write_bytes(blob)
+    os.symlink("a/b/f", tree / "link")
+    child.put_tree(tree, tmp_path / "tree-copy")
+    child.get_tree(tmp_path / "tree-copy", tmp_path / "tree-back")
+    for d in ("tree-copy", "tree-back"):
+        assert (tmp_path / d / "a" / "b" / "f").read_bytes() == b"deep"
+        assert (tmp_path / d / "big").read_bytes() == blob
+        assert os.readlink(tmp_path / d / "link") == "a/b/f"
+    with pytest.raises(spore.NotFound):
+        ctx.put_tree(tmp_path / "no-such-tree", tmp_path / "x")

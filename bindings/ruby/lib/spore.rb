@@ -285,6 +285,16 @@ module Spore
       nil
     end
 
+    def put_tree(local_dir, remote_dir, **opts)
+      with_options(opts) { |o| Spore.check(C.spore_rb_put_tree(@handle, local_dir.to_s, remote_dir.to_s, o)) }
+      nil
+    end
+
+    def get_tree(remote_dir, local_dir, **opts)
+      with_options(opts) { |o| Spore.check(C.spore_rb_get_tree(@handle, remote_dir.to_s, local_dir.to_s, o)) }
+      nil
+    end
+
     # The content of remote_path as a binary String.
     def get_bytes(remote_path, **opts)
       res = with_options(opts) do |o|

@@ -2,6 +2,7 @@
 # the build's ruby/ directory on the load path and SPORE_AGENT_PATH set).
 require "minitest/autorun"
 require "tmpdir"
+require "fileutils"
 require "stringio"
 require "spore"
 
@@ -207,6 +208,12 @@ class SporeTest < Minitest::Test
         assert_equal true, ctx.call("sys.ping")
         threads.each(&:join)
         3.times { |i| assert_equal blob, File.binread(File.join(dir, "t#{i}")) }
+        FileUtils.mkdir_p(File.join(dir, "tree", "a"))
+        File.binwrite(File.join(dir, "tree", "a", "f"), "deep")
+        ctx.put_tree(File.join(dir, "tree"), File.join(dir, "copy"))
+        ctx.get_tree(File.join(dir, "copy"), File.join(dir, "back-tree"))
+        assert_equal "deep", File.binread(File.join(dir, "back-tree", "a", "f"))
+        assert_raises(Spore::NotFound) { ctx.put_tree(File.join(dir, "nothing"), File.join(dir, "x")) }
       end
     end
     assert_no_descendants
