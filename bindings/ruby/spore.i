@@ -169,6 +169,13 @@ static int spore_rb_get_bytes(spore_result **out, spore_context *ctx, const char
     rb_thread_call_without_gvl(spore_rb_xfer_nogvl, &x, NULL, NULL);
     return x.rc;
 }
+static void *spore_rb_close_nogvl(void *p) {
+    spore_router_close((spore_router *)p);
+    return NULL;
+}
+static void spore_rb_router_close(spore_router *router) {
+    rb_thread_call_without_gvl(spore_rb_close_nogvl, router, NULL, NULL);
+}
 static void spore_rb_router_free(spore_router *router) {
     rb_thread_call_without_gvl(spore_rb_free_nogvl, router, NULL, NULL);
 }

@@ -14,6 +14,12 @@ import sys
 import spore
 
 
+def say(text):
+    # One write per line: the log thread prints to the same stdout.
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
 def main():
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format="%(levelname)s %(name)s %(message)s")
@@ -22,18 +28,18 @@ def main():
         child = router.fork(local)
         for ctx in (local, child):
             info = ctx.call("sys.info")
-            print("%-12s pid %s, user %s, host %s" % (ctx.name, info["pid"], info["user"], info["hostname"]))
+            say("%-12s pid %s, user %s, host %s" % (ctx.name, info["pid"], info["user"], info["hostname"]))
 
         # The output lines of a streamed command come back as log records.
         result = child.call("proc.run", argv=["sh", "-c", "echo hello from $(id -un); echo to stderr >&2"],
                             stream=True)
-        print("command exit status:", result["rc"])
+        say("command exit status: %s" % result["rc"])
 
         # Each error code has its exception class under spore.Error.
         try:
             child.call("no.such.function")
         except spore.UnknownFunction as e:
-            print("expected failure: %s (%s in %s)" % (e.code_name, e.function, e.context))
+            say("expected failure: %s (%s in %s)" % (e.code_name, e.function, e.context))
     return 0
 
 

@@ -17,17 +17,17 @@ Spore::Router.open(logger: logger) do |router|
   child = router.fork(local)
   [local, child].each do |ctx|
     info = ctx.call("sys.info")
-    printf("%-12s pid %s, user %s, host %s\n", ctx.name, info["pid"], info["user"], info["hostname"])
+    $stdout.write(format("%-12s pid %s, user %s, host %s\n", ctx.name, info["pid"], info["user"], info["hostname"]))
   end
 
   # The output lines of a streamed command come back as log records.
   result = child.call("proc.run", argv: ["sh", "-c", "echo hello from $(id -un); echo to stderr >&2"], stream: true)
-  puts "command exit status: #{result['rc']}"
+  $stdout.write("command exit status: #{result['rc']}\n")
 
   # Each error code has its exception class under Spore::Error.
   begin
     child.call("no.such.function")
   rescue Spore::UnknownFunction => e
-    puts "expected failure: #{e.class.name} (#{e.function} in #{e.context})"
+    $stdout.write("expected failure: #{e.class.name} (#{e.function} in #{e.context})\n")
   end
 end

@@ -226,7 +226,7 @@ void Agent::on_call(Message &&m) {
             int64_t window = json_int(job.args.get(), "window", int64_t(kChanDefaultWindow));
             if (window < int64_t(kChanMinWindow) || window > int64_t(kChanMaxWindow)) window = int64_t(kChanDefaultWindow);
             auto inbox = std::make_shared<ChannelInbox>(uint64_t(window) + kChanChunk);
-            if (!channels_.add(job.msg.h.src_id, n, ChannelEndpoint{0, nullptr, inbox})) {
+            if (!channels_.add(job.msg.h.src_id, n, ChannelEndpoint{0, nullptr, inbox, {}})) {
                 ErrorInfo e{SPORE_EPROTO, "fs.put: channel " + std::to_string(n) + " is already in use", "",
                             context_name(), job.fn};
                 return finish_job(job, CallReply{}, &e);
@@ -461,7 +461,8 @@ void Agent::on_chan_data(Message &&m) {
     auto ep = channels_.find(src, ch);
     if (!ep) return;  // the transfer already ended (failed): late data is dropped
     if (ep->inbox) ep->inbox->push(std::move(c));
-    else if (ep->window && c.abort) ep->window->fail(*c.abort);  // the receiver gave up
+    else if (ep->window && c.abort) ep->window->fail(*c.abort);
+    if (ep->notify) ep->notify();  // the receiver gave up
 }
 
 void Agent::on_chan_ack(Message &&m) {
@@ -470,6 +471,7 @@ void Agent::on_chan_ack(Message &&m) {
     if (!parse_chan_ack(m, ch, n)) return;
     auto ep = channels_.find(m.h.src_id, ch);
     if (ep && ep->window) ep->window->credit(n);
+    if (ep && ep->notify) ep->notify();
 }
 
 void Agent::on_set_log_level(Message &&m) {

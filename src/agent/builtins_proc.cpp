@@ -181,9 +181,10 @@ std::string find_in_path(const std::string &prog, const char *path) {
 
 }  // namespace
 
-void proc_run(const CallRequest &req, CallReply &reply, Services &svc) {
-    // ---- arguments
-    std::vector<std::string> argv;
+SpawnSpec parse_spawn_spec(const CallRequest &req) {
+    SpawnSpec spec;
+    std::vector<std::string> &argv = spec.argv;
+    std::vector<std::string> &env = spec.env;
     const cJSON *jargv = arg(req, "argv");
     auto shell = arg_opt_str(req, "shell");
     if (jargv && shell) bad_arg(req, "argv", "and 'shell' are mutually exclusive");
@@ -200,7 +201,6 @@ void proc_run(const CallRequest &req, CallReply &reply, Services &svc) {
         }
     }
 
-    std::vector<std::string> env;
     bool env_clear = arg_bool(req, "env_clear", false);
     if (!env_clear)
         for (char **e = environ; e && *e; ++e) env.emplace_back(*e);
@@ -219,20 +219,11 @@ void proc_run(const CallRequest &req, CallReply &reply, Services &svc) {
             if (cJSON_IsString(it)) env.push_back(std::string(key) + "=" + it->valuestring);
         }
     }
+    spec.cwd = arg_opt_str(req, "cwd");
 
-    auto cwd = arg_opt_str(req, "cwd");
-    auto stdin_arg = arg_opt_str(req, "stdin");
-    std::string_view input = stdin_arg ? std::string_view(*stdin_arg) : req.data;
-    int64_t timeout_ms = arg_int(req, "timeout_ms", 0, 0, int64_t(1) << 40);
-    Options opt;
-    opt.stream = arg_bool(req, "stream", false) && svc.log_enabled(kLogInfo);
-    opt.capture = arg_bool(req, "capture", true);
-    bool stdout_binary = arg_bool(req, "stdout_binary", false);
-    opt.max_output = size_t(arg_int(req, "max_output", kDefaultMaxOutput, 0, int64_t(1) << 50));
-
-    // ---- program path: honour a PATH given in the child's environment
-    std::string prog = argv[0];
-    if (!prog.empty() && prog.find('/') == std::string::npos) {
+    // Program path: honour a PATH given in the child's environment.
+    spec.prog = argv[0];
+    if (!spec.prog.empty() && spec.prog.find('/') == std::string::npos) {
         const char *child_path = nullptr;
         for (const std::string &e : env)
             if (e.starts_with("PATH=")) {
@@ -241,8 +232,54 @@ void proc_run(const CallRequest &req, CallReply &reply, Services &svc) {
             }
         const char *our_path = getenv("PATH");
         if (child_path && (!our_path || strcmp(child_path, our_path) != 0))
-            prog = find_in_path(prog, child_path);
+            spec.prog = find_in_path(spec.prog, child_path);
     }
+    return spec;
+}
+
+pid_t spawn_child(const CallRequest &req, SpawnSpec &spec, posix_spawn_file_actions_t *fa, bool new_session) {
+    if (spec.cwd) check_spawn(posix_spawn_file_actions_addchdir_np(fa, spec.cwd->c_str()));
+    SpawnAttr attr;
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    posix_spawnattr_setflags(&attr.a, (new_session ? POSIX_SPAWN_SETSID : POSIX_SPAWN_SETPGROUP) |
+                                          POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    if (!new_session) posix_spawnattr_setpgroup(&attr.a, 0);
+    posix_spawnattr_setsigmask(&attr.a, &none);
+    posix_spawnattr_setsigdefault(&attr.a, &all);
+
+    std::vector<char *> cargv, cenv;
+    for (std::string &s : spec.argv) cargv.push_back(s.data());
+    cargv.push_back(nullptr);
+    for (std::string &s : spec.env) cenv.push_back(s.data());
+    cenv.push_back(nullptr);
+
+    pid_t pid = -1;
+    int rc = posix_spawnp(&pid, spec.prog.c_str(), fa, &attr.a, cargv.data(), cenv.data());
+    if (rc != 0) {
+        if (spec.cwd) {
+            struct stat st;
+            if (::stat(spec.cwd->c_str(), &st) != 0) throw_os(req, "cwd '" + *spec.cwd + "'", errno);
+            if (!S_ISDIR(st.st_mode)) throw_os(req, "cwd '" + *spec.cwd + "'", ENOTDIR);
+        }
+        throw_remote(req, errno_type(rc),
+                     std::string(req.function) + ": cannot execute '" + spec.argv[0] +
+                         "': " + errno_text(rc) + " (errno " + std::to_string(rc) + ")");
+    }
+    return pid;
+}
+
+void proc_run(const CallRequest &req, CallReply &reply, Services &svc) {
+    SpawnSpec spec = parse_spawn_spec(req);
+    auto stdin_arg = arg_opt_str(req, "stdin");
+    std::string_view input = stdin_arg ? std::string_view(*stdin_arg) : req.data;
+    int64_t timeout_ms = arg_int(req, "timeout_ms", 0, 0, int64_t(1) << 40);
+    Options opt;
+    opt.stream = arg_bool(req, "stream", false) && svc.log_enabled(kLogInfo);
+    opt.capture = arg_bool(req, "capture", true);
+    bool stdout_binary = arg_bool(req, "stdout_binary", false);
+    opt.max_output = size_t(arg_int(req, "max_output", kDefaultMaxOutput, 0, int64_t(1) << 50));
 
     // ---- pipes and spawn attributes
     UniqueFd in_rd, in_wr, out_rd, out_wr, err_rd, err_wr;
@@ -255,36 +292,7 @@ void proc_run(const CallRequest &req, CallReply &reply, Services &svc) {
     else check_spawn(posix_spawn_file_actions_addopen(&fa.fa, 0, "/dev/null", O_RDONLY, 0));
     check_spawn(posix_spawn_file_actions_adddup2(&fa.fa, out_wr.get(), 1));
     check_spawn(posix_spawn_file_actions_adddup2(&fa.fa, err_wr.get(), 2));
-    if (cwd) check_spawn(posix_spawn_file_actions_addchdir_np(&fa.fa, cwd->c_str()));
-
-    SpawnAttr attr;
-    sigset_t none, all;
-    sigemptyset(&none);
-    sigfillset(&all);
-    posix_spawnattr_setflags(&attr.a, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
-                                          POSIX_SPAWN_SETSIGDEF);
-    posix_spawnattr_setpgroup(&attr.a, 0);
-    posix_spawnattr_setsigmask(&attr.a, &none);
-    posix_spawnattr_setsigdefault(&attr.a, &all);
-
-    std::vector<char *> cargv, cenv;
-    for (std::string &s : argv) cargv.push_back(s.data());
-    cargv.push_back(nullptr);
-    for (std::string &s : env) cenv.push_back(s.data());
-    cenv.push_back(nullptr);
-
-    pid_t pid = -1;
-    int rc = posix_spawnp(&pid, prog.c_str(), &fa.fa, &attr.a, cargv.data(), cenv.data());
-    if (rc != 0) {
-        if (cwd) {
-            struct stat st;
-            if (::stat(cwd->c_str(), &st) != 0) throw_os(req, "cwd '" + *cwd + "'", errno);
-            if (!S_ISDIR(st.st_mode)) throw_os(req, "cwd '" + *cwd + "'", ENOTDIR);
-        }
-        throw_remote(req, errno_type(rc),
-                     std::string(req.function) + ": cannot execute '" + argv[0] +
-                         "': " + errno_text(rc) + " (errno " + std::to_string(rc) + ")");
-    }
+    pid_t pid = spawn_child(req, spec, &fa.fa, false);
     Child child{pid, svc};  // from here on the child is always killed/reaped
     svc.register_process(pid);
     child.registered = true;

@@ -145,7 +145,7 @@ void fs_get(const CallRequest &req, CallReply &reply, Services &svc) {
     ChannelTable &t = table_of(req, svc);
     uint32_t chan = uint32_t(*ch);
     auto win = std::make_shared<ChannelWindow>(uint64_t(window));
-    if (!t.add(req.caller, chan, ChannelEndpoint{0, win, nullptr}))
+    if (!t.add(req.caller, chan, ChannelEndpoint{0, win, nullptr, {}}))
         throw Error(SPORE_EPROTO, "fs.get: channel " + std::to_string(chan) + " is already in use");
     ChannelGuard guard{&t, req.caller, chan};
     try {

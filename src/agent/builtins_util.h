@@ -7,6 +7,8 @@
 #include <cerrno>
 #include <cstdint>
 #include <optional>
+#include <spawn.h>
+#include <vector>
 #include <string>
 #include <string_view>
 
@@ -103,6 +105,20 @@ std::optional<gid_t> group_by_name(std::string_view name);
 const char *file_type_name(mode_t mode) noexcept;
 // The process umask, read without changing it where possible.
 mode_t current_umask();
+
+// ---- processes -----------------------------------------------------------
+
+// What proc.run and proc.start start: argv (or shell), env (env_clear),
+// cwd, and the program found on the child's own PATH.
+struct SpawnSpec {
+    std::vector<std::string> argv, env;
+    std::optional<std::string> cwd;
+    std::string prog;
+};
+SpawnSpec parse_spawn_spec(const CallRequest &req);
+// posix_spawn with the file actions given (plus cwd), in a new process group
+// (or a new session, for a pty). Throws the call's error when it fails.
+pid_t spawn_child(const CallRequest &req, SpawnSpec &spec, posix_spawn_file_actions_t *fa, bool new_session);
 
 // ---- the built-ins -------------------------------------------------------
 

@@ -60,6 +60,19 @@ bool ChannelWindow::failed(ErrorInfo *out) const {
     return failed_.has_value();
 }
 
+uint64_t ChannelWindow::room() const {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (failed_) return 0;
+    return in_flight_ >= window_ ? 0 : window_ - in_flight_;
+}
+
+bool ChannelWindow::try_acquire(uint64_t n) {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (failed_ || (in_flight_ != 0 && in_flight_ + n > window_)) return false;
+    in_flight_ += n;
+    return true;
+}
+
 uint64_t ChannelWindow::in_flight() const {
     std::lock_guard<std::mutex> lk(mu_);
     return in_flight_;
@@ -181,6 +194,14 @@ Message chan_abort_message(uint32_t dst, uint32_t ch, const ErrorInfo &why) {
     return m;
 }
 
+Message chan_control_message(uint32_t dst, uint32_t ch, const std::string &json_members) {
+    Message m;
+    m.h.dst_id = dst;
+    m.h.handle = kHandleChanData;
+    m.json = "{\"ch\":" + std::to_string(ch) + (json_members.empty() ? "" : "," + json_members) + "}";
+    return m;
+}
+
 Message chan_ack_message(uint32_t dst, uint32_t ch, uint64_t n) {
     Message m;
     m.h.dst_id = dst;
@@ -212,10 +233,8 @@ bool parse_chan_data(Message &&m, uint32_t &ch, ChannelChunk &out) {
         out.meta = m.json;
         return true;
     }
-    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j.get(), "eof"))) {
-        out.eof = true;
-        out.meta = m.json;
-    }
+    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j.get(), "eof"))) out.eof = true;
+    if (m.bin.empty()) out.meta = m.json;
     out.data = std::move(m.bin);
     return true;
 }

@@ -15,6 +15,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -50,6 +51,10 @@ public:
     void fail(const ErrorInfo &e);
     bool failed(ErrorInfo *out = nullptr) const;
     uint64_t in_flight() const;
+    // Bytes that may leave now without waiting (0 when full or failed).
+    uint64_t room() const;
+    // Takes n bytes of window without waiting; false when they are not free.
+    bool try_acquire(uint64_t n);
 
 private:
     mutable std::mutex mu_;
@@ -62,7 +67,7 @@ private:
 struct ChannelChunk {
     std::string data;
     bool eof = false;       // the sender has sent everything; meta holds its JSON
-    std::string meta;       // JSON of the last message (eof or abort)
+    std::string meta;       // the message's JSON when it carries no bytes (eof, abort, control)
     std::optional<ErrorInfo> abort;  // the sender gave up
 };
 
@@ -94,9 +99,14 @@ struct ChannelEndpoint {
     uint32_t peer = 0;
     std::shared_ptr<ChannelWindow> window;  // when this end sends
     std::shared_ptr<ChannelInbox> inbox;    // when this end receives
+    // Called (on the loop thread) after data, credit or a failure reached
+    // the channel, for an owner that waits in poll() rather than on the
+    // window or inbox (process streams).
+    std::function<void()> notify;
     void fail(const ErrorInfo &e) const {
         if (window) window->fail(e);
         if (inbox) inbox->fail(e);
+        if (notify) notify();
     }
 };
 
@@ -122,6 +132,8 @@ Message chan_data_message(uint32_t dst, uint32_t ch, std::string data);
 Message chan_eof_message(uint32_t dst, uint32_t ch, const std::string &meta_json_members);
 Message chan_abort_message(uint32_t dst, uint32_t ch, const ErrorInfo &why);
 Message chan_ack_message(uint32_t dst, uint32_t ch, uint64_t n);
+// A data message with no bytes and extra JSON members (e.g. "started").
+Message chan_control_message(uint32_t dst, uint32_t ch, const std::string &json_members);
 
 // Decodes a kHandleChanData message into (ch, chunk); false if malformed.
 bool parse_chan_data(Message &&m, uint32_t &ch, ChannelChunk &out);

@@ -527,6 +527,7 @@ void Master::on_chan_data(Message &&m) {
     if (!ep) return;  // finished or abandoned: late data is dropped
     if (ep->inbox) ep->inbox->push(std::move(c));
     else if (ep->window && c.abort) ep->window->fail(*c.abort);
+    if (ep->notify) ep->notify();
 }
 
 void Master::on_chan_ack(Message &&m) {
@@ -535,6 +536,7 @@ void Master::on_chan_ack(Message &&m) {
     if (!parse_chan_ack(m, ch, n)) return;
     auto ep = channels_.find(m.h.src_id, ch);
     if (ep && ep->window) ep->window->credit(n);
+    if (ep && ep->notify) ep->notify();
 }
 
 void Master::on_route_lost(uint32_t id, const std::string &reason) {

@@ -166,7 +166,7 @@ std::string put_from(Master &m, const std::shared_ptr<ContextState> &ctx, Source
 
     uint32_t ch = m.new_channel_id();
     auto win = std::make_shared<ChannelWindow>(o.window);
-    m.channels().add(ctx->id, ch, ChannelEndpoint{0, win, nullptr});
+    m.channels().add(ctx->id, ch, ChannelEndpoint{0, win, nullptr, {}});
     ChannelGuard guard{m, ctx->id, ch};
     cJSON_AddNumberToObject(args.get(), "ch", double(ch));
     cJSON_AddNumberToObject(args.get(), "window", double(o.window));
@@ -225,7 +225,7 @@ std::string get_into(Master &m, const std::shared_ptr<ContextState> &ctx, const 
     const auto deadline = deadline_of(o);
     uint32_t ch = m.new_channel_id();
     auto inbox = std::make_shared<ChannelInbox>(o.window + kChanChunk);
-    m.channels().add(ctx->id, ch, ChannelEndpoint{0, nullptr, inbox});
+    m.channels().add(ctx->id, ch, ChannelEndpoint{0, nullptr, inbox, {}});
     ChannelGuard guard{m, ctx->id, ch};
     Json args = json_object();
     cJSON_AddStringToObject(args.get(), "path", remote.c_str());

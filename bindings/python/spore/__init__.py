@@ -22,7 +22,6 @@ import logging
 import os
 import selectors
 import threading
-import weakref
 from collections import namedtuple
 
 from . import spore_c as _c
@@ -370,14 +369,12 @@ class _Completer(threading.Thread):
 _LEVELS = {DEBUG: logging.DEBUG, INFO: logging.INFO, WARNING: logging.WARNING, ERROR: logging.ERROR}
 
 
-def _pump_logs(router_ref, stop):
-    """Moves the agents' log records into `logging` until the router closes."""
-    while not stop.is_set():
-        router = router_ref()
-        if router is None or router._handle is None:
-            return
-        rc, rec = _c.spore_router_next_log(router._handle, 100)
-        del router
+def _pump_logs(handle):
+    """Moves the agents' log records into `logging` until the router is
+    closed and its queue is empty (ESHUTDOWN). It holds the C handle, not
+    the Router, so an unreferenced Router is still collected (and closed)."""
+    while True:
+        rc, rec = _c.spore_router_next_log(handle, 100)
         if rc == _c.SPORE_ETIMEDOUT:
             continue
         if rc < 0:
@@ -421,10 +418,9 @@ class Router:
         self._lock = threading.Lock()
         self._completer = _Completer()
         self._completer.start()
-        self._log_stop = threading.Event()
         self._log_thread = None
         if forward_logs:
-            self._log_thread = threading.Thread(target=_pump_logs, args=(weakref.ref(self), self._log_stop),
+            self._log_thread = threading.Thread(target=_pump_logs, args=(handle,),
                                                 name="spore-logs", daemon=True)
             self._log_thread.start()
 
@@ -451,7 +447,9 @@ class Router:
             handle, self._handle = self._handle, None
         if handle is None:
             return
-        self._log_stop.set()
+        # The shutdown first: the log thread then takes the records still
+        # queued and leaves, so none is lost, before the handle goes.
+        _c.spore_router_close(handle)
         if self._log_thread is not None and self._log_thread is not threading.current_thread():
             self._log_thread.join()
         _c.spore_router_free(handle)

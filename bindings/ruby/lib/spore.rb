@@ -182,6 +182,9 @@ module Spore
         @handle
       end
       return if h.nil?
+      # The shutdown first: the log thread then takes the records still
+      # queued and leaves, so none is lost, before the handle goes.
+      C.spore_rb_router_close(h)
       @log_thread&.join
       ObjectSpace.undefine_finalizer(self)
       C.spore_rb_router_free(h)
@@ -208,8 +211,9 @@ module Spore
 
     private
 
+    # Until the router is closed and its queue empty (ESHUTDOWN).
     def pump_logs
-      until @closed
+      loop do
         rc, rec = C.spore_rb_next_log(@handle, 100)
         next if rc == C::SPORE_ETIMEDOUT
         break if rc < 0
