@@ -393,6 +393,72 @@ SPORE_EXTERN(int) spore_get_tree(spore_context *ctx, const char *remote_dir, con
 SPORE_EXTERN(int) spore_get_bytes(spore_result **out, spore_context *ctx, const char *remote_path,
                                   const spore_options *opts) SPORE_NOEXCEPT;
 
+/* ------------------------------------------------------- process streams */
+
+/** A process running in a context, with its stdin, stdout and stderr as
+ *  flow-controlled streams (so neither side ever buffers more than a window
+ *  of its output or input). Free with spore_process_free. */
+typedef struct spore_process spore_process;
+
+/** Starts a process in the context and returns once it runs.
+ *  @param args_json a JSON object: "argv" (array of strings) or "shell"
+ *         (string for /bin/sh -c), "env" (object; null values unset),
+ *         "env_clear" (bool), "cwd", "pty" (bool: run it on a new pty, its
+ *         controlling terminal; stdout then carries all output and stderr
+ *         is empty), "rows", "cols" (the pty's size, default 24 x 80).
+ *  @param opts NULL or "window" (int bytes in flight each way, default 4 MiB).
+ *  @return SPORE_OK, SPORE_EINVAL, SPORE_EBADARGS, SPORE_EREMOTE (it could
+ *  not be started: remote_type FileNotFoundError, PermissionError, ...),
+ *  SPORE_EDISCONNECTED, SPORE_ESHUTDOWN, SPORE_ETIMEDOUT. */
+SPORE_EXTERN(int) spore_proc_start(spore_process **out, spore_context *ctx, const char *args_json,
+                                   const spore_options *opts) SPORE_NOEXCEPT;
+
+/** Writes len bytes to the process's stdin, waiting (up to timeout_ms, -1
+ *  forever) while a window of earlier bytes is unread by it. The bytes are
+ *  copied. @return SPORE_OK, SPORE_ETIMEDOUT (part may have been sent),
+ *  SPORE_EINVAL (stdin closed), SPORE_EDISCONNECTED (the process exited or
+ *  its context went away). Bytes written after the process closed its
+ *  stdin are dropped. Thread-safe; writes from several threads do not mix
+ *  within one call. */
+SPORE_EXTERN(int) spore_process_write(spore_process *p, const void *data, size_t len,
+                                      int timeout_ms) SPORE_NOEXCEPT;
+
+/** Closes the process's stdin after what was written (a pty gets ^D).
+ *  Idempotent. @return SPORE_OK or SPORE_EDISCONNECTED. */
+SPORE_EXTERN(int) spore_process_close_stdin(spore_process *p) SPORE_NOEXCEPT;
+
+/** Reads up to cap bytes the process wrote on fd 1 (stdout) or 2 (stderr),
+ *  waiting up to timeout_ms (-1 forever) for at least one.
+ *  @return the number of bytes (> 0), 0 once that output has ended, or a
+ *  negative code: SPORE_ETIMEDOUT (nothing yet), SPORE_EINVAL,
+ *  SPORE_EDISCONNECTED, SPORE_ESHUTDOWN. cap above INT_MAX is read as
+ *  INT_MAX. One thread per fd at a time. */
+SPORE_EXTERN(int) spore_process_read(spore_process *p, int fd, void *buf, size_t cap,
+                                     int timeout_ms) SPORE_NOEXCEPT;
+
+/** Sends a signal to the process's process group. @return SPORE_OK,
+ *  SPORE_EINVAL (no such signal, or the process has ended). */
+SPORE_EXTERN(int) spore_process_signal(spore_process *p, int signum) SPORE_NOEXCEPT;
+
+/** Sets the window size of the process's pty. @return SPORE_OK, SPORE_EINVAL
+ *  (no pty, bad size, or ended). */
+SPORE_EXTERN(int) spore_process_resize(spore_process *p, int rows, int cols) SPORE_NOEXCEPT;
+
+/** Waits up to timeout_ms (-1 forever) for the process to exit and its
+ *  output to be sent. exit_code receives its exit status (-1 when killed
+ *  by a signal), signal the signal that killed it (0 if none); either may
+ *  be NULL. Output not yet read stays readable. @return SPORE_OK,
+ *  SPORE_ETIMEDOUT, SPORE_EDISCONNECTED, SPORE_ESHUTDOWN. */
+SPORE_EXTERN(int) spore_process_wait(spore_process *p, int *exit_code, int *signal,
+                                     int timeout_ms) SPORE_NOEXCEPT;
+
+/** The process's pid in its context. */
+SPORE_EXTERN(long) spore_process_pid(const spore_process *p) SPORE_NOEXCEPT;
+
+/** Frees the handle; a process still running is killed (SIGKILL to its
+ *  group). NULL is a no-op. */
+SPORE_EXTERN(void) spore_process_free(spore_process *p) SPORE_NOEXCEPT;
+
 /* ----------------------------------------------------------------- results */
 
 /** The result as JSON text (borrowed, NUL-terminated, never NULL). */

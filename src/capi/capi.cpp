@@ -7,9 +7,12 @@
 #include <new>
 #include <string>
 
+#include <climits>
+
 #include "core/error.h"
 #include "core/json.h"
 #include "core/master.h"
+#include "core/process.h"
 #include "core/transfer.h"
 #include "spore/spore.h"
 
@@ -24,6 +27,10 @@ struct spore_router {
 };
 struct spore_options {
     spore::Json j;
+};
+struct spore_process {
+    std::shared_ptr<spore::Master> m;  // outlives the process handle's use of it
+    std::unique_ptr<spore::RemoteProcess> p;
 };
 struct spore_context {
     std::shared_ptr<spore::Master> m;
@@ -412,6 +419,93 @@ int spore_get_bytes(spore_result **out, spore_context *ctx, const char *remote_p
         auto r = spore::get_bytes(*ctx->m, ctx->c, remote_path, transfer_options(opts));
         return make_result(out, std::move(r.first), std::move(r.second));
     });
+}
+
+int spore_proc_start(spore_process **out, spore_context *ctx, const char *args_json,
+                     const spore_options *opts) noexcept {
+    return guarded([&]() -> int {
+        if (out) *out = nullptr;
+        SPORE_REQUIRE(out && ctx, "spore_proc_start: out and ctx are required");
+        uint64_t window = spore::kChanDefaultWindow;
+        if (opts) {
+            for (const cJSON *it = opts->j.get()->child; it; it = it->next) {
+                std::string k = it->string ? it->string : "";
+                if (k != "window") return set_error(SPORE_EINVAL, "spore_proc_start: unknown option '" + k + "' (known: window)");
+                if (!cJSON_IsNumber(it) || it->valuedouble < double(spore::kChanMinWindow) ||
+                    it->valuedouble > double(spore::kChanMaxWindow))
+                    return set_error(SPORE_EINVAL, "spore_proc_start: window must be from 65536 to 67108864");
+                window = uint64_t(it->valuedouble);
+            }
+        }
+        auto h = std::make_unique<spore_process>();
+        h->m = ctx->m;
+        h->p = spore::RemoteProcess::start(*ctx->m, ctx->c, args_json, window);
+        *out = h.release();
+        return SPORE_OK;
+    });
+}
+
+int spore_process_write(spore_process *p, const void *data, size_t len, int timeout_ms) noexcept {
+    return guarded([&]() -> int {
+        SPORE_REQUIRE(p && (data || len == 0), "spore_process_write: p is required, and data unless len is 0");
+        spore::ErrorInfo e;
+        int rc = p->p->write(static_cast<const char *>(data), len, timeout_ms, e);
+        return rc == SPORE_OK ? rc : set_error(e);
+    });
+}
+
+int spore_process_close_stdin(spore_process *p) noexcept {
+    return guarded([&]() -> int {
+        SPORE_REQUIRE(p, "spore_process_close_stdin: p is NULL");
+        spore::ErrorInfo e;
+        int rc = p->p->close_stdin(e);
+        return rc == SPORE_OK ? rc : set_error(e);
+    });
+}
+
+int spore_process_read(spore_process *p, int fd, void *buf, size_t cap, int timeout_ms) noexcept {
+    return guarded([&]() -> int {
+        SPORE_REQUIRE(p && (buf || cap == 0), "spore_process_read: p and buf are required");
+        spore::ErrorInfo e;
+        long n = p->p->read(fd, static_cast<char *>(buf), std::min<size_t>(cap, INT_MAX), timeout_ms, e);
+        return n >= 0 ? int(n) : set_error(e);
+    });
+}
+
+int spore_process_signal(spore_process *p, int signum) noexcept {
+    return guarded([&]() -> int {
+        SPORE_REQUIRE(p, "spore_process_signal: p is NULL");
+        spore::ErrorInfo e;
+        int rc = p->p->signal(signum, e);
+        return rc == SPORE_OK ? rc : set_error(e);
+    });
+}
+
+int spore_process_resize(spore_process *p, int rows, int cols) noexcept {
+    return guarded([&]() -> int {
+        SPORE_REQUIRE(p, "spore_process_resize: p is NULL");
+        spore::ErrorInfo e;
+        int rc = p->p->resize(rows, cols, e);
+        return rc == SPORE_OK ? rc : set_error(e);
+    });
+}
+
+int spore_process_wait(spore_process *p, int *exit_code, int *signal, int timeout_ms) noexcept {
+    return guarded([&]() -> int {
+        SPORE_REQUIRE(p, "spore_process_wait: p is NULL");
+        spore::ErrorInfo e;
+        int rc = p->p->wait(exit_code, signal, timeout_ms, e);
+        return rc == SPORE_OK ? rc : set_error(e);
+    });
+}
+
+long spore_process_pid(const spore_process *p) noexcept { return p ? p->p->pid() : -1; }
+
+void spore_process_free(spore_process *p) noexcept {
+    try {
+        delete p;
+    } catch (...) {
+    }
 }
 
 int spore_call_async(spore_pending **out, spore_context *ctx, const char *function, const char *args_json,

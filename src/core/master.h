@@ -147,6 +147,8 @@ public:
     // endpoints from their own threads.
     ChannelTable &channels() { return channels_; }
     uint32_t new_channel_id() { return next_channel_.fetch_add(1); }
+    // n consecutive channel numbers; returns the first.
+    uint32_t new_channel_ids(uint32_t n) { return next_channel_.fetch_add(n); }
     // Sends a message from the master (src and auth 0) toward m.h.dst_id, from
     // any thread. Returns SPORE_OK or why it could not leave.
     int send(Message &m);
