@@ -239,6 +239,8 @@ SpawnSpec parse_spawn_spec(const CallRequest &req) {
 
 pid_t spawn_child(const CallRequest &req, SpawnSpec &spec, posix_spawn_file_actions_t *fa, bool new_session) {
     if (spec.cwd) check_spawn(posix_spawn_file_actions_addchdir_np(fa, spec.cwd->c_str()));
+    // Only stdin, stdout and stderr: nothing the agent inherited leaks on.
+    check_spawn(posix_spawn_file_actions_addclosefrom_np(fa, 3));
     SpawnAttr attr;
     sigset_t none, all;
     sigemptyset(&none);

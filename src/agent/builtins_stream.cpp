@@ -330,13 +330,15 @@ void proc_start(const CallRequest &req, CallReply &reply, Services &svc) {
             if (failed) break;
         }
         if (failed || (!outs[0].open && !outs[1].open)) break;
+        // Chunks already queued raise no new wake-up: take the next at once.
+        bool more_input = (in_fd ? pending_off == pending.size() : true) && inbox->ready();
         pollfd p[4];
         nfds_t np = 0;
         p[np++] = {wake_fd, POLLIN, 0};
         if (in_fd && pending_off < pending.size()) p[np++] = {in_fd.get(), POLLOUT, 0};
         for (Output &o : outs)
             if (o.open && o.window->room() > 0) p[np++] = {o.fd.get(), POLLIN, 0};
-        if (::poll(p, np, -1) < 0 && errno != EINTR) throw_os(req, "poll", errno);
+        if (::poll(p, np, more_input ? 0 : -1) < 0 && errno != EINTR) throw_os(req, "poll", errno);
     }
     if (failed) {
         // The caller or this agent went away: the process goes too.

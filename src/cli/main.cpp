@@ -989,6 +989,7 @@ const char kMainHelp[] =
     "Commands:\n"
     "  call <target> <function> [json-args]   call a function, print its JSON result\n"
     "  run <target> [OPTIONS] [--] <argv...>  run a command, stream its output, exit with its status\n"
+    "  ssh-shim [--target T] HOST COMMAND...  stand in for ssh (rsync -e, git): run COMMAND with our stdio\n"
     "  help [command]                         show this help or a command's\n"
     "\n"
     "Options (before the command, or among its own options):\n"
@@ -1228,6 +1229,122 @@ int cmd_run(Args &a, Global &g) {
     throw Failure{kExitRuntime, "proc.run did not report the command's status"};
 }
 
+const char kShimHelp[] =
+    "Usage: spore [OPTIONS] ssh-shim [--target TARGET] [ssh options] HOST COMMAND...\n"
+    "\n"
+    "Stands in for ssh where a tool wants one (rsync -e, GIT_SSH_COMMAND, scp -S):\n"
+    "runs COMMAND (joined by spaces and given to /bin/sh -c, as ssh does) in the\n"
+    "last hop of TARGET, or of HOST when there is no --target, and connects its\n"
+    "stdin, stdout and stderr to ours as flow-controlled streams. Exits with the\n"
+    "command's status (128+N if signal N killed it).\n"
+    "\n"
+    "ssh options the tools pass (-l USER -p PORT -o OPT -i FILE -F FILE -e CHAR\n"
+    "-c CIPHER -m MAC and the flags -T -t -x -a -q -C -n -4 -6 -v) are accepted\n"
+    "and ignored: the target says how to get there.\n"
+    "\n"
+    "Example (the host part of the rsync destination is not used with --target):\n"
+    "  rsync -a -e 'spore ssh-shim --target ssh://deploy@web1/sudo:root' ./site/ x:/srv/site/\n";
+
+int cmd_ssh_shim(Args &a, Global &g) {
+    std::optional<std::string> target;
+    std::vector<std::string> words;
+    while (!a.done()) {
+        const std::string s = a.peek();
+        std::string value;
+        if (s == "--") {
+            ++a.i;
+            break;
+        }
+        if (s.empty() || s[0] != '-') break;
+        if (a.flag("--help", "-h")) {
+            out_stdout(kShimHelp);
+            return kExitOk;
+        }
+        if (a.value_opt("--target", nullptr, value)) {
+            target = value;
+            continue;
+        }
+        static const char *with_value[] = {"-l", "-p", "-o", "-i", "-F", "-e", "-c", "-m", "-b", "-J", "-E"};
+        static const char *flags[] = {"-T", "-t", "-x", "-X", "-a", "-A", "-q", "-C", "-n", "-N", "-4", "-6", "-v", "-vv", "-vvv", "-k", "-K"};
+        bool known = false;
+        for (const char *o : with_value)
+            if (s == o) {
+                if (a.i + 1 >= a.v.size()) usage_error("option " + s + " needs a value");
+                a.i += 2;
+                known = true;
+                break;
+            } else if (s.size() > 2 && s.compare(0, 2, o) == 0) {  // -lUSER, -oOpt=...
+                ++a.i;
+                known = true;
+                break;
+            }
+        if (known) continue;
+        for (const char *o : flags)
+            if (s == o) {
+                ++a.i;
+                known = true;
+                break;
+            }
+        if (known) continue;
+        if (global_option(a, g)) continue;
+        usage_error("unknown option '" + s + "' for ssh-shim (see spore ssh-shim --help)");
+    }
+    if (a.done()) usage_error("ssh-shim needs a host (or --target) and a command");
+    std::string host = a.peek();
+    ++a.i;
+    for (; !a.done(); ++a.i) words.push_back(a.peek());
+    if (words.empty()) usage_error("ssh-shim needs a command to run (an interactive shell is not supported)");
+    std::string command;
+    for (size_t k = 0; k < words.size(); ++k) command += (k ? " " : "") + words[k];
+    std::vector<Hop> hops = parse_target(target ? *target : host);
+
+    Session s(g, g.verbose ? SPORE_LOG_DEBUG : SPORE_LOG_WARNING, g.verbose, 10000);
+    spore_context *ctx = s.open(hops);
+    spore_process *raw = nullptr;
+    std::string args = "{\"shell\":" + json_quote(command) + "}";
+    if (spore_proc_start(&raw, ctx, args.c_str(), nullptr) != SPORE_OK) lib_failure(kExitConnect);
+    std::unique_ptr<spore_process, void (*)(spore_process *)> p(raw, spore_process_free);
+
+    // stdin -> the process, until our stdin ends or the process is done.
+    int stop[2];
+    if (pipe2(stop, O_CLOEXEC) != 0) throw Failure{kExitRuntime, std::string("pipe: ") + std::strerror(errno)};
+    std::thread in([&] {
+        std::vector<char> buf(64 * 1024);
+        for (;;) {
+            pollfd fds[2] = {{0, POLLIN, 0}, {stop[0], POLLIN, 0}};
+            if (poll(fds, 2, -1) < 0 && errno == EINTR) continue;
+            if (fds[1].revents) return;
+            ssize_t n = ::read(0, buf.data(), buf.size());
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) {
+                spore_process_close_stdin(p.get());
+                return;
+            }
+            if (spore_process_write(p.get(), buf.data(), size_t(n), -1) != SPORE_OK) return;
+        }
+    });
+    auto copy_out = [&](int fd) {
+        std::vector<char> buf(256 * 1024);
+        for (;;) {
+            int n = spore_process_read(p.get(), fd, buf.data(), buf.size(), -1);
+            if (n <= 0) return;
+            if (!write_all(fd, buf.data(), size_t(n))) return;
+        }
+    };
+    std::thread err([&] { copy_out(2); });
+    copy_out(1);
+    err.join();
+    int code = -1, sig = 0;
+    int rc = spore_process_wait(p.get(), &code, &sig, -1);
+    ssize_t w = ::write(stop[1], "x", 1);
+    (void)w;
+    in.join();
+    ::close(stop[0]);
+    ::close(stop[1]);
+    if (rc != SPORE_OK) lib_failure(kExitRuntime);
+    return sig ? 128 + sig : code;
+}
+
 int run_main(int argc, char **argv) {
     Args a;
     for (int k = 1; k < argc; ++k) a.v.emplace_back(argv[k]);
@@ -1252,11 +1369,14 @@ int run_main(int argc, char **argv) {
         if (a.done()) out_stdout(kMainHelp);
         else if (a.peek() == "call") out_stdout(kCallHelp);
         else if (a.peek() == "run") out_stdout(kRunHelp);
+        else if (a.peek() == "ssh-shim") out_stdout(kShimHelp);
         else usage_error("no help for unknown command '" + a.peek() + "'");
         return kExitOk;
     }
-    if (cmd != "call" && cmd != "run") usage_error("unknown command '" + cmd + "' (commands: call, run)");
+    if (cmd != "call" && cmd != "run" && cmd != "ssh-shim")
+        usage_error("unknown command '" + cmd + "' (commands: call, run, ssh-shim)");
     install_signals();
+    if (cmd == "ssh-shim") return cmd_ssh_shim(a, g);
     return cmd == "call" ? cmd_call(a, g) : cmd_run(a, g);
 }
 

@@ -125,6 +125,11 @@ void ChannelInbox::fail(const ErrorInfo &e) {
     cv_.notify_all();
 }
 
+bool ChannelInbox::ready() const {
+    std::lock_guard<std::mutex> lk(mu_);
+    return !q_.empty() || failed_.has_value();
+}
+
 uint64_t ChannelInbox::queued() const {
     std::lock_guard<std::mutex> lk(mu_);
     return queued_;

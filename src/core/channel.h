@@ -85,6 +85,8 @@ public:
     int pop(ChannelChunk &out, Clock::time_point deadline, ErrorInfo &err, int poll_ms = 50);
     void fail(const ErrorInfo &e);
     uint64_t queued() const;
+    // Whether a pop would return at once (a chunk, or the failure).
+    bool ready() const;
 
 private:
     mutable std::mutex mu_;

@@ -116,6 +116,18 @@ static void test_stderr_exit_status_and_signals(void **state) {
     assert_int_equal(sig, 0);
     free(out);
     free(err);
+    /* many chunks queued at once before the process reads them all, then
+     * the end of stdin (once lost a wake-up and hung) */
+    spore_process_free(p);
+    p = start(l, "{\"argv\":[\"wc\",\"-c\"]}");
+    static char zeros[65536];
+    for (int i = 0; i < 32; i++) TH_OK(spore_process_write(p, zeros, sizeof zeros, 10000));
+    TH_OK(spore_process_close_stdin(p));
+    out = read_all(p, 1, &n1);
+    assert_string_equal(out, "2097152\n");
+    free(out);
+    TH_OK(spore_process_wait(p, &code, &sig, 10000));
+    assert_int_equal(code, 0);
     /* a signal ends a process that would run on */
     spore_process_free(p);
     p = start(l, "{\"argv\":[\"sleep\",\"100\"]}");
