@@ -116,6 +116,13 @@ bool write_all(int fd, const char *buf, size_t len) {
         ssize_t n = ::write(fd, buf, len);
         if (n < 0) {
             if (errno == EINTR) continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                // Whoever gave us the fd made it non-blocking (rsync does):
+                // wait until it takes more.
+                pollfd p{fd, POLLOUT, 0};
+                if (::poll(&p, 1, -1) < 0 && errno != EINTR) return false;
+                continue;
+            }
             return false;
         }
         buf += n;
@@ -1315,7 +1322,7 @@ int cmd_ssh_shim(Args &a, Global &g) {
             if (poll(fds, 2, -1) < 0 && errno == EINTR) continue;
             if (fds[1].revents) return;
             ssize_t n = ::read(0, buf.data(), buf.size());
-            if (n < 0 && errno == EINTR) continue;
+            if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) continue;
             if (n <= 0) {
                 spore_process_close_stdin(p.get());
                 return;
