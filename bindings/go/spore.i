@@ -50,6 +50,9 @@
   $2 = (size_t)$input.len;
 }
 
+/* spore_process_read fills a []byte. */
+%apply (void *dst, size_t cap) { (void *buf, size_t cap) };
+
 /* The helpers for the other languages' byte strings are not used by Go. */
 %ignore spore_result_data;
 %ignore spore_wait_result;

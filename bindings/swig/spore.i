@@ -39,8 +39,9 @@ SPORE_OUT_HANDLE(spore_log_record)
 /* Binary data in, (const void *data, size_t len): each language's .i maps
  * its byte strings onto it before including this file. */
 
-/* spore_version's three out-ints. */
+/* spore_version's three out-ints, and a process's exit. */
 %apply int *OUTPUT { int *major, int *minor, int *patch };
+%apply int *OUTPUT { int *exit_code, int *signal };
 
 /* The binary part of a result, copied out by spore_result_data (the
  * language's .i turns (char **bytes, size_t *nbytes) into its byte string
@@ -87,6 +88,32 @@ static int spore_wait_result(spore_pending *call, int timeout_ms, char **json, s
     return rc;
 }
 %}
+
+/* Process streams: spore_process_read into a fresh buffer, handed back as
+ * the language's byte string (Python and Ruby; Go reads into a []byte). */
+SPORE_OUT_HANDLE(spore_process)
+#ifndef SWIGGO
+%ignore spore_process_read;
+%apply (char **bytes, size_t *nbytes) { (char **data, size_t *ndata) };
+%inline %{
+static int spore_process_read_data(spore_process *p, int fd, size_t cap, int timeout_ms, char **data,
+                                   size_t *ndata) {
+    *data = NULL;
+    *ndata = 0;
+    if (cap == 0) cap = 1;
+    char *buf = (char *)malloc(cap);
+    if (!buf) return SPORE_ENOMEM;
+    int n = spore_process_read(p, fd, buf, cap, timeout_ms);
+    if (n > 0) {
+        *data = buf;
+        *ndata = (size_t)n;
+    } else {
+        free(buf);
+    }
+    return n;
+}
+%}
+#endif
 
 /* spore_free takes memory spore returned as char *; nothing in this
  * interface hands such memory out, so it is not wrapped. */

@@ -17,6 +17,7 @@ A thin layer over the C API (the SWIG module spore.spore_c):
   from a background thread.
 """
 import concurrent.futures
+import io
 import json
 import logging
 import os
@@ -607,6 +608,29 @@ class Context:
         finally:
             _c.spore_result_free(res)
 
+    # -------------------------------------------------- process streams
+
+    def start(self, argv=None, *, shell=None, env=None, env_clear=False, cwd=None, pty=False, rows=24, cols=80,
+              window=None):
+        """Starts a process whose stdin, stdout and stderr are streams
+        (docs/c-api.md, "Process streams"); returns a Process."""
+        args = {"pty": bool(pty), "rows": rows, "cols": cols, "env_clear": bool(env_clear)}
+        if argv is not None:
+            args["argv"] = [str(a) for a in argv]
+        if shell is not None:
+            args["shell"] = shell
+        if env is not None:
+            args["env"] = env
+        if cwd is not None:
+            args["cwd"] = os.fspath(cwd)
+        o = _options({"window": window} if window else None)
+        try:
+            rc, handle = _c.spore_proc_start(self._h(), json.dumps(args), o)
+            _check(rc)
+        finally:
+            _free_options(o)
+        return Process(self, handle)
+
     def chain(self):
         """A call chain: pipelined no-reply steps, then one call that waits."""
         rc, handle = _c.spore_chain_new(self._h())
@@ -637,6 +661,128 @@ def _wait(pending, timeout):
             raise _error_from(_c.spore_call_error(pending))
         value = _parse(text)
         return Reply(value, data) if data else value
+
+
+class _ProcessOutput(io.RawIOBase):
+    """A process's stdout or stderr as a readable binary file."""
+
+    def __init__(self, process, fd):
+        super().__init__()
+        self._process = process
+        self._fd = fd
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        data = self._process.read(len(b), fd=self._fd)
+        b[:len(data)] = data
+        return len(data)
+
+
+class _ProcessInput(io.RawIOBase):
+    """A process's stdin as a writable binary file; close() ends it."""
+
+    def __init__(self, process):
+        super().__init__()
+        self._process = process
+
+    def writable(self):
+        return True
+
+    def write(self, b):
+        self._process.write(bytes(b))
+        return len(b)
+
+    def close(self):
+        if not self.closed:
+            self._process.close_stdin()
+        super().close()
+
+
+class Process:
+    """A process started by Context.start(). stdin, stdout and stderr are
+    file objects (stdout.read(), for line in process.stdout, ...); read()
+    and write() work on the streams directly. Flow controlled both ways:
+    write() waits while the process does not read. Closing (or the garbage
+    collector) kills a process that still runs."""
+
+    def __init__(self, context, handle):
+        self._context = context
+        self._handle = handle
+        self.stdin = io.BufferedWriter(_ProcessInput(self))
+        self.stdout = io.BufferedReader(_ProcessOutput(self, 1))
+        self.stderr = io.BufferedReader(_ProcessOutput(self, 2))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        self.close()
+
+    @property
+    def pid(self):
+        return _c.spore_process_pid(self._h())
+
+    def _h(self):
+        if self._handle is None:
+            raise InvalidArgument("the process handle is closed", _c.SPORE_EINVAL)  # noqa: F821
+        return self._handle
+
+    def write(self, data, timeout=None):
+        """Writes bytes to the process's stdin, waiting while it does not read."""
+        ms = -1 if timeout is None else int(timeout * 1000)
+        _check(_c.spore_process_write(self._h(), _data(data), ms))
+
+    def close_stdin(self):
+        _check(_c.spore_process_close_stdin(self._h()))
+
+    def read(self, size=65536, fd=1, timeout=None):
+        """Up to size bytes from stdout (fd 1) or stderr (fd 2) as they
+        come; b"" at the end. Waits in slices, so Ctrl-C gets through."""
+        remaining = None if timeout is None else int(timeout * 1000)
+        while True:
+            slice_ms = _WAIT_SLICE_MS if remaining is None else max(0, min(_WAIT_SLICE_MS, remaining))
+            rc, data = _c.spore_process_read_data(self._h(), fd, size, slice_ms)
+            if rc >= 0:
+                return data if rc > 0 else b""
+            if rc == _c.SPORE_ETIMEDOUT:
+                if remaining is not None:
+                    remaining -= slice_ms
+                    if remaining <= 0:
+                        raise Timeout("nothing to read within the timeout", rc)  # noqa: F821
+                continue
+            _check(rc)
+
+    def signal(self, signum):
+        _check(_c.spore_process_signal(self._h(), int(signum)))
+
+    def resize(self, rows, cols):
+        _check(_c.spore_process_resize(self._h(), rows, cols))
+
+    def wait(self, timeout=None):
+        """Waits for the exit; returns (exit_code, signal): exit_code is
+        -1 when a signal killed it, signal 0 when none did."""
+        remaining = None if timeout is None else int(timeout * 1000)
+        while True:
+            slice_ms = _WAIT_SLICE_MS if remaining is None else max(0, min(_WAIT_SLICE_MS, remaining))
+            rc, code, sig = _c.spore_process_wait(self._h(), slice_ms)
+            if rc == 0:
+                return code, sig
+            if rc == _c.SPORE_ETIMEDOUT and (remaining is None or remaining > slice_ms):
+                if remaining is not None:
+                    remaining -= slice_ms
+                continue
+            _check(rc)
+
+    def close(self):
+        """Frees the handle, killing the process if it still runs."""
+        h, self._handle = getattr(self, "_handle", None), None
+        if h is not None:
+            _c.spore_process_free(h)
 
 
 class Chain:

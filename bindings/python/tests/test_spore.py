@@ -429,3 +429,46 @@ def test_files(router, tmp_path):
         assert os.readlink(tmp_path / d / "link") == "a/b/f"
     with pytest.raises(spore.NotFound):
         ctx.put_tree(tmp_path / "no-such-tree", tmp_path / "x")
+
+
+def test_process_streams(router):
+    ctx = router.local()
+    child = router.fork(ctx)
+    p = child.start(["cat"])
+    blob = os.urandom(2 * 1024 * 1024)
+    writer = threading.Thread(target=lambda: (p.stdin.write(blob), p.stdin.close()))
+    writer.start()
+    got = p.stdout.read()
+    writer.join()
+    assert got == blob
+    assert p.wait(timeout=10) == (0, 0)
+    p.close()
+
+    with ctx.start(shell="echo out; echo err >&2; exit 4") as p:
+        assert p.stdout.readline() == b"out\n"
+        assert p.stderr.read() == b"err\n"
+        assert p.wait() == (4, 0)
+    with ctx.start(["sleep", "100"]) as p:
+        with pytest.raises(spore.Timeout):
+            p.wait(timeout=0.2)
+        p.signal(signal.SIGTERM)
+        assert p.wait(timeout=10) == (-1, signal.SIGTERM)
+    with ctx.start(["sh"], pty=True, rows=33, cols=77) as p:
+        p.write(b"stty size; exit\n")
+        out = b""
+        while True:
+            d = p.read(4096)
+            if not d:
+                break
+            out += d
+        assert b"33 77" in out
+        assert p.wait() == (0, 0)
+    with pytest.raises(spore.RemoteError) as e:
+        ctx.start(["/nonexistent/spore-prog"])
+    assert e.value.remote_type == "FileNotFoundError"
+    # a process left running is killed when its handle goes
+    p = ctx.start(["sleep", "100"])
+    pid = p.pid
+    del p
+    gc.collect()
+    assert ctx.call("proc.run", argv=["sh", "-c", "sleep 0.3; kill -0 %d 2>/dev/null; echo $?" % pid])["stdout"] == "1\n"
