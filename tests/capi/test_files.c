@@ -11,6 +11,7 @@
 
 #include <cmocka.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sched.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -313,8 +314,8 @@ static void test_no_space_left(void **state) {
 struct changer {
     const char *path;
     int grow;  /* 1: append, 0: truncate */
-    volatile int stop;
-    volatile int ticks;
+    atomic_int stop;
+    atomic_int ticks;
 };
 
 static void *change_file(void *p) {
@@ -322,13 +323,13 @@ static void *change_file(void *p) {
     int fd = open(c->path, O_WRONLY | O_APPEND);
     if (fd < 0) return NULL;
     struct stat st;
-    while (!c->stop) {
+    while (!atomic_load(&c->stop)) {
         if (c->grow) {
             if (write(fd, "grow", 4) != 4) break;
         } else if (fstat(fd, &st) == 0 && st.st_size > 65536) {
             if (ftruncate(fd, st.st_size - 65536) != 0) break;
         }
-        c->ticks++;
+        atomic_fetch_add(&c->ticks, 1);
         usleep(200);
     }
     close(fd);
@@ -341,12 +342,12 @@ static void changing_source(spore_context *ctx, int grow, int put) {
     struct changer c = {src, grow, 0, 0};
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, change_file, &c), 0);
-    while (c.ticks < 2) usleep(100);
+    while (atomic_load(&c.ticks) < 2) usleep(100);
     spore_options *o = opts_with("window", 256 * 1024); /* slow enough for the changes to land */
     int rc = put ? spore_put_file(ctx, src, dst, o) : spore_get_file(ctx, src, dst, o);
     char msg[512];
     snprintf(msg, sizeof msg, "%s", spore_last_error()->message);
-    c.stop = 1;
+    atomic_store(&c.stop, 1);
     pthread_join(t, NULL);
     spore_options_free(o);
     if (rc != SPORE_ECHANGED) fail_msg("%s of a file that %s: rc %d (%s)", put ? "put" : "get",
@@ -492,12 +493,12 @@ static long rss_kib(pid_t pid) {
 struct sampler {
     pid_t pids[4];
     long base[4], peak[4];
-    volatile int stop;
+    atomic_int stop;
 };
 
 static void *sample_rss(void *p) {
     struct sampler *s = p;
-    while (!s->stop) {
+    while (!atomic_load(&s->stop)) {
         for (int i = 0; i < 4; i++) {
             long k = rss_kib(s->pids[i]);
             if (k > s->peak[i]) s->peak[i] = k;
@@ -537,7 +538,7 @@ static void test_memory_bounded_through_three_hops(void **state) {
     t0 = th_now();
     TH_OK(spore_get_file(f2, dst, back, o));
     double get_s = th_now() - t0;
-    s.stop = 1;
+    atomic_store(&s.stop, 1);
     pthread_join(t, NULL);
     spore_options_free(o);
     const char *who[4] = {"master", "agent 1", "agent 2", "agent 3"};
