@@ -343,6 +343,13 @@ cmd_remove() {
     # Every spore-test-* account, not just the ones we know about now.
     for u in $(getent passwd | cut -d: -f1 | grep "^$PREFIX-" || true); do
         kill_user "$u"
+        # The agent caches spore keeps for an account without a usable
+        # XDG_RUNTIME_DIR or HOME (sudo as root keeps HOME=/root).
+        local uid d
+        uid=$(id -u "$u")
+        for d in "/dev/shm/spore-$uid" "/tmp/spore-$uid" "/var/tmp/spore-$uid"; do
+            if [ -d "$d" ] && [ ! -L "$d" ] && [ "$(stat -c %u "$d")" = "$uid" ]; then rm -rf "$d"; fi
+        done
         userdel -r "$u" >/dev/null 2>&1 || userdel -rf "$u" >/dev/null 2>&1 || log "warning: userdel $u failed"
         rm -rf "/home/${u:?}" "/var/mail/${u:?}" "/var/spool/mail/${u:?}"
     done
