@@ -542,11 +542,19 @@ static void test_memory_bounded_through_three_hops(void **state) {
     pthread_join(t, NULL);
     spore_options_free(o);
     const char *who[4] = {"master", "agent 1", "agent 2", "agent 3"};
+    /* A sanitizer's allocator keeps freed memory (ASan's quarantine) or
+     * shadows it: this process's own RSS then says nothing. The agents are
+     * never sanitized. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    const int first_checked = 1;
+#else
+    const int first_checked = 0;
+#endif
     for (int i = 0; i < 4; i++) {
         long grew = s.peak[i] - s.base[i];
-        print_message("%s: RSS %ld KiB, peak %ld KiB during 1 GiB put+get (+%ld KiB)\n", who[i], s.base[i],
-                      s.peak[i], grew);
-        assert_true(grew <= 16 * 1024);
+        print_message("%s: RSS %ld KiB, peak %ld KiB during 1 GiB put+get (+%ld KiB)%s\n", who[i], s.base[i],
+                      s.peak[i], grew, i < first_checked ? " (not checked under a sanitizer)" : "");
+        if (i >= first_checked) assert_true(grew <= 16 * 1024);
     }
     print_message("1 GiB through three hops: put %.0f MB/s, get %.0f MB/s\n", 1073.741824 / put_s,
                   1073.741824 / get_s);
