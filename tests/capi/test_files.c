@@ -692,7 +692,7 @@ int main(void) {
     static char small_tmpl[] = "/tmp/spore-test-smallfs-XXXXXX";
     char *small = mkdtemp(small_tmpl);
     if (small && geteuid() == 0 && unshare(CLONE_NEWNS) == 0 &&
-        mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0 &&
+        mount("none", "/", "none", MS_REC | MS_PRIVATE, NULL) == 0 &&
         mount("spore-test-small", small, "tmpfs", 0, "size=1m,mode=0755") == 0)
         g_small_fs = small;
     const struct CMUnitTest tests[] = {

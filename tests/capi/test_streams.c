@@ -152,8 +152,9 @@ static void test_stderr_exit_status_and_signals(void **state) {
     th_end(&b);
 }
 
-/* Reads stdout until it contains want (or fails after 10 s). */
-static void read_until(spore_process *p, const char *want) {
+/* Reads stdout until it contains want (or fails after 10 s); also, when
+ * not NULL, must have come before it in the same output. */
+static void read_until2(spore_process *p, const char *want, const char *also) {
     char buf[4096];
     size_t n = 0;
     double end = th_now() + 10.0;
@@ -162,7 +163,10 @@ static void read_until(spore_process *p, const char *want) {
         if (got > 0) {
             n += (size_t)got;
             buf[n] = '\0';
-            if (strstr(buf, want)) return;
+            if (strstr(buf, want)) {
+                if (also && !strstr(buf, also)) fail_msg("no '%s' before '%s' in the pty output: %s", also, want, buf);
+                return;
+            }
             if (n > sizeof buf / 2) {
                 memmove(buf, buf + n / 2, n - n / 2 + 1);
                 n -= n / 2;
@@ -175,6 +179,8 @@ static void read_until(spore_process *p, const char *want) {
     fail_msg("no '%s' in the pty output: %s", want, buf);
 }
 
+static void read_until(spore_process *p, const char *want) { read_until2(p, want, NULL); }
+
 static void test_pty(void **state) {
     (void)state;
     th_baseline b = th_begin();
@@ -183,8 +189,7 @@ static void test_pty(void **state) {
     spore_process *p = start(l, "{\"argv\":[\"/bin/sh\"],\"pty\":true,\"rows\":40,\"cols\":100}");
     const char *cmd = "tty; stty size\n";
     TH_OK(spore_process_write(p, cmd, strlen(cmd), 5000));
-    read_until(p, "/dev/pts/");
-    read_until(p, "40 100");
+    read_until2(p, "40 100", "/dev/pts/");
     TH_OK(spore_process_resize(p, 50, 120));
     cmd = "stty size\n";
     TH_OK(spore_process_write(p, cmd, strlen(cmd), 5000));
