@@ -201,16 +201,12 @@ func (ch *Chain) handle(f func(h capi.SwigcptrStruct_SS_spore_chain) error) erro
 
 // Step appends a call without waiting for it (it costs no round trip).
 func (ch *Chain) Step(function string, args any, opts ...CallOption) error {
-	text, err := argsJSON(function, args)
+	text, data, err := callParts(function, args, opts)
 	if err != nil {
 		return err
 	}
-	var cfg callConfig
-	for _, o := range opts {
-		o(&cfg)
-	}
 	return ch.handle(func(h capi.SwigcptrStruct_SS_spore_chain) error {
-		return check(func() int { return capi.Spore_chain_call_no_reply(h, function, text, cfg.data) })
+		return check(func() int { return capi.Spore_chain_call_no_reply(h, function, text, data) })
 	})
 }
 
@@ -219,13 +215,9 @@ func (ch *Chain) Step(function string, args any, opts ...CallOption) error {
 // the wait (a chain step cannot be abandoned half way, so cancellation
 // without a deadline is noticed only when the step returns).
 func (ch *Chain) Call(ctx context.Context, function string, args any, opts ...CallOption) (Result, error) {
-	text, err := argsJSON(function, args)
+	text, data, err := callParts(function, args, opts)
 	if err != nil {
 		return Result{}, err
-	}
-	var cfg callConfig
-	for _, o := range opts {
-		o(&cfg)
 	}
 	timeout := -1
 	if dl, ok := ctx.Deadline(); ok {
@@ -237,7 +229,7 @@ func (ch *Chain) Call(ctx context.Context, function string, args any, opts ...Ca
 	var r Result
 	err = ch.handle(func(h capi.SwigcptrStruct_SS_spore_chain) error {
 		var out [1]uintptr
-		err := check(func() int { return capi.Spore_chain_call(out[:], h, function, text, cfg.data, timeout) })
+		err := check(func() int { return capi.Spore_chain_call(out[:], h, function, text, data, timeout) })
 		if err != nil {
 			if e, ok := err.(*Error); ok && e.Code == ErrTimedOut && ctx.Err() == context.DeadlineExceeded {
 				e.cause = ctx.Err()

@@ -99,6 +99,20 @@ func WithData(data []byte) CallOption {
 	return func(c *callConfig) { c.data = data }
 }
 
+// callParts is what every kind of call sends: its JSON arguments and the
+// binary part of its options.
+func callParts(function string, args any, opts []CallOption) (string, []byte, error) {
+	text, err := argsJSON(function, args)
+	if err != nil {
+		return "", nil, err
+	}
+	var cfg callConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
+	return text, cfg.data, nil
+}
+
 func argsJSON(function string, args any) (string, error) {
 	if args == nil {
 		return "{}", nil
@@ -117,18 +131,14 @@ func argsJSON(function string, args any) (string, error) {
 // CallAsync starts function in the context and returns at once; Wait on
 // the Pending for its result.
 func (c *Context) CallAsync(function string, args any, opts ...CallOption) (*Pending, error) {
-	text, err := argsJSON(function, args)
+	text, data, err := callParts(function, args, opts)
 	if err != nil {
 		return nil, err
-	}
-	var cfg callConfig
-	for _, o := range opts {
-		o(&cfg)
 	}
 	var p *Pending
 	err = c.handle(func(h capi.SwigcptrStruct_SS_spore_context) error {
 		var out [1]uintptr
-		if err := check(func() int { return capi.Spore_call_async(out[:], h, function, text, cfg.data) }); err != nil {
+		if err := check(func() int { return capi.Spore_call_async(out[:], h, function, text, data) }); err != nil {
 			return err
 		}
 		p = newPending(c, capi.SwigcptrStruct_SS_spore_pending(out[0]), function)
@@ -152,16 +162,12 @@ func (c *Context) Call(ctx context.Context, function string, args any, opts ...C
 // CallNoReply sends a call whose result nobody waits for; the context logs
 // its failure.
 func (c *Context) CallNoReply(function string, args any, opts ...CallOption) error {
-	text, err := argsJSON(function, args)
+	text, data, err := callParts(function, args, opts)
 	if err != nil {
 		return err
 	}
-	var cfg callConfig
-	for _, o := range opts {
-		o(&cfg)
-	}
 	return c.handle(func(h capi.SwigcptrStruct_SS_spore_context) error {
-		return check(func() int { return capi.Spore_call_no_reply(h, function, text, cfg.data) })
+		return check(func() int { return capi.Spore_call_no_reply(h, function, text, data) })
 	})
 }
 

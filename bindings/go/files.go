@@ -2,7 +2,6 @@ package spore
 
 import (
 	"context"
-	"time"
 
 	"spore.dev/spore/internal/capi"
 )
@@ -23,19 +22,7 @@ func (c *Context) transfer(ctx context.Context, what string, opts Options,
 	if ctx.Err() != nil {
 		return waitError(ctx, what+" with "+c.name, c.name, what)
 	}
-	merged := Options{}
-	for k, v := range opts {
-		merged[k] = v
-	}
-	if dl, ok := ctx.Deadline(); ok {
-		left := time.Until(dl)
-		if left < time.Millisecond {
-			left = time.Millisecond
-		}
-		if cur, ok := merged["timeout"]; !ok || durationOf(cur) > left {
-			merged["timeout"] = left
-		}
-	}
+	merged := withDeadline(ctx, opts, "timeout")
 	o, err := newCOptions(merged)
 	if err != nil {
 		return err

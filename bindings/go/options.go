@@ -1,6 +1,7 @@
 package spore
 
 import (
+	"context"
 	"fmt"
 	"sort"
 	"strings"
@@ -19,6 +20,25 @@ type Options map[string]any
 // Args are the arguments of a call, marshalled to a JSON object. Any value
 // that encoding/json turns into an object may be used instead.
 type Args = map[string]any
+
+// withDeadline copies opts, setting key (a timeout option) to what is
+// left of ctx's deadline when that is sooner than the value given.
+func withDeadline(ctx context.Context, opts Options, key string) Options {
+	merged := Options{}
+	for k, v := range opts {
+		merged[k] = v
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		left := time.Until(dl)
+		if left < time.Millisecond {
+			left = time.Millisecond
+		}
+		if cur, ok := merged[key]; !ok || durationOf(cur) > left {
+			merged[key] = left
+		}
+	}
+	return merged
+}
 
 // cOptions is a spore_options handle made from Options; free must be called.
 type cOptions struct {

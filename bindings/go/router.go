@@ -168,19 +168,7 @@ func (r *Router) Connect(ctx context.Context, method string, via *Context, opts 
 	if err := ctx.Err(); err != nil {
 		return nil, waitError(ctx, "connect "+method, "", "")
 	}
-	merged := Options{}
-	for k, v := range opts {
-		merged[k] = v
-	}
-	if dl, ok := ctx.Deadline(); ok {
-		left := time.Until(dl)
-		if left < time.Millisecond {
-			left = time.Millisecond
-		}
-		if cur, ok := merged["connect_timeout"]; !ok || durationOf(cur) > left {
-			merged["connect_timeout"] = left
-		}
-	}
+	merged := withDeadline(ctx, opts, "connect_timeout")
 	copts, err := newCOptions(merged)
 	if err != nil {
 		return nil, err

@@ -440,7 +440,7 @@ func (h *recorder) Handle(_ context.Context, r slog.Record) error {
 	return nil
 }
 func (h *recorder) WithAttrs([]slog.Attr) slog.Handler { return h }
-func (h *recorder) WithGroup(string) slog.Handler       { return h }
+func (h *recorder) WithGroup(string) slog.Handler      { return h }
 
 func (h *recorder) find(msg string) (slog.Record, map[string]string, bool) {
 	h.mu.Lock()

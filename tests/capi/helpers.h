@@ -477,6 +477,19 @@ static inline int th_readable(int fd, int timeout_ms) {
             fail_msg("'%s' does not contain '%s'", th_h_ ? th_h_ : "(null)", th_n_);   \
     } while (0)
 
+/* VmRSS of a process in KiB (-1 when it is gone). */
+static inline long th_rss_kib(pid_t pid) {
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *fp = fopen(path, "r");
+    if (!fp) return -1;
+    long kib = -1;
+    while (fgets(line, sizeof line, fp))
+        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1) break;
+    fclose(fp);
+    return kib;
+}
+
 /* Resource baseline taken at the start of a test. */
 typedef struct th_baseline {
     int fds;

@@ -478,18 +478,6 @@ static void test_calls_during_a_transfer(void **state) {
 
 /* ------------------------------------------------------------------ memory */
 
-static long rss_kib(pid_t pid) {
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f) return -1;
-    long kib = -1;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1) break;
-    fclose(f);
-    return kib;
-}
-
 struct sampler {
     pid_t pids[4];
     long base[4], peak[4];
@@ -500,7 +488,7 @@ static void *sample_rss(void *p) {
     struct sampler *s = p;
     while (!atomic_load(&s->stop)) {
         for (int i = 0; i < 4; i++) {
-            long k = rss_kib(s->pids[i]);
+            long k = th_rss_kib(s->pids[i]);
             if (k > s->peak[i]) s->peak[i] = k;
         }
         usleep(5000);
@@ -527,7 +515,7 @@ static void test_memory_bounded_through_three_hops(void **state) {
     unlink(warm);
     free(warm);
     struct sampler s = {{getpid(), th_agent_pid(l), th_agent_pid(f1), th_agent_pid(f2)}, {0}, {0}, 0};
-    for (int i = 0; i < 4; i++) s.base[i] = s.peak[i] = rss_kib(s.pids[i]);
+    for (int i = 0; i < 4; i++) s.base[i] = s.peak[i] = th_rss_kib(s.pids[i]);
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, sample_rss, &s), 0);
     spore_options *o = opts_with("window", 4 * 1024 * 1024);

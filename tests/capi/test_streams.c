@@ -208,18 +208,6 @@ static void test_pty(void **state) {
     th_end(&b);
 }
 
-static long rss_kib(pid_t pid) {
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    FILE *fp = fopen(path, "r");
-    if (!fp) return -1;
-    long kib = -1;
-    while (fgets(line, sizeof line, fp))
-        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1) break;
-    fclose(fp);
-    return kib;
-}
-
 /* A writer whose reader does not read is held back by the window; once the
  * reader reads, everything flows, and the agent's memory stays flat. */
 static void test_flow_control(void **state) {
@@ -236,7 +224,7 @@ static void test_flow_control(void **state) {
     spore_options_free(o);
     static char chunk[65536];
     memset(chunk, 'z', sizeof chunk);
-    long base = rss_kib(agent);
+    long base = th_rss_kib(agent);
     /* nothing reads stdout: writes stop after a few windows and pipe buffers */
     size_t sent = 0;
     int rc = SPORE_OK;
@@ -248,7 +236,7 @@ static void test_flow_control(void **state) {
     assert_int_equal(rc, SPORE_ETIMEDOUT);
     print_message("a writer without a reader stopped after %zu KiB\n", sent / 1024);
     assert_true(sent < (8u << 20));
-    long held = rss_kib(agent);
+    long held = th_rss_kib(agent);
     /* now 256 MiB through it, read as it comes */
     struct writer w = {p, NULL, 0, -1};
     unsigned char *big = malloc(256u << 20);
@@ -266,7 +254,7 @@ static void test_flow_control(void **state) {
         assert_true(got > 0);
         total += (size_t)got;
         if ((total & ((8u << 20) - 1)) < sizeof buf) {
-            long k = rss_kib(agent);
+            long k = th_rss_kib(agent);
             if (k > peak) peak = k;
         }
     }

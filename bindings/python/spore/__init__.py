@@ -547,6 +547,15 @@ class Context:
         """Sends a call nobody waits for (failures are logged by the agent)."""
         _check(_c.spore_call_no_reply(self._h(), function, _args_json(args), _data(data)))
 
+    def _with_options(self, options, fn, *args):
+        """Calls fn(handle, *args, options) with a C options object made from
+        the keyword arguments, and checks its status."""
+        o = _options(options)
+        try:
+            _check(fn(self._h(), *args, o))
+        finally:
+            _free_options(o)
+
     # ------------------------------------------------------------ files
     # Options: mode, preserve_owner, preserve_mtime, sync, window, timeout
     # (ms), max_size (get_bytes); see docs/c-api.md, "Files". The GIL is
@@ -555,44 +564,24 @@ class Context:
     def put_file(self, local_path, remote_path, **options):
         """Copies a local file to remote_path in this context (atomically:
         a reader sees the old file or the whole new one)."""
-        o = _options(options)
-        try:
-            _check(_c.spore_put_file(self._h(), os.fspath(local_path), os.fspath(remote_path), o))
-        finally:
-            _free_options(o)
+        self._with_options(options, _c.spore_put_file, os.fspath(local_path), os.fspath(remote_path))
 
     def put_bytes(self, data, remote_path, **options):
         """Writes bytes (or any bytes-like object) as the file remote_path."""
-        o = _options(options)
-        try:
-            _check(_c.spore_put_bytes(self._h(), _data(data), os.fspath(remote_path), o))
-        finally:
-            _free_options(o)
+        self._with_options(options, _c.spore_put_bytes, _data(data), os.fspath(remote_path))
 
     def get_file(self, remote_path, local_path, **options):
         """Copies remote_path of this context to a local file."""
-        o = _options(options)
-        try:
-            _check(_c.spore_get_file(self._h(), os.fspath(remote_path), os.fspath(local_path), o))
-        finally:
-            _free_options(o)
+        self._with_options(options, _c.spore_get_file, os.fspath(remote_path), os.fspath(local_path))
 
     def put_tree(self, local_dir, remote_dir, **options):
         """Copies a local directory tree into remote_dir (created if
         missing; what it held is kept unless the tree replaces it)."""
-        o = _options(options)
-        try:
-            _check(_c.spore_put_tree(self._h(), os.fspath(local_dir), os.fspath(remote_dir), o))
-        finally:
-            _free_options(o)
+        self._with_options(options, _c.spore_put_tree, os.fspath(local_dir), os.fspath(remote_dir))
 
     def get_tree(self, remote_dir, local_dir, **options):
         """Copies the directory tree remote_dir of this context into local_dir."""
-        o = _options(options)
-        try:
-            _check(_c.spore_get_tree(self._h(), os.fspath(remote_dir), os.fspath(local_dir), o))
-        finally:
-            _free_options(o)
+        self._with_options(options, _c.spore_get_tree, os.fspath(remote_dir), os.fspath(local_dir))
 
     def get_bytes(self, remote_path, **options):
         """The content of remote_path as bytes (at most max_size, default
