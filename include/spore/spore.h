@@ -168,6 +168,43 @@ SPORE_EXTERN(void) spore_router_free(spore_router *router) SPORE_NOEXCEPT;
  *  NULL is a no-op. */
 SPORE_EXTERN(void) spore_router_close(spore_router *router) SPORE_NOEXCEPT;
 
+/** Makes the router accept attached routers (spore_router_attach) on a Unix
+ *  socket at path, so other processes of the same user can use its contexts
+ *  with its authority: call them, move files, open new contexts through it.
+ *  The socket gets mode 0600; its directory must belong to this user and
+ *  have mode 0700, and is created so if it does not exist. A socket file
+ *  left by a dead listener is replaced. Connections from other users are
+ *  refused (SO_PEERCRED). The file is removed when the router is freed.
+ *  An attached router that goes away leaves this router and its contexts
+ *  as they were; what it started in them (processes, transfers) is stopped.
+ *  @param path the socket's path (copied), at most 107 bytes.
+ *  @return SPORE_OK, SPORE_EINVAL (bad or unsafe path, a live listener is
+ *  there already, this router listens already or is attached itself),
+ *  SPORE_ESHUTDOWN. */
+SPORE_EXTERN(int) spore_router_listen(spore_router *router, const char *path) SPORE_NOEXCEPT;
+
+/** Creates a router attached to the router listening at path (see
+ *  spore_router_listen). Its contexts are the listener's: spore_connect asks
+ *  the listener to open the context (and by default returns the listener's
+ *  live context opened with the same method, options and via: see "reuse"),
+ *  spore_context_find finds the listener's contexts by name, and calls,
+ *  files and process streams go straight to them. Contexts stay up when
+ *  this router is freed: they belong to the listener. Records that reach
+ *  the listener are forwarded to it at its own log level or above, and
+ *  output records of its own calls (proc.run "stream") come only to it.
+ *  The listener must run as the same user.
+ *  @param opts NULL or: "connect_timeout" (int ms to wait for the
+ *    listener's answer, default 10000), "log_level", "log_queue_size" (as
+ *    for spore_router_new). "agent_path" and "max_message_size" are the
+ *    listener's and give SPORE_EINVAL.
+ *  @return SPORE_OK, SPORE_EINVAL, SPORE_ECONNECT (nothing listens at
+ *  path), SPORE_EACCES (the socket or the listener belongs to another
+ *  user), SPORE_ETIMEDOUT, SPORE_EPROTO (the listener speaks another
+ *  protocol version), SPORE_ENOMEM. Later, when the listener goes away,
+ *  every call and context of this router fails with SPORE_EDISCONNECTED. */
+SPORE_EXTERN(int) spore_router_attach(spore_router **out, const char *path,
+                                      const spore_options *opts) SPORE_NOEXCEPT;
+
 /** Sets the minimum level of records forwarded to this router and pushes it
  *  to every context, so filtered records are never sent.
  *  @return SPORE_OK, SPORE_EINVAL. */
@@ -216,7 +253,11 @@ SPORE_EXTERN(void) spore_log_record_free(spore_log_record *rec) SPORE_NOEXCEPT;
  *         30000), "remote_name" (str shown in ps), "agent_cache" (bool,
  *         default true: keep the agent in a private cache directory),
  *         "agent_compress" (bool, default true: gzip the image when the
- *         target has gzip). The bytes of agent image sent on first contact
+ *         target has gzip), "reuse" (bool, default false, true for an
+ *         attached router: return the live context opened before with the
+ *         same method, options and via instead of opening another; callers
+ *         asking at once share one connect; connect_timeout does not count
+ *         as a difference). The bytes of agent image sent on first contact
  *         are reported in a SPORE_LOG_DEBUG record (logger "spore.connect").
  *  @param via NULL to open the context from this program, or a context
  *         through which to open it (that context's agent starts the child
@@ -226,6 +267,16 @@ SPORE_EXTERN(void) spore_log_record_free(spore_log_record *rec) SPORE_NOEXCEPT;
  *  SPORE_ETIMEDOUT, SPORE_EDISCONNECTED (via went away), SPORE_ESHUTDOWN. */
 SPORE_EXTERN(int) spore_connect(spore_context **out, spore_router *router, const char *method,
                                 const spore_options *opts, spore_context *via) SPORE_NOEXCEPT;
+
+/** Finds a live context by its name ("local.1/fork.2"): one this router
+ *  opened or, for an attached router, one its listener has (opened by
+ *  anyone). Where several have the name, the oldest. *out is freed with
+ *  spore_context_free.
+ *  @return SPORE_OK, SPORE_ENOENT (no live context has that name),
+ *  SPORE_EINVAL, SPORE_EDISCONNECTED (attached: the listener went away),
+ *  SPORE_ESHUTDOWN. */
+SPORE_EXTERN(int) spore_context_find(spore_context **out, spore_router *router,
+                                     const char *name) SPORE_NOEXCEPT;
 
 /** The context's id (unique within its router; the program itself is 0). */
 SPORE_EXTERN(uint32_t) spore_context_id(const spore_context *ctx) SPORE_NOEXCEPT;

@@ -45,9 +45,9 @@ std::string Agent::context_name() const {
     return name_;
 }
 
-void Agent::register_process(pid_t pid) {
+void Agent::register_process(pid_t pid, uint32_t owner) {
     std::lock_guard<std::mutex> lk(procs_mu_);
-    procs_.insert(pid);
+    procs_[pid] = owner;
 }
 
 void Agent::unregister_process(pid_t pid) {
@@ -56,9 +56,13 @@ void Agent::unregister_process(pid_t pid) {
 }
 
 void Agent::log(int level, std::string_view logger, std::string_view message) {
+    log_to(0, level, logger, message);
+}
+
+void Agent::log_to(uint32_t dst, int level, std::string_view logger, std::string_view message) {
     if (level < level_.load()) return;
     Message m;
-    m.h.dst_id = 0;
+    m.h.dst_id = dst;
     m.h.handle = kHandleLog;
     Json j = json_object();
     {
@@ -115,6 +119,8 @@ int Agent::run(int parent_in, int parent_out) {
                         [this](Message &&m, const Router::StreamPtr &) { on_chan_data(std::move(m)); });
     router_.set_handler(kHandleChanAck, Policy::kParentAuthority,
                         [this](Message &&m, const Router::StreamPtr &) { on_chan_ack(std::move(m)); });
+    router_.set_handler(kHandlePeerGone, Policy::kParentAuthority,
+                        [this](Message &&m, const Router::StreamPtr &) { on_peer_gone(std::move(m)); });
     router_.set_on_parent_lost([this](const std::string &reason) { begin_exit("parent stream closed: " + reason); });
     router_.set_on_child_closed([this](const Router::StreamPtr &s, const std::string &) {
         auto it = children_.find(s->remote_id());
@@ -474,6 +480,51 @@ void Agent::on_chan_ack(Message &&m) {
     if (ep && ep->notify) ep->notify();
 }
 
+void Agent::on_peer_gone(Message &&m) {
+    // An attached router that made calls here went away: what it started
+    // must not outlive it. Its transfers and process streams fail (their
+    // workers kill the processes), processes of its other calls get SIGTERM
+    // now and SIGKILL if still there 2 s later, and the news goes down the
+    // tree to every context it may have used.
+    std::string err;
+    Json j = json_parse(m.json, kDefaultMaxJsonDepth, &err);
+    int64_t id = j ? json_int(j.get(), "id", -1) : -1;
+    if (id <= 0 || id > int64_t(UINT32_MAX)) return;
+    uint32_t gone = uint32_t(id);
+    std::string reason = json_str(j.get(), "reason", "disconnected");
+    channels_.fail_peer(gone, ErrorInfo{SPORE_EDISCONNECTED, "the caller (context " + std::to_string(gone) +
+                                                                 ") went away: " + reason,
+                                        "", context_name(), ""});
+    std::vector<pid_t> pids;
+    {
+        std::lock_guard<std::mutex> lk(procs_mu_);
+        for (auto &kv : procs_)
+            if (kv.second == gone) pids.push_back(kv.first);
+    }
+    for (pid_t p : pids) ::kill(-p, SIGTERM);
+    if (!pids.empty()) {
+        auto slot = peer_timers_.emplace(peer_timers_.end());
+        *slot = std::make_unique<Timer>(loop_, 2.0, [this, pids, gone, slot] {
+            {
+                std::lock_guard<std::mutex> lk(procs_mu_);
+                for (pid_t p : pids) {
+                    auto it = procs_.find(p);
+                    if (it != procs_.end() && it->second == gone) ::kill(-p, SIGKILL);
+                }
+            }
+            peer_timers_.erase(slot);  // a timer may be destroyed inside its callback
+        });
+    }
+    for (auto &s : router_.child_streams()) {
+        Message down;
+        down.h.dst_id = s->remote_id();
+        down.h.src_id = down.h.auth_id = router_.id();
+        down.h.handle = kHandlePeerGone;
+        down.json = m.json;
+        s->send(down);
+    }
+}
+
 void Agent::on_set_log_level(Message &&m) {
     std::string err;
     Json j = json_parse(m.json, kDefaultMaxJsonDepth, &err);
@@ -580,7 +631,7 @@ void Agent::final_cleanup() {
     std::set<pid_t> procs;
     {
         std::lock_guard<std::mutex> lk(procs_mu_);
-        procs = procs_;
+        for (auto &kv : procs_) procs.insert(kv.first);
     }
     for (pid_t p : procs) ::kill(-p, SIGTERM);
     std::vector<std::shared_ptr<Connection>> kids;

@@ -10,6 +10,8 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <list>
+#include <map>
 #include <set>
 #include <string>
 #include <unordered_map>
@@ -37,8 +39,9 @@ public:
 
     // Services
     void log(int level, std::string_view logger, std::string_view message) override;
+    void log_to(uint32_t dst, int level, std::string_view logger, std::string_view message) override;
     bool log_enabled(int level) const override { return level >= level_.load(); }
-    void register_process(pid_t pid) override;
+    void register_process(pid_t pid, uint32_t owner) override;
     void unregister_process(pid_t pid) override;
     std::string context_name() const override;
     ChannelTable *channels() override { return &channels_; }
@@ -69,6 +72,7 @@ private:
     void on_set_log_level(Message &&m);
     void on_chan_data(Message &&m);
     void on_chan_ack(Message &&m);
+    void on_peer_gone(Message &&m);
     void begin_exit(const std::string &why);
     void final_cleanup();
     void setup_output_capture();
@@ -88,11 +92,12 @@ private:
     std::unordered_map<std::string, Chain> chains_;
     ChannelTable channels_;
     std::mutex procs_mu_;
-    std::set<pid_t> procs_;
+    std::map<pid_t, uint32_t> procs_;  // process (group) -> the caller that started it
     std::shared_ptr<AgentImage> image_;
     std::mutex image_mu_;
     std::atomic<bool> shutting_down_{false};  // read by worker threads
     TimerPtr shutdown_timer_;
+    std::list<TimerPtr> peer_timers_;  // SIGKILLs pending for processes of callers that went away
     // Set when a large message passed; a periodic timer then returns free
     // heap pages to the system, so an idle agent stays small.
     std::atomic<bool> heap_dirty_{false};

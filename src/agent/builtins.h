@@ -35,10 +35,18 @@ public:
     virtual ~Services() = default;
     // Forwards a log record to the master (dropped when below the pushed level).
     virtual void log(int level, std::string_view logger, std::string_view message) = 0;
+    // The same, addressed to one context: the caller of a call, whose output
+    // records (proc.run with "stream") must reach it even when it is an
+    // attached router rather than the master.
+    virtual void log_to(uint32_t dst, int level, std::string_view logger, std::string_view message) {
+        (void)dst;
+        log(level, logger, message);
+    }
     virtual bool log_enabled(int level) const = 0;
     // Processes started by built-ins are registered so that the agent can kill
-    // their process groups when it exits.
-    virtual void register_process(pid_t pid) = 0;
+    // their process groups when it exits, or when owner (the caller that
+    // started them) goes away.
+    virtual void register_process(pid_t pid, uint32_t owner) = 0;
     virtual void unregister_process(pid_t pid) = 0;
     virtual std::string context_name() const = 0;
     // Channels of this agent (file transfers): null where there are none.

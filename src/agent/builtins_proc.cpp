@@ -40,10 +40,11 @@ struct OutStream {
 struct Options {
     bool stream, capture;
     size_t max_output;
+    uint32_t caller;  // output records go to the caller
 };
 
-void emit_line(OutStream &s, Services &svc) {
-    svc.log(kLogInfo, s.name, utf8_sanitize(s.line));
+void emit_line(OutStream &s, const Options &opt, Services &svc) {
+    svc.log_to(opt.caller, kLogInfo, s.name, utf8_sanitize(s.line));
     s.line.clear();
 }
 
@@ -59,13 +60,13 @@ void consume(OutStream &s, const char *buf, size_t n, const Options &opt, Servic
         const void *nl = memchr(buf + i, '\n', n - i);
         size_t end = nl ? size_t(static_cast<const char *>(nl) - buf) : n;
         while (i < end) {
-            if (s.line.size() == kLineMax) emit_line(s, svc);
+            if (s.line.size() == kLineMax) emit_line(s, opt, svc);
             size_t take = std::min(end - i, kLineMax - s.line.size());
             s.line.append(buf + i, take);
             i += take;
         }
         if (nl) {
-            emit_line(s, svc);
+            emit_line(s, opt, svc);
             i = end + 1;
         }
     }
@@ -282,6 +283,7 @@ void proc_run(const CallRequest &req, CallReply &reply, Services &svc) {
     opt.capture = arg_bool(req, "capture", true);
     bool stdout_binary = arg_bool(req, "stdout_binary", false);
     opt.max_output = size_t(arg_int(req, "max_output", kDefaultMaxOutput, 0, int64_t(1) << 50));
+    opt.caller = req.caller;
 
     // ---- pipes and spawn attributes
     UniqueFd in_rd, in_wr, out_rd, out_wr, err_rd, err_wr;
@@ -296,7 +298,7 @@ void proc_run(const CallRequest &req, CallReply &reply, Services &svc) {
     check_spawn(posix_spawn_file_actions_adddup2(&fa.fa, err_wr.get(), 2));
     pid_t pid = spawn_child(req, spec, &fa.fa, false);
     Child child{pid, svc};  // from here on the child is always killed/reaped
-    svc.register_process(pid);
+    svc.register_process(pid, req.caller);
     child.registered = true;
     in_rd.reset();
     out_wr.reset();
@@ -374,7 +376,7 @@ void proc_run(const CallRequest &req, CallReply &reply, Services &svc) {
     in_wr.reset();
     for (OutStream &s : outs) {
         s.fd.reset();
-        if (opt.stream && !s.line.empty()) emit_line(s, svc);
+        if (opt.stream && !s.line.empty()) emit_line(s, opt, svc);
     }
 
     // ---- reap, still honouring the deadline if the child closed its pipes

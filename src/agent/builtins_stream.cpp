@@ -174,7 +174,7 @@ void proc_start(const CallRequest &req, CallReply &reply, Services &svc) {
         posix_spawn_file_actions_adddup2(&fa, err_wr.get(), 2);
     }
     pid_t pid = spawn_child(req, spec, &fa, use_pty);
-    svc.register_process(pid);
+    svc.register_process(pid, req.caller);
     struct ChildGuard {
         pid_t pid;
         Services &svc;

@@ -243,6 +243,50 @@ void spore_router_close(spore_router *router) noexcept {
     }
 }
 
+int spore_router_listen(spore_router *router, const char *path) noexcept {
+    return guarded([&]() -> int {
+        SPORE_REQUIRE(router && path, "spore_router_listen: router and path are required");
+        router->m->listen(path);
+        return SPORE_OK;
+    });
+}
+
+int spore_router_attach(spore_router **out, const char *path, const spore_options *opts) noexcept {
+    return guarded([&]() -> int {
+        SPORE_REQUIRE(out && path, "spore_router_attach: out and path are required");
+        *out = nullptr;
+        spore::Master::Options mo;
+        int timeout_ms = 10000;
+        if (opts) {
+            const cJSON *item;
+            cJSON_ArrayForEach(item, opts->j.get()) {
+                std::string key = item->string ? item->string : "";
+                if (key == "connect_timeout") {
+                    SPORE_REQUIRE(cJSON_IsNumber(item) && item->valuedouble >= 1 && item->valuedouble <= INT_MAX,
+                                  "attach option 'connect_timeout' must be a positive number of milliseconds");
+                    timeout_ms = int(item->valuedouble);
+                } else if (key == "log_level") {
+                    SPORE_REQUIRE(cJSON_IsNumber(item) && item->valuedouble >= 0 && item->valuedouble <= 100,
+                                  "attach option 'log_level' must be an integer from 0 to 100");
+                    mo.log_level = int(item->valuedouble);
+                } else if (key == "log_queue_size") {
+                    SPORE_REQUIRE(cJSON_IsNumber(item) && item->valuedouble >= 1,
+                                  "attach option 'log_queue_size' must be a positive integer");
+                    mo.log_queue_size = size_t(item->valuedouble);
+                } else if (key == "agent_path" || key == "max_message_size") {
+                    return set_error(SPORE_EINVAL, "option '" + key + "' is the listener's: an attached router has none");
+                } else {
+                    return set_error(SPORE_EINVAL, "unknown attach option '" + key + "'");
+                }
+            }
+        }
+        auto r = std::make_unique<spore_router>();
+        r->m = spore::Master::attach(path, std::move(mo), timeout_ms);
+        *out = r.release();
+        return SPORE_OK;
+    });
+}
+
 int spore_router_set_log_level(spore_router *router, int level) noexcept {
     return guarded([&]() -> int {
         SPORE_REQUIRE(router, "spore_router_set_log_level: router is NULL");
@@ -307,6 +351,20 @@ int spore_connect(spore_context **out, spore_router *router, const char *method,
         spore::Json o(opts ? cJSON_Duplicate(opts->j.get(), 1) : cJSON_CreateObject());
         if (!o) throw std::bad_alloc();
         auto c = router->m->connect(method, std::move(o), via ? via->c : nullptr);
+        auto ctx = std::make_unique<spore_context>();
+        ctx->m = router->m;
+        ctx->c = std::move(c);
+        *out = ctx.release();
+        return SPORE_OK;
+    });
+}
+
+int spore_context_find(spore_context **out, spore_router *router, const char *name) noexcept {
+    return guarded([&]() -> int {
+        SPORE_REQUIRE(out && router && name, "spore_context_find: out, router and name are required");
+        *out = nullptr;
+        auto c = router->m->find_context_named(name);
+        if (!c) return set_error(ErrorInfo{SPORE_ENOENT, std::string("no live context is named '") + name + "'", "", name, ""});
         auto ctx = std::make_unique<spore_context>();
         ctx->m = router->m;
         ctx->c = std::move(c);

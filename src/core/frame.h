@@ -35,6 +35,8 @@ enum Handle : uint32_t {
     kHandleDetach = 109,      // reserved: child detaches from its parent
     kHandleInit = 110,        // parent -> new child: its configuration
     kHandleSetLogLevel = 111, // {"level"}: minimum level to forward, pushed down the tree
+    kHandlePeerGone = 112,    // {"id","reason"}: a caller (attached router) or context is gone;
+                              // parent -> children, listener -> attached routers
     kFirstDynamicHandle = 1000,
 };
 

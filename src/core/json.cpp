@@ -1,9 +1,12 @@
 #include "core/json.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <new>
+#include <vector>
 
 namespace spore {
 
@@ -132,6 +135,35 @@ std::string json_print(const cJSON *j) {
     std::string out(s);
     cJSON_free(s);
     return out;
+}
+
+namespace {
+
+void sort_members(cJSON *j) {
+    if (!cJSON_IsObject(j) && !cJSON_IsArray(j)) return;
+    std::vector<cJSON *> items;
+    for (cJSON *c = j->child; c; c = c->next) {
+        sort_members(c);
+        items.push_back(c);
+    }
+    if (!cJSON_IsObject(j) || items.size() < 2) return;
+    std::stable_sort(items.begin(), items.end(),
+                     [](const cJSON *a, const cJSON *b) { return std::strcmp(a->string, b->string) < 0; });
+    // Relink in order (cJSON's list: next forward, prev of the head points at the tail).
+    for (size_t i = 0; i < items.size(); ++i) {
+        items[i]->next = i + 1 < items.size() ? items[i + 1] : nullptr;
+        items[i]->prev = i ? items[i - 1] : items.back();
+    }
+    j->child = items.front();
+}
+
+}  // namespace
+
+std::string json_canonical(const cJSON *j) {
+    Json copy(cJSON_Duplicate(j, 1));
+    if (!copy) throw std::bad_alloc();
+    sort_members(copy.get());
+    return json_print(copy.get());
 }
 
 std::string json_str(const cJSON *obj, const char *key, std::string_view fallback) {

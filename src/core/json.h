@@ -28,6 +28,9 @@ int json_depth(std::string_view text, int limit);
 
 // Compact text of a value.
 std::string json_print(const cJSON *j);
+// Compact text with the members of every object sorted by name: equal for
+// documents that differ only in member order.
+std::string json_canonical(const cJSON *j);
 
 // Typed getters that return a fallback when the member is missing or has
 // another type.

@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "core/listener.h"
 #include "methods/method.h"
 #include "methods/ssh_libssh2.h"
 #include "spore/spore.h"
@@ -140,9 +141,18 @@ void Master::start() {
     router_.set_handler(kHandleAllocIds, Policy::kAny,
                         [this](Message &&m, const Router::StreamPtr &) { on_alloc_ids(std::move(m)); });
     // The master runs nothing for anyone: no context has its authority.
-    router_.set_handler(kHandleCall, Policy::kParentAuthority, [this](Message &&m, const Router::StreamPtr &) {
+    // Only routers attached to a listener may call it, for the listener's
+    // own services (opening and finding contexts).
+    router_.set_handler(kHandleCall, Policy::kParentAuthority, [this](Message &&m, const Router::StreamPtr &in) {
+        if (listener_) return listener_->on_call(std::move(m), in);
         router_.send_dead(m.h, SPORE_EREFUSED, "the master does not accept calls");
     });
+    router_.set_handler(kHandleSetLogLevel, Policy::kParentAuthority, [this](Message &&m, const Router::StreamPtr &in) {
+        if (listener_) listener_->on_set_log_level(std::move(m), in);
+    });
+    // Attached: the listener reports contexts that went away.
+    router_.set_handler(kHandlePeerGone, Policy::kParentAuthority,
+                        [this](Message &&m, const Router::StreamPtr &) { on_peer_gone(std::move(m)); });
     // Channel messages may come from any context; each is checked against
     // the channel's own peer.
     router_.set_handler(kHandleChanData, Policy::kAny,
@@ -173,6 +183,12 @@ void Master::close() {
     if (thread_.joinable()) thread_.join();
     fail_all_pending(SPORE_ESHUTDOWN, "the router was freed");
     {
+        // Connects served for attached routers end now (closing_ is set).
+        std::lock_guard<std::mutex> lk2(shared_mu_);
+        for (auto &kv : shared_) kv.second->cv.notify_all();
+    }
+    if (listener_) listener_->join_services();
+    {
         std::lock_guard<std::mutex> lk2(ctx_mu_);
         for (auto &kv : contexts_) {
             kv.second->alive.store(false);
@@ -191,6 +207,8 @@ void Master::shutdown_on_loop() {
     // after a bounded time.
     // Connects in progress fail (their callers are waiting) and their
     // children go at once: they never got a stream to shut down through.
+    if (listener_) listener_->stop("the listening router is shutting down");
+    if (listener_stream_) listener_stream_->close("router closed");
     auto connecting = connecting_;
     for (auto &kv : connecting) kv.second->cancel("the router is shutting down");
     for (auto &kv : connecting) kv.second->kill_and_wait();
@@ -260,15 +278,81 @@ void Master::send_init(const std::shared_ptr<Stream> &s, const ContextState &ctx
 std::shared_ptr<ContextState> Master::connect(const std::string &method, Json options,
                                               const std::shared_ptr<ContextState> &via) {
     if (closing_.load()) throw Error(SPORE_ESHUTDOWN, "the router is shutting down");
+    if (!options) options = json_object();
+    const cJSON *r = cJSON_GetObjectItemCaseSensitive(options.get(), "reuse");
+    if (r && !cJSON_IsBool(r)) throw Error(SPORE_EINVAL, "option 'reuse' must be a boolean");
+    bool reuse = r ? cJSON_IsTrue(r) : attached_;
+    cJSON_DeleteItemFromObjectCaseSensitive(options.get(), "reuse");
     const MethodInfo *mi = find_method(method);
     if (!mi) throw Error(SPORE_EINVAL, "unknown connection method '" + method + "'");
-    if (!options) options = json_object();
     validate_options(*mi, options.get());
     if (mi->needs_agent && !via)
         throw Error(SPORE_EINVAL, "method '" + method + "' is only possible through another context (via)");
     if (via && !via->alive.load())
         throw Error(SPORE_EDISCONNECTED, "context " + via->name + " (via) is disconnected");
+    if (attached_) return connect_through_listener(method, std::move(options), via, reuse);
+    if (reuse) return connect_shared(method, std::move(options), via);
+    return connect_fresh(method, std::move(options), via);
+}
 
+std::shared_ptr<ContextState> Master::connect_shared(const std::string &method, Json options,
+                                                     const std::shared_ptr<ContextState> &via) {
+    // The same context for the same request: the connect timeout does not
+    // make a request different.
+    Json keyed(cJSON_Duplicate(options.get(), 1));
+    if (!keyed) throw std::bad_alloc();
+    cJSON_DeleteItemFromObjectCaseSensitive(keyed.get(), "connect_timeout");
+    std::string key = method + "\n" + std::to_string(via ? via->id : 0) + "\n" + json_canonical(keyed.get());
+    std::shared_ptr<SharedConnect> entry;
+    bool mine = false;
+    {
+        std::lock_guard<std::mutex> lk(shared_mu_);
+        auto &slot = shared_[key];
+        if (slot && (!slot->done || (slot->ctx && slot->ctx->alive.load()))) {
+            entry = slot;
+        } else {
+            slot = std::make_shared<SharedConnect>();
+            entry = slot;
+            mine = true;
+        }
+    }
+    if (!mine) {
+        std::unique_lock<std::mutex> lk(entry->mu);
+        while (!entry->cv.wait_for(lk, std::chrono::milliseconds(100), [&] { return entry->done || closing_.load(); })) {
+        }
+        if (!entry->done) throw Error(SPORE_ESHUTDOWN, "the router is shutting down");
+        if (!entry->ctx) throw Error(entry->err);
+        return entry->ctx;
+    }
+    std::shared_ptr<ContextState> ctx;
+    ErrorInfo failure;
+    try {
+        ctx = connect_fresh(method, std::move(options), via);
+    } catch (const Error &e) {
+        failure = e.info();
+    }
+    {
+        std::lock_guard<std::mutex> lk(entry->mu);
+        entry->done = true;
+        entry->ctx = ctx;
+        entry->err = failure;
+        entry->cv.notify_all();
+    }
+    if (!ctx) {
+        {
+            // A failed connect is not remembered: the next request tries again.
+            std::lock_guard<std::mutex> lk(shared_mu_);
+            auto it = shared_.find(key);
+            if (it != shared_.end() && it->second == entry) shared_.erase(it);
+        }
+        throw Error(failure);
+    }
+    return ctx;
+}
+
+std::shared_ptr<ContextState> Master::connect_fresh(const std::string &method, Json options,
+                                                    const std::shared_ptr<ContextState> &via) {
+    // Checked by connect(): the method exists, its options are valid, via is given where needed.
     auto ctx = std::make_shared<ContextState>();
     ctx->id = next_id_.fetch_add(1);
     ctx->method = method;
@@ -410,6 +494,7 @@ std::shared_ptr<PendingCall> Master::call_async(const std::shared_ptr<ContextSta
 
     Message m;
     m.h.dst_id = ctx->id;
+    m.h.src_id = m.h.auth_id = router_.id();
     m.h.handle = kHandleCall;
     m.json.reserve(function.size() + args.size() + chain.size() + 32);
     m.json += "{\"fn\":\"";
@@ -513,8 +598,7 @@ void Master::on_reply(Message &&m) {
 }
 
 int Master::send(Message &m) {
-    m.h.src_id = 0;
-    m.h.auth_id = 0;
+    m.h.src_id = m.h.auth_id = router_.id();
     return router_.send(m);
 }
 
@@ -540,6 +624,14 @@ void Master::on_chan_ack(Message &&m) {
 }
 
 void Master::on_route_lost(uint32_t id, const std::string &reason) {
+    if (listener_ && listener_->on_route_lost(id, reason)) return;  // an attached router went away
+    {
+        std::lock_guard<std::mutex> lk(shared_mu_);
+        for (auto it = shared_.begin(); it != shared_.end();) {
+            if (it->second->done && it->second->ctx && it->second->ctx->id == id) it = shared_.erase(it);
+            else ++it;
+        }
+    }
     channels_.fail_peer(id, ErrorInfo{SPORE_EDISCONNECTED, "context disconnected: " + reason, "", "", ""});
     std::shared_ptr<ContextState> ctx;
     {
@@ -607,6 +699,7 @@ void Master::on_log(Message &&m) {
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(j.get(), "time");
     r.time = cJSON_IsNumber(t) ? t->valuedouble : now_seconds();
     r.message = json_str(j.get(), "msg");
+    if (listener_) listener_->forward_log(m, r.level);
     if (r.level < level_.load()) return;
     push_log(std::move(r));
 }
@@ -657,6 +750,15 @@ int Master::next_log(LogRecord &out, int timeout_ms) {
 void Master::set_log_level(int level) {
     level_.store(level);
     if (closing_.load()) return;
+    if (attached_) {
+        // The listener filters what it passes on; the contexts keep its level.
+        Message m;
+        m.h.dst_id = 0;
+        m.h.handle = kHandleSetLogLevel;
+        m.json = "{\"level\":" + std::to_string(level) + "}";
+        send(m);
+        return;
+    }
     // Sent from the calling thread, so it reaches each context before any
     // call this thread makes afterwards.
     for (auto &s : router_.child_streams()) {
@@ -673,13 +775,215 @@ int Master::shutdown_context(const std::shared_ptr<ContextState> &ctx, int timeo
         Message m;
         m.h.dst_id = ctx->id;
         m.h.handle = kHandleShutdown;
-        router_.send(m);
+        send(m);
     }
     std::unique_lock<std::mutex> lk(ctx->mu);
     auto gone = [&] { return !ctx->alive.load(); };
     if (timeout_ms < 0) ctx->cv.wait(lk, gone);
     else if (!ctx->cv.wait_for(lk, std::chrono::milliseconds(timeout_ms), gone)) return SPORE_ETIMEDOUT;
     return SPORE_OK;
+}
+
+// ------------------------------------------------------- shared routers
+
+void Master::listen(const std::string &path) {
+    if (closing_.load()) throw Error(SPORE_ESHUTDOWN, "the router is shutting down");
+    if (attached_) throw Error(SPORE_EINVAL, "an attached router cannot listen: its listener can");
+    if (listening_.exchange(true)) throw Error(SPORE_EINVAL, "the router listens already");
+    std::shared_ptr<Listener> l;
+    try {
+        l = std::make_shared<Listener>(*this, bind_listen_socket(path));
+    } catch (...) {
+        listening_.store(false);
+        throw;
+    }
+    // Connections queue in the socket until the loop accepts them.
+    loop_.post([this, l] {
+        if (closing_.load()) return l->stop("the router is shutting down");
+        listener_ = l;
+        listener_->start();
+    });
+}
+
+std::shared_ptr<Master> Master::attach(const std::string &path, Options opts, int timeout_ms) {
+    UniqueFd fd = connect_listen_socket(path);
+    std::shared_ptr<Master> m(new Master(std::move(opts)));
+    m->attached_ = true;
+    m->attach_path_ = path;
+    m->listener_ctx_ = std::make_shared<ContextState>();
+    m->listener_ctx_->id = 0;
+    m->listener_ctx_->name = "router at " + path;
+    m->start();
+    try {
+        m->handshake(std::move(fd), path, timeout_ms);
+    } catch (...) {
+        m->close();
+        throw;
+    }
+    return m;
+}
+
+void Master::handshake(UniqueFd fd, const std::string &path, int timeout_ms) {
+    struct State {
+        std::mutex mu;
+        std::condition_variable cv;
+        bool done = false;
+        ErrorInfo err;
+    };
+    auto st = std::make_shared<State>();
+    auto finish = [st](ErrorInfo e) {
+        std::lock_guard<std::mutex> lk(st->mu);
+        if (st->done) return;
+        st->done = true;
+        st->err = std::move(e);
+        st->cv.notify_all();
+    };
+    auto s = std::make_shared<Stream>(loop_, fd.get(), fd.get(), "listener " + path, router_.limits());
+    fd.release();
+    listener_stream_ = s;
+    loop_.post([this, s, finish, path] {
+        router_.set_parent(s, false);
+        s->on_message([this, finish, path](Stream &st, Message &&m) {
+            if (attach_ready_) return router_.dispatch(std::move(m), st.shared_from_this());
+            // The listener's answer to our hello names us.
+            std::string err;
+            Json j = m.h.handle == kHandleInit ? json_parse(m.json, kDefaultMaxJsonDepth, &err) : nullptr;
+            if (j && (m.h.flags & kFlagError)) {
+                ErrorInfo e = Router::parse_error_json(m.json);
+                st.close("refused");
+                return finish(e);
+            }
+            int64_t id = j ? json_int(j.get(), "id", -1) : -1;
+            if (!j || id <= 0 || id > int64_t(UINT32_MAX) || json_int(j.get(), "protocol", 0) != kSharedProtocol) {
+                st.close("malformed answer to the hello");
+                return finish(ErrorInfo{SPORE_EPROTO, "the router at " + path + " sent a malformed answer", "", "", ""});
+            }
+            Limits lim = router_.limits();
+            uint64_t max = uint64_t(json_int(j.get(), "max_message_size", int64_t(lim.max_message_size)));
+            if (max >= 4096 && max < lim.max_message_size) lim.max_message_size = max;
+            router_.set_limits(lim);
+            st.set_limits(lim);
+            router_.set_identity(uint32_t(id), {0}, json_str(j.get(), "name", "attached"));
+            st.set_remote_id(0);
+            attach_ready_ = true;
+            finish(ErrorInfo{});
+        });
+        s->on_close([this, finish, path](Stream &, const std::string &reason) {
+            if (attach_ready_) return on_listener_lost(reason);
+            finish(ErrorInfo{SPORE_ECONNECT, "the router at " + path + " closed the connection: " + reason, "", "", ""});
+        });
+        s->start(false);
+        Message hello;
+        hello.h.handle = kHandleInit;
+        Json j = json_object();
+        cJSON_AddNumberToObject(j.get(), "protocol", kSharedProtocol);
+        cJSON_AddStringToObject(j.get(), "version", SPORE_VERSION_STRING);
+        cJSON_AddNumberToObject(j.get(), "pid", ::getpid());
+        cJSON_AddNumberToObject(j.get(), "log_level", level_.load());
+        hello.json = json_print(j.get());
+        s->send(hello);
+    });
+    std::unique_lock<std::mutex> lk(st->mu);
+    if (!st->cv.wait_for(lk, std::chrono::milliseconds(timeout_ms), [&] { return st->done; }))
+        throw Error(SPORE_ETIMEDOUT,
+                    "the router at " + path + " did not answer within " + std::to_string(timeout_ms) + " ms");
+    if (st->err.code != SPORE_OK) {
+        if (st->err.message.find(path) == std::string::npos) st->err.message = "router at " + path + ": " + st->err.message;
+        throw Error(st->err);
+    }
+}
+
+void Master::on_listener_lost(const std::string &reason) {
+    // Every context was the listener's: all are out of reach now.
+    std::string why = "the router at " + attach_path_ + " went away (" + reason + ")";
+    std::vector<uint32_t> ids;
+    {
+        std::lock_guard<std::mutex> lk(ctx_mu_);
+        for (auto &kv : contexts_) ids.push_back(kv.first);
+    }
+    for (uint32_t id : ids) on_route_lost(id, why);
+    int code = closing_.load() ? SPORE_ESHUTDOWN : SPORE_EDISCONNECTED;
+    fail_all_pending(code, closing_.load() ? "the router was freed" : why);
+    channels_.fail_all(ErrorInfo{code, why, "", "", ""});
+    if (!closing_.load() && SPORE_LOG_WARNING >= level_.load())
+        push_log(LogRecord{0, "master", "spore.attach", why, SPORE_LOG_WARNING, now_seconds()});
+}
+
+void Master::on_peer_gone(Message &&m) {
+    if (!attached_) return;
+    std::string err;
+    Json j = json_parse(m.json, kDefaultMaxJsonDepth, &err);
+    int64_t id = j ? json_int(j.get(), "id", -1) : -1;
+    if (id <= 0 || id > int64_t(UINT32_MAX)) return;
+    on_route_lost(uint32_t(id), json_str(j.get(), "reason", "disconnected"));
+}
+
+std::shared_ptr<ContextState> Master::adopt_context(const std::string &info_json) {
+    std::string err;
+    Json j = json_parse(info_json, kDefaultMaxJsonDepth, &err);
+    int64_t id = j ? json_int(j.get(), "id", -1) : -1;
+    if (!j || id <= 0 || id > int64_t(UINT32_MAX))
+        throw Error(SPORE_EPROTO, "the router at " + attach_path_ + " described a context badly: " + info_json.substr(0, 200));
+    std::lock_guard<std::mutex> lk(ctx_mu_);
+    auto it = contexts_.find(uint32_t(id));
+    if (it != contexts_.end()) return it->second;  // already known here: one state, one alive flag
+    auto c = std::make_shared<ContextState>();
+    c->id = uint32_t(id);
+    c->name = json_str(j.get(), "name", "context " + std::to_string(id));
+    c->method = json_str(j.get(), "method");
+    c->via_id = uint32_t(json_int(j.get(), "via", 0));
+    const cJSON *e;
+    cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(j.get(), "path")) {
+        if (cJSON_IsNumber(e)) c->path.push_back(uint32_t(e->valuedouble));
+    }
+    contexts_[c->id] = c;
+    return c;
+}
+
+std::shared_ptr<ContextState> Master::connect_through_listener(const std::string &method, Json options,
+                                                               const std::shared_ptr<ContextState> &via, bool reuse) {
+    int64_t timeout_ms = json_int(options.get(), "connect_timeout", 30000);
+    if (timeout_ms <= 0) throw Error(SPORE_EINVAL, "connect_timeout must be positive");
+    cJSON_AddBoolToObject(options.get(), "reuse", reuse);
+    Json args = json_object();
+    cJSON_AddStringToObject(args.get(), "method", method.c_str());
+    cJSON_AddNumberToObject(args.get(), "via", via ? via->id : 0);
+    cJSON_AddItemToObject(args.get(), "options", options.release());
+    std::string text = json_print(args.get());
+    std::string info;
+    try {
+        info = call(listener_ctx_, "spore.listener.connect", text.c_str(), nullptr, 0, "",
+                    int(std::min<int64_t>(timeout_ms + 10000, INT32_MAX)))
+                   .first;
+    } catch (Error &e) {
+        ErrorInfo i = e.info();
+        if (i.function == "spore.listener.connect") i.function.clear();
+        throw Error(i);
+    }
+    return adopt_context(info);
+}
+
+std::shared_ptr<ContextState> Master::find_context_named(const std::string &name) {
+    if (closing_.load()) throw Error(SPORE_ESHUTDOWN, "the router is shutting down");
+    if (attached_) {
+        Json args = json_object();
+        cJSON_AddStringToObject(args.get(), "name", name.c_str());
+        std::string text = json_print(args.get());
+        try {
+            return adopt_context(call(listener_ctx_, "spore.listener.find", text.c_str(), nullptr, 0, "", 30000).first);
+        } catch (const Error &e) {
+            if (e.info().code == SPORE_ENOENT) return nullptr;
+            throw;
+        }
+    }
+    // Names need not be unique: the oldest live one wins.
+    std::lock_guard<std::mutex> lk(ctx_mu_);
+    std::shared_ptr<ContextState> best;
+    for (auto &kv : contexts_)
+        if (kv.second->name == name && kv.second->alive.load() && router_.has_route(kv.first) &&
+            (!best || kv.first < best->id))
+            best = kv.second;
+    return best;
 }
 
 }  // namespace spore

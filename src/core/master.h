@@ -94,6 +94,8 @@ public:
     std::string lost_reason;     // guarded by mu
 };
 
+class Listener;
+
 class Master : public std::enable_shared_from_this<Master> {
 public:
     struct Options {
@@ -104,6 +106,17 @@ public:
     };
 
     static std::shared_ptr<Master> create(Options opts);
+    // An attached router: connects to the router listening at path and acts
+    // with its authority (docs/protocol.md, "Shared routers"). Throws
+    // spore::Error: SPORE_ECONNECT, SPORE_EACCES, SPORE_ETIMEDOUT, SPORE_EPROTO.
+    static std::shared_ptr<Master> attach(const std::string &path, Options opts, int timeout_ms);
+    bool attached() const { return attached_; }
+    // Starts accepting attached routers on a Unix socket at path. Throws
+    // spore::Error (SPORE_EINVAL: bad or unsafe path, already listening).
+    void listen(const std::string &path);
+    // A live context by name: this router's own or, attached, the
+    // listener's. Null when there is none. Throws spore::Error.
+    std::shared_ptr<ContextState> find_context_named(const std::string &name);
     ~Master();
     Master(const Master &) = delete;
     Master &operator=(const Master &) = delete;
@@ -113,7 +126,9 @@ public:
     void close();
     bool closing() const { return closing_.load(); }
 
-    // Throws spore::Error.
+    // Throws spore::Error. With the option "reuse" (default: true when
+    // attached) a live context opened before with the same method, options
+    // and via is returned instead of a new one.
     std::shared_ptr<ContextState> connect(const std::string &method, Json options,
                                           const std::shared_ptr<ContextState> &via);
 
@@ -155,8 +170,29 @@ public:
     uint64_t max_message_size() const { return opts_.max_message_size; }
 
 private:
+    friend class Listener;
+    // One connect that several callers asking for the same context share.
+    struct SharedConnect {
+        std::mutex mu;
+        std::condition_variable cv;
+        bool done = false;
+        std::shared_ptr<ContextState> ctx;
+        ErrorInfo err;
+    };
+
     explicit Master(Options opts);
     void start();
+    std::shared_ptr<ContextState> connect_fresh(const std::string &method, Json options,
+                                                const std::shared_ptr<ContextState> &via);
+    std::shared_ptr<ContextState> connect_shared(const std::string &method, Json options,
+                                                 const std::shared_ptr<ContextState> &via);
+    std::shared_ptr<ContextState> connect_through_listener(const std::string &method, Json options,
+                                                           const std::shared_ptr<ContextState> &via, bool reuse);
+    // Attached: the local state of a context the listener described.
+    std::shared_ptr<ContextState> adopt_context(const std::string &info_json);
+    void handshake(UniqueFd fd, const std::string &path, int timeout_ms);
+    void on_listener_lost(const std::string &reason);
+    void on_peer_gone(Message &&m);
     void push_log(LogRecord rec);
     void on_route_lost(uint32_t id, const std::string &reason);
     void on_reply(Message &&m);
@@ -206,6 +242,19 @@ private:
     uint32_t next_id_block_ = 1u << 30;  // ids handed to agents that ask
     ChannelTable channels_;
     std::atomic<uint32_t> next_channel_{1};
+
+    std::mutex shared_mu_;
+    std::unordered_map<std::string, std::shared_ptr<SharedConnect>> shared_;
+
+    // Listening (loop thread once started).
+    std::shared_ptr<Listener> listener_;
+    std::atomic<bool> listening_{false};
+    // Attached.
+    bool attached_ = false;
+    std::string attach_path_;
+    std::shared_ptr<ContextState> listener_ctx_;  // the listener itself, id 0, for calls to it
+    std::shared_ptr<Stream> listener_stream_;
+    bool attach_ready_ = false;  // loop thread
 };
 
 // Where the master finds spore-agent: option, $SPORE_AGENT_PATH, install path.

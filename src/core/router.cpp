@@ -33,12 +33,13 @@ void Router::set_limits(const Limits &l) {
     limits_ = l;
 }
 
-void Router::set_parent(const StreamPtr &s) {
+void Router::set_parent(const StreamPtr &s, bool install_callbacks) {
     {
         std::lock_guard<std::mutex> lk(mu_);
         parent_ = s;
     }
     s->set_toward_parent(true);
+    if (!install_callbacks) return;
     s->on_message([this, w = std::weak_ptr<Stream>(s)](Stream &, Message &&m) {
         if (auto sp = w.lock()) dispatch(std::move(m), sp);
     });
@@ -61,6 +62,8 @@ void Router::attach_child(const StreamPtr &s) {
     s->on_close([this](Stream &st, const std::string &reason) { on_stream_closed(st, reason); });
     add_route(s->remote_id(), s);
 }
+
+bool Router::attach_peer(const StreamPtr &s) { return add_route(s->remote_id(), s); }
 
 bool Router::has_parent_authority(uint32_t auth_id) const {
     if (auth_id == id_) return true;
@@ -185,6 +188,9 @@ void Router::dispatch(Message &&m, const StreamPtr &ingress) {
     if (route_for(m.h.src_id) != ingress) return drop(m, *ingress, "source id does not live behind this stream");
     if (m.h.auth_id != m.h.src_id && route_for(m.h.auth_id) != ingress)
         return drop(m, *ingress, "authority id does not live behind this stream");
+    // An attached router acts for this one: its messages carry our authority,
+    // so the contexts below accept its calls as ours.
+    if (ingress->attached()) m.h.auth_id = id_;
 
     if (m.h.dst_id == id_) {
         if (m.h.handle >= kFirstDynamicHandle) {
@@ -203,7 +209,9 @@ void Router::dispatch(Message &&m, const StreamPtr &ingress) {
         switch (it->second.policy) {
         case Policy::kAny: break;
         case Policy::kParentAuthority: allowed = has_parent_authority(m.h.auth_id); break;
-        case Policy::kImmediateChild: allowed = m.h.src_id == ingress->remote_id() && !ingress->toward_parent(); break;
+        case Policy::kImmediateChild:
+            allowed = m.h.src_id == ingress->remote_id() && !ingress->toward_parent() && !ingress->attached();
+            break;
         }
         if (!allowed) {
             drop(m, *ingress, "refused by policy");
@@ -223,7 +231,9 @@ void Router::dispatch(Message &&m, const StreamPtr &ingress) {
                   "no route to context " + std::to_string(m.h.dst_id) + " from " + name_);
         return;
     }
-    if (unidirectional_ && !ingress->toward_parent() && !out->toward_parent()) {
+    // Attached routers count as this router itself: they talk to every context.
+    bool privileged = ingress->toward_parent() || out->toward_parent() || ingress->attached() || out->attached();
+    if (unidirectional_ && !privileged) {
         drop(m, *ingress, "unidirectional routing forbids child-to-child forwarding");
         send_dead(m.h, SPORE_EREFUSED,
                   "routing mode prevents forwarding from context " + std::to_string(m.h.src_id) + " to context " +

@@ -48,13 +48,24 @@ public:
     bool unidirectional() const { return unidirectional_; }
     void set_unidirectional(bool v) { unidirectional_ = v; }
 
-    // The agent's stream to its parent (null in the master).
-    void set_parent(const StreamPtr &s);
+    // The agent's stream to its parent (null in the master). Unless
+    // install_callbacks is false, the stream's messages and close go to this
+    // router; otherwise its owner passes them to dispatch() and
+    // stream_closed() itself.
+    void set_parent(const StreamPtr &s, bool install_callbacks = true);
     StreamPtr parent() const;
 
     // Attaches a framed stream to a child context (its id is s->remote_id())
     // and routes that id through it. Loop thread.
     void attach_child(const StreamPtr &s);
+    // Routes the id of an attached router (s->attached() is set) through its
+    // stream. It is not a child (no SHUTDOWN, no log level pushed to it), and
+    // its owner passes its messages to dispatch() and its close to
+    // stream_closed(). Loop thread.
+    bool attach_peer(const StreamPtr &s);
+    // What a stream's close callback does for streams this router did not
+    // install callbacks on: forget its routes, report them lost.
+    void stream_closed(Stream &s, const std::string &reason) { on_stream_closed(s, reason); }
 
     // Routing table. add_route refuses ids that are this context, an
     // ancestor, or already routed.

@@ -60,6 +60,12 @@ public:
     // True for an agent's stream to its parent.
     bool toward_parent() const { return toward_parent_; }
     void set_toward_parent(bool v) { toward_parent_ = v; }
+    // True for a listener's stream to an attached router (another process of
+    // the same user): its messages act with the listener's own authority and
+    // it may exchange messages with every context (docs/protocol.md,
+    // "Shared routers"). Set before the stream starts.
+    bool attached() const { return attached_; }
+    void set_attached(bool v) { attached_ = v; }
     void set_limits(const Limits &l) { decoder_.set_limits(l); }
     const Limits &limits() const { return decoder_.limits(); }
 
@@ -86,6 +92,7 @@ private:
     std::string name_;
     uint32_t remote_id_ = 0;
     bool toward_parent_ = false;
+    bool attached_ = false;
     FrameDecoder decoder_;
     bool raw_mode_ = false;
     EventPtr rev_, wev_;

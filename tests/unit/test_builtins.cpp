@@ -40,7 +40,7 @@ public:
         logs.push_back({level, std::string(logger), std::string(message)});
     }
     bool log_enabled(int level) const override { return level >= min_level; }
-    void register_process(pid_t pid) override {
+    void register_process(pid_t pid, uint32_t) override {
         std::lock_guard<std::mutex> lock(mu);
         registered.push_back(pid);
     }
