@@ -2,6 +2,8 @@
 //
 //   spore [global options] call <target> <function> [json-args]
 //   spore [global options] run <target> [run options] [--] <argv...>
+//   spore [global options] ssh-shim [--target T] HOST COMMAND...
+//   spore daemon [--socket PATH] [--foreground] [--log-file FILE] | --stop | --status
 //
 // It uses nothing but the public C API (spore/spore.h); the small JSON
 // reader/printer below exists because the library does not export one.
@@ -10,6 +12,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -586,6 +589,7 @@ struct Global {
     std::optional<int> connect_timeout_ms;
     bool verbose = false, quiet = false;
     std::string agent_path;
+    std::string daemon_path;  // --daemon or $SPORE_DAEMON: use the router listening there
 };
 
 struct Args {
@@ -635,6 +639,7 @@ bool global_option(Args &a, Global &g) {
     if (a.value_opt("--timeout", nullptr, value)) g.call_timeout_ms = parse_ms("--timeout", value);
     else if (a.value_opt("--connect-timeout", nullptr, value)) g.connect_timeout_ms = parse_ms("--connect-timeout", value);
     else if (a.value_opt("--agent", nullptr, value)) g.agent_path = value;
+    else if (a.value_opt("--daemon", nullptr, value)) g.daemon_path = value;
     else if (a.flag("--verbose", "-v")) g.verbose = true;
     else if (a.flag("--quiet", "-q")) g.quiet = true;
     else return false;
@@ -881,12 +886,18 @@ public:
         spore_options *o = nullptr;
         if (spore_options_new(&o) != SPORE_OK) lib_failure(kExitRuntime);
         std::unique_ptr<spore_options, void (*)(spore_options *)> opts(o, spore_options_free);
+        if (!g.daemon_path.empty() && !g.agent_path.empty())
+            usage_error("--agent has no effect with --daemon: the daemon ships its own agent");
         if (!g.agent_path.empty() && spore_options_set_str(o, "agent_path", g.agent_path.c_str()) != SPORE_OK)
             lib_failure(kExitRuntime);
         if (spore_options_set_int(o, "log_level", log_level) != SPORE_OK ||
             spore_options_set_int(o, "log_queue_size", int64_t(log_queue)) != SPORE_OK)
             lib_failure(kExitRuntime);
-        if (spore_router_new(&router_, o) != SPORE_OK) lib_failure(kExitRuntime);
+        if (g.daemon_path.empty()) {
+            if (spore_router_new(&router_, o) != SPORE_OK) lib_failure(kExitRuntime);
+        } else if (spore_router_attach(&router_, g.daemon_path.c_str(), o) != SPORE_OK) {
+            throw Failure{kExitConnect, "cannot use the daemon: " + error_text(spore_last_error())};
+        }
         try {
             if (pump) pump_ = std::make_unique<LogPump>(router_, g.verbose);
         } catch (...) {
@@ -924,6 +935,12 @@ public:
                 if (spore_options_set_str(o, "password", g_password().c_str()) != SPORE_OK) lib_failure(kExitUsage);
             if (g_.connect_timeout_ms && !has_timeout)
                 set_option(o, "connect_timeout", std::to_string(*g_.connect_timeout_ms));
+            // Through a daemon, the same target is the same connection for
+            // every command (unless the target says otherwise).
+            bool has_reuse = false;
+            for (auto &kv : hop.options) has_reuse |= kv.first == "reuse";
+            if (!g_.daemon_path.empty() && !has_reuse && spore_options_set_bool(o, "reuse", 1) != SPORE_OK)
+                lib_failure(kExitRuntime);
             spore_context *ctx = nullptr;
             if (spore_connect(&ctx, router_, hop.method.c_str(), o, via) != SPORE_OK) {
                 const spore_error *e = spore_last_error();
@@ -997,6 +1014,7 @@ const char kMainHelp[] =
     "  call <target> <function> [json-args]   call a function, print its JSON result\n"
     "  run <target> [OPTIONS] [--] <argv...>  run a command, stream its output, exit with its status\n"
     "  ssh-shim [--target T] HOST COMMAND...  stand in for ssh (rsync -e, git): run COMMAND with our stdio\n"
+    "  daemon [OPTIONS]                       keep connections open in the background for --daemon\n"
     "  help [command]                         show this help or a command's\n"
     "\n"
     "Options (before the command, or among its own options):\n"
@@ -1004,6 +1022,8 @@ const char kMainHelp[] =
     "                        (default: wait forever; for run, put it before 'run')\n"
     "  --connect-timeout MS  time each hop of the target may take to connect (default 30000)\n"
     "  --agent PATH          the spore-agent to ship (default: $SPORE_AGENT_PATH, then the installed one)\n"
+    "  --daemon PATH         open targets through the spore daemon listening at PATH (default:\n"
+    "                        $SPORE_DAEMON): hops stay connected between commands\n"
     "  -v, --verbose         also show the agents' own log records (from level DEBUG) on stderr\n"
     "  -q, --quiet           print no notes on stderr, only errors\n"
     "  -h, --help            show help (spore <command> --help for a command's)\n"
@@ -1352,10 +1372,226 @@ int cmd_ssh_shim(Args &a, Global &g) {
     return sig ? 128 + sig : code;
 }
 
+
+const char kDaemonHelp[] =
+    "Usage: spore daemon [--socket PATH] [--foreground] [--log-file FILE]\n"
+    "       spore daemon --stop [--socket PATH]\n"
+    "       spore daemon --status [--socket PATH]\n"
+    "\n"
+    "Runs a router in the background that listens on a Unix socket, so that\n"
+    "commands given --daemon PATH (or $SPORE_DAEMON) open their targets through\n"
+    "it: each hop is connected once and stays connected for every later command\n"
+    "(SSH connections, sudo sessions, agents). Only this user can use it: the\n"
+    "socket has mode 0600 in a directory of mode 0700 (created if missing).\n"
+    "A command that is interrupted stops what it started; the daemon and its\n"
+    "connections stay. The daemon stops on SIGTERM, SIGINT or --stop, and then\n"
+    "shuts every context down.\n"
+    "\n"
+    "Options:\n"
+    "  --socket PATH     where to listen (default: $SPORE_DAEMON, else\n"
+    "                    $XDG_RUNTIME_DIR/spore/daemon.sock, else /tmp/spore-UID/daemon.sock)\n"
+    "  --foreground      stay in the foreground, log records on stderr\n"
+    "  --log-file FILE   append log records to FILE (default: none in the background)\n"
+    "  --stop            stop the daemon listening at the socket and wait for it to go\n"
+    "  --status          exit 0 if a daemon answers at the socket, 1 if not\n"
+    "  -v, --verbose     log from level DEBUG (default INFO)\n"
+    "\n"
+    "Examples:\n"
+    "  spore daemon\n"
+    "  export SPORE_DAEMON=/tmp/spore-$(id -u)/daemon.sock\n"
+    "  spore run ssh://web1/sudo:root -- systemctl restart nginx   # connects\n"
+    "  spore run ssh://web1/sudo:root -- systemctl status nginx    # reuses the connection\n"
+    "  rsync -a -e 'spore ssh-shim --target ssh://web1' ./site/ x:/srv/site/\n"
+    "  spore daemon --stop\n";
+
+std::string default_daemon_socket() {
+    if (const char *e = std::getenv("SPORE_DAEMON"); e && *e) return e;
+    if (const char *x = std::getenv("XDG_RUNTIME_DIR"); x && *x) return std::string(x) + "/spore/daemon.sock";
+    return "/tmp/spore-" + std::to_string(::geteuid()) + "/daemon.sock";
+}
+
+// The daemon's pid, kept beside its socket for --stop.
+std::string pid_file_for(const std::string &socket) { return socket + ".pid"; }
+
+bool daemon_answers(const std::string &socket) {
+    spore_options *o = nullptr;
+    if (spore_options_new(&o) != SPORE_OK) return false;
+    spore_options_set_int(o, "connect_timeout", 5000);
+    spore_router *r = nullptr;
+    int rc = spore_router_attach(&r, socket.c_str(), o);
+    spore_options_free(o);
+    spore_router_free(r);
+    return rc == SPORE_OK;
+}
+
+// Runs the listening router until a signal; reports readiness (or the
+// failure) on ready_fd when there is one.
+int run_daemon(const std::string &socket, int log_level, int ready_fd, int log_fd) {
+    auto report = [&](const std::string &msg) {
+        if (ready_fd < 0) return;
+        (void)write_all(ready_fd, msg.data(), msg.size());
+        ::close(ready_fd);
+        ready_fd = -1;
+    };
+    spore_options *o = nullptr;
+    spore_router *router = nullptr;
+    if (spore_options_new(&o) != SPORE_OK || spore_options_set_int(o, "log_level", log_level) != SPORE_OK ||
+        spore_router_new(&router, o) != SPORE_OK) {
+        spore_options_free(o);
+        std::string m = error_text(spore_last_error());
+        report("E" + m);
+        throw Failure{kExitRuntime, m};
+    }
+    spore_options_free(o);
+    struct RouterGuard {
+        spore_router *r;
+        ~RouterGuard() { spore_router_free(r); }
+    } guard{router};
+    if (spore_router_listen(router, socket.c_str()) != SPORE_OK) {
+        std::string m = "cannot listen at " + socket + ": " + error_text(spore_last_error());
+        report("E" + m);
+        throw Failure{kExitRuntime, m};
+    }
+    std::string pidfile = pid_file_for(socket);
+    {
+        int fd = ::open(pidfile.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd >= 0) {
+            std::string pid = std::to_string(::getpid()) + "\n";
+            (void)write_all(fd, pid.data(), pid.size());
+            ::close(fd);
+        }
+    }
+    g_waiting.store(true);  // signals now end the loop below instead of the process
+    report("R" + std::to_string(::getpid()));
+    int log_src = spore_router_log_fd(router);
+    int signo = 0;
+    while (!signo) {
+        pollfd p[2] = {{g_sigpipe[0], POLLIN, 0}, {log_src, POLLIN, 0}};
+        if (::poll(p, 2, -1) < 0 && errno != EINTR) break;
+        if (p[0].revents) {
+            unsigned char b = 0;
+            if (::read(g_sigpipe[0], &b, 1) == 1) signo = b;
+        }
+        spore_log_record *rec = nullptr;
+        while (spore_router_next_log(router, &rec, 0) == SPORE_OK) {
+            if (log_fd >= 0) {
+                char buf[32], when[32];
+                time_t t = time_t(spore_log_record_time(rec));
+                struct tm tm {};
+                localtime_r(&t, &tm);
+                strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
+                std::string line = std::string(when) + " [" + spore_log_record_context(rec) + "] " +
+                                   level_name(spore_log_record_level(rec), buf, sizeof buf) + " " +
+                                   spore_log_record_logger(rec) + ": " + flatten(spore_log_record_message(rec)) + "\n";
+                (void)write_all(log_fd, line.data(), line.size());
+            }
+            spore_log_record_free(rec);
+        }
+    }
+    ::unlink(pidfile.c_str());
+    return kExitOk;  // the guard frees the router: contexts shut down, socket removed
+}
+
+int cmd_daemon(Args &a, Global &g) {
+    std::optional<std::string> socket, log_file;
+    bool foreground = false, stop = false, status = false;
+    while (!a.done()) {
+        std::string value;
+        const std::string &s = a.peek();
+        if (a.flag("--help", "-h")) {
+            out_stdout(kDaemonHelp);
+            return kExitOk;
+        }
+        if (a.value_opt("--socket", nullptr, value)) socket = value;
+        else if (a.value_opt("--log-file", nullptr, value)) log_file = value;
+        else if (a.flag("--foreground")) foreground = true;
+        else if (a.flag("--stop")) stop = true;
+        else if (a.flag("--status")) status = true;
+        else if (!global_option(a, g)) usage_error("unknown argument '" + s + "' for daemon (see spore daemon --help)");
+    }
+    if (stop && status) usage_error("--stop and --status exclude each other");
+    std::string path = socket ? *socket : default_daemon_socket();
+
+    if (status) {
+        bool up = daemon_answers(path);
+        if (!g.quiet) out_stdout(up ? "a spore daemon listens at " + path + "\n" : "no spore daemon at " + path + "\n");
+        return up ? kExitOk : kExitRuntime;
+    }
+    if (stop) {
+        if (!daemon_answers(path)) throw Failure{kExitRuntime, "no spore daemon answers at " + path};
+        std::string text = read_file(pid_file_for(path));
+        long pid = std::strtol(text.c_str(), nullptr, 10);
+        if (pid <= 1) throw Failure{kExitRuntime, "no daemon pid in " + pid_file_for(path)};
+        if (::kill(pid_t(pid), SIGTERM) != 0)
+            throw Failure{kExitRuntime, "cannot stop the daemon (pid " + std::to_string(pid) + "): " + std::strerror(errno)};
+        // Gone when its socket is: it removes it after shutting its contexts down.
+        for (int i = 0; i < 300 && ::access(path.c_str(), F_OK) == 0; ++i) ::usleep(50000);
+        if (::access(path.c_str(), F_OK) == 0)
+            throw Failure{kExitRuntime, "the daemon (pid " + std::to_string(pid) + ") did not stop within 15 s"};
+        if (!g.quiet) out_stderr("spore: stopped the daemon at " + path + "\n");
+        return kExitOk;
+    }
+
+    int level = g.verbose ? SPORE_LOG_DEBUG : SPORE_LOG_INFO;
+    int log_fd = -1;
+    if (log_file) {
+        log_fd = ::open(log_file->c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        if (log_fd < 0) throw Failure{kExitRuntime, "cannot open " + *log_file + ": " + std::strerror(errno)};
+    } else if (foreground) {
+        log_fd = 2;
+    }
+    if (foreground) return run_daemon(path, level, -1, log_fd);
+
+    // Background: the child runs the daemon in a session of its own and
+    // tells the parent through a pipe once it listens (or why it cannot).
+    int ready[2];
+    if (pipe2(ready, O_CLOEXEC) != 0) throw Failure{kExitRuntime, std::string("pipe: ") + std::strerror(errno)};
+    pid_t child = ::fork();
+    if (child < 0) throw Failure{kExitRuntime, std::string("fork: ") + std::strerror(errno)};
+    if (child == 0) {
+        ::close(ready[0]);
+        ::setsid();
+        int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+        if (null >= 0) {
+            ::dup2(null, 0);
+            ::dup2(null, 1);
+            ::dup2(log_fd >= 0 ? log_fd : null, 2);
+        }
+        int rc = kExitRuntime;
+        try {
+            rc = run_daemon(path, level, ready[1], log_fd >= 0 ? 2 : -1);
+        } catch (const Failure &) {
+        } catch (...) {
+        }
+        ::_exit(rc);
+    }
+    ::close(ready[1]);
+    if (log_fd >= 0) ::close(log_fd);
+    std::string answer;
+    char buf[4096];
+    for (;;) {
+        ssize_t n = ::read(ready[0], buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        answer.append(buf, size_t(n));
+    }
+    ::close(ready[0]);
+    if (answer.empty() || answer[0] != 'R') {
+        int st = 0;
+        ::waitpid(child, &st, 0);
+        throw Failure{kExitRuntime, answer.size() > 1 ? answer.substr(1) : "the daemon exited before it listened"};
+    }
+    if (!g.quiet)
+        out_stderr("spore: daemon listening at " + path + " (pid " + answer.substr(1) + ")\n");
+    out_stdout(path + "\n");
+    return kExitOk;
+}
+
 int run_main(int argc, char **argv) {
     Args a;
     for (int k = 1; k < argc; ++k) a.v.emplace_back(argv[k]);
     Global g;
+    if (const char *d = std::getenv("SPORE_DAEMON"); d && *d) g.daemon_path = d;
     while (!a.done()) {
         const std::string &s = a.peek();
         if (s.empty() || s[0] != '-') break;
@@ -1377,12 +1613,14 @@ int run_main(int argc, char **argv) {
         else if (a.peek() == "call") out_stdout(kCallHelp);
         else if (a.peek() == "run") out_stdout(kRunHelp);
         else if (a.peek() == "ssh-shim") out_stdout(kShimHelp);
+        else if (a.peek() == "daemon") out_stdout(kDaemonHelp);
         else usage_error("no help for unknown command '" + a.peek() + "'");
         return kExitOk;
     }
-    if (cmd != "call" && cmd != "run" && cmd != "ssh-shim")
-        usage_error("unknown command '" + cmd + "' (commands: call, run, ssh-shim)");
+    if (cmd != "call" && cmd != "run" && cmd != "ssh-shim" && cmd != "daemon")
+        usage_error("unknown command '" + cmd + "' (commands: call, run, ssh-shim, daemon)");
     install_signals();
+    if (cmd == "daemon") return cmd_daemon(a, g);
     if (cmd == "ssh-shim") return cmd_ssh_shim(a, g);
     return cmd == "call" ? cmd_call(a, g) : cmd_run(a, g);
 }
