@@ -398,6 +398,12 @@ def _pump_logs(handle):
 
 # ------------------------------------------------------------------ router
 
+def _default_log_level(options):
+    if "log_level" not in options:
+        level = logging.getLogger("spore").getEffectiveLevel()
+        options["log_level"] = max(DEBUG, min(ERROR, level))
+
+
 class Router:
     """One spore router: owns the I/O thread and every context opened from
     it. Use it as a context manager, or call close(). Keyword options are
@@ -406,15 +412,35 @@ class Router:
     "spore" logger, and forward_logs=False keeps records out of `logging`."""
 
     def __init__(self, forward_logs=True, **options):
-        if "log_level" not in options:
-            level = logging.getLogger("spore").getEffectiveLevel()
-            options["log_level"] = max(DEBUG, min(ERROR, level))
+        _default_log_level(options)
         o = _options(options)
         try:
             rc, handle = _c.spore_router_new(o)
             _check(rc)
         finally:
             _free_options(o)
+        self._setup(handle, forward_logs)
+
+    @classmethod
+    def attach(cls, path, forward_logs=True, **options):
+        """A router attached to the router listening at `path` (see listen()):
+        its contexts are the listener's. connect() asks the listener and by
+        default returns the listener's live context opened with the same
+        method, options and via (reuse=False for a new one); find() finds
+        the listener's contexts by name. Options: connect_timeout (ms),
+        log_level, log_queue_size. Closing it leaves the contexts up."""
+        _default_log_level(options)
+        o = _options(options)
+        try:
+            rc, handle = _c.spore_router_attach(os.fspath(path), o)
+            _check(rc)
+        finally:
+            _free_options(o)
+        router = cls.__new__(cls)
+        router._setup(handle, forward_logs)
+        return router
+
+    def _setup(self, handle, forward_logs):
         self._handle = handle
         self._lock = threading.Lock()
         self._completer = _Completer()
@@ -424,6 +450,20 @@ class Router:
             self._log_thread = threading.Thread(target=_pump_logs, args=(handle,),
                                                 name="spore-logs", daemon=True)
             self._log_thread.start()
+
+    def listen(self, path):
+        """Accepts attached routers (Router.attach) on a Unix socket at
+        `path`: other processes of this user then use this router's contexts
+        with its authority. The socket gets mode 0600; its directory must be
+        this user's with mode 0700 (created so if missing)."""
+        _check(_c.spore_router_listen(self._h(), os.fspath(path)))
+
+    def find(self, name):
+        """The live context named `name` (for an attached router: one its
+        listener has). Raises NotFound when there is none."""
+        rc, handle = _c.spore_context_find(self._h(), name)
+        _check(rc)
+        return Context(self, handle, None)
 
     def __enter__(self):
         return self

@@ -472,3 +472,53 @@ def test_process_streams(router):
     del p
     gc.collect()
     assert ctx.call("proc.run", argv=["sh", "-c", "sleep 0.3; kill -0 %d 2>/dev/null; echo $?" % pid])["stdout"] == "1\n"
+
+
+WORKER = r"""
+import json, sys
+import spore
+with spore.Router.attach(sys.argv[1]) as r:
+    web = r.find("web")
+    assert web.call("sys.ping") is True
+    web.put_bytes(b"from a worker\n", sys.argv[2])
+    mine = r.local(name="worker-local")
+    print(json.dumps({"web": web.id, "local": mine.id, "pid": web.call("sys.info")["pid"]}))
+"""
+
+
+def test_shared_router_with_worker_processes(tmp_path):
+    import json
+    import subprocess
+    import sys
+    sock = str(tmp_path / "run" / "router.sock")
+    out_file = str(tmp_path / "out")
+    with spore.Router() as listener:
+        web = listener.local(name="web")
+        listener.listen(sock)
+        assert oct(os.stat(sock).st_mode & 0o777) == "0o600"
+        seen = []
+        for _ in range(2):
+            p = subprocess.run([sys.executable, "-c", WORKER, sock, out_file], capture_output=True,
+                               text=True, timeout=120, env=dict(os.environ))
+            assert p.returncode == 0, p.stderr
+            seen.append(json.loads(p.stdout))
+        # Both workers used the listener's "web" and shared one "worker-local".
+        assert seen[0]["web"] == seen[1]["web"] == web.id
+        assert seen[0]["pid"] == web.call("sys.info")["pid"]
+        assert seen[0]["local"] == seen[1]["local"]
+        with open(out_file) as f:
+            assert f.read() == "from a worker\n"
+        assert listener.find("worker-local").id == seen[0]["local"]
+        # In this process too, and the errors.
+        with spore.Router.attach(sock) as a:
+            assert a.find("web").call("sys.ping") is True
+            with pytest.raises(spore.NotFound):
+                a.find("nobody")
+            fresh = a.local(name="worker-local", reuse=False)
+            assert fresh.id != seen[0]["local"]
+        assert web.call("sys.ping") is True
+        with pytest.raises(spore.ConnectError):
+            spore.Router.attach(str(tmp_path / "nothing.sock"))
+        with pytest.raises(spore.InvalidArgument):
+            listener.listen(sock)
+    assert not os.path.exists(sock)
