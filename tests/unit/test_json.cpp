@@ -43,6 +43,19 @@ std::string parse_err(std::string_view text, int depth = kDefaultMaxJsonDepth) {
 // ---------------------------------------------------------------------------
 // json_parse
 
+TEST(JsonCanonical, MemberOrderDoesNotMatter) {
+    std::string err;
+    Json a = json_parse(R"({"b":1,"a":{"y":[3,{"q":1,"p":2}],"x":"s"},"c":null})", 64, &err);
+    Json b = json_parse(R"({"c":null,"a":{"x":"s","y":[3,{"p":2,"q":1}]},"b":1})", 64, &err);
+    ASSERT_TRUE(a && b);
+    EXPECT_EQ(json_canonical(a.get()), json_canonical(b.get()));
+    EXPECT_EQ(json_canonical(a.get()), R"({"a":{"x":"s","y":[3,{"p":2,"q":1}]},"b":1,"c":null})");
+    // Array order does matter, and the original is left as it was.
+    Json c = json_parse(R"({"a":{"x":"s","y":[{"p":2,"q":1},3]},"b":1,"c":null})", 64, &err);
+    EXPECT_NE(json_canonical(a.get()), json_canonical(c.get()));
+    EXPECT_EQ(json_print(a.get()), R"({"b":1,"a":{"y":[3,{"q":1,"p":2}],"x":"s"},"c":null})");
+}
+
 TEST(JsonParse, ValidDocuments) {
     const char *docs[] = {
         "{}",

@@ -360,6 +360,49 @@ TEST_F(RouterTest, ParentLossIsReported) {
     EXPECT_EQ(why, "EOF");
 }
 
+// A router attached through a listener (id 9): its messages act with this
+// router's authority, pass to and from children under unidirectional
+// routing, and cannot touch the routing table.
+TEST_F(RouterTest, AttachedPeerActsWithThisRoutersAuthority) {
+    Peer peer9;
+    auto s9 = make_stream(peer9, 9, "attached9");
+    s9->set_attached(true);
+    s9->on_message([this, w = std::weak_ptr<Stream>(s9)](Stream &, Message &&m) {
+        if (auto sp = w.lock()) router->dispatch(std::move(m), sp);
+    });
+    s9->on_close([this](Stream &st, const std::string &why) { router->stream_closed(st, why); });
+    ASSERT_TRUE(router->attach_peer(s9));
+
+    peer9.send(msg(5, 9, 9, kHandleCall, 1000));
+    pump();
+    ASSERT_EQ(calls.size(), 1u);
+    EXPECT_EQ(calls[0].h.auth_id, 5u);  // stamped
+    EXPECT_EQ(calls[0].h.src_id, 9u);
+
+    peer9.send(msg(7, 9, 9, kHandleCall, 1001));
+    pump();
+    Message r;
+    ASSERT_TRUE(peer7.next(r));
+    EXPECT_EQ(r.h.src_id, 9u);
+    EXPECT_EQ(r.h.auth_id, 5u);
+    EXPECT_TRUE(router->has_parent_authority(r.h.auth_id));
+
+    peer7.send(msg(9, 7, 7, 1001, 0, "\"reply\""));
+    pump();
+    ASSERT_TRUE(peer9.next(r));
+    EXPECT_EQ(r.h.handle, 1001u);
+    EXPECT_EQ(r.json, "\"reply\"");
+
+    peer9.send(msg(5, 9, 9, kHandleAddRoute, 0, "{\"id\":77}"));
+    pump();
+    EXPECT_FALSE(router->has_route(77));
+
+    s9->close("test over");
+    pump();
+    EXPECT_TRUE(lost.count(9));
+    EXPECT_FALSE(router->has_route(9));
+}
+
 TEST(RouterErrors, ErrorJsonRoundTrip) {
     ErrorInfo e{SPORE_EREMOTE, "boom \"quoted\"\n", "OSError", "local.1", "fs.stat"};
     ErrorInfo back = Router::parse_error_json(Router::error_json(e));
