@@ -17,12 +17,13 @@ cleanup() {
 trap cleanup EXIT
 fail() { echo "FAIL: $*"; [ -f "$work/log" ] && sed 's/^/  daemon log: /' "$work/log"; exit 1; }
 json_num() { sed -n "s/.*\"$1\": *\([0-9][0-9]*\).*/\1/p" | head -1; }
-# Waits up to $2 seconds for a process whose command line contains $1 to
-# appear (want=1) or be gone (want=0).
+# Waits up to 10 s for a process whose command line is exactly $1 to
+# appear (want=1) or be gone (want=0). (Exactly: the spore command that runs
+# it has the same words in its own command line.)
 wait_proc() {
     local marker=$1 want=$2 i
     for i in $(seq 1 200); do
-        if pgrep -f -- "$marker" >/dev/null; then [ "$want" = 1 ] && return 0; else [ "$want" = 0 ] && return 0; fi
+        if pgrep -f -- "^$marker\$" >/dev/null; then [ "$want" = 1 ] && return 0; else [ "$want" = 0 ] && return 0; fi
         sleep 0.05
     done
     return 1
