@@ -16,9 +16,10 @@
 // abandons it. Records logged by the agents go to a log/slog handler
 // (slog.Default's unless WithLogger says otherwise).
 //
-// A Router, its Contexts and their Pending calls and Chains may be used from
-// any number of goroutines at once, and may be closed, or left to the
-// garbage collector, in any order. Close the Router to shut every agent
+// A Router, its Contexts and their Pending calls, Chains and Processes (the
+// process streams of Context.Start) may be used from any number of
+// goroutines at once, and may be closed, or left to the garbage collector,
+// in any order. Close the Router to shut every agent
 // down; the collector frees handles but only a Close (or the collection of
 // the Router itself) stops agents.
 //

@@ -53,11 +53,19 @@
 /* spore_process_read fills a []byte. */
 %apply (void *dst, size_t cap) { (void *buf, size_t cap) };
 
+/* SWIG's int *OUTPUT for Go stores a C int into the first 4 bytes of a Go
+ * int (8 bytes), so -1 (the exit code of a killed process) came out as
+ * 4294967295: Go waits for a process through spore_go_process_wait, whose
+ * outputs are 64-bit. */
+%ignore spore_process_wait;
+
 /* The helpers for the other languages' byte strings are not used by Go. */
 %ignore spore_result_data;
 %ignore spore_wait_result;
 
 %include "../swig/spore.i"
+
+%apply long long *OUTPUT { long long *exit_code64, long long *signal64 };
 
 %inline %{
 /* Length of a result's binary part (0 when there is none). */
@@ -65,6 +73,14 @@ static size_t spore_go_result_len(const spore_result *res) {
     size_t n = 0;
     (void)spore_result_bytes(res, &n);
     return n;
+}
+/* spore_process_wait with 64-bit outputs (see above). */
+static int spore_go_process_wait(spore_process *p, long long *exit_code64, long long *signal64, int timeout_ms) {
+    int code = 0, sig = 0;
+    int rc = spore_process_wait(p, &code, &sig, timeout_ms);
+    *exit_code64 = code;
+    *signal64 = sig;
+    return rc;
 }
 /* Copies up to cap bytes of the result's binary part into dst. */
 static size_t spore_go_result_copy(const spore_result *res, void *dst, size_t cap) {

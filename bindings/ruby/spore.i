@@ -1,8 +1,8 @@
 /* The Ruby extension of the spore C API (require "spore" loads it through
  * lib/spore.rb). The calls that can wait (connect, waiting for a reply or a
- * log record, shutdown, freeing a router) run without the GVL, through the
- * spore_rb_* wrappers below; the Ruby layer waits in short slices, so
- * interrupts are seen between them. */
+ * log record, shutdown, freeing a router, file transfers, process streams)
+ * run without the GVL, through the spore_rb_* wrappers below; the Ruby
+ * layer waits in short slices, so interrupts are seen between them. */
 %module spore_c
 
 /* Binary data: a Ruby String (binary-safe), held for the call. */
@@ -183,5 +183,91 @@ static int spore_rb_context_shutdown(spore_context *ctx, int timeout_ms) {
     struct spore_rb_shutdown a = {ctx, timeout_ms, 0};
     rb_thread_call_without_gvl(spore_rb_shutdown_nogvl, &a, NULL, NULL);
     return a.rc;
+}
+%}
+
+/* Process streams: every call that can wait (a start until the process
+ * runs, a write until it reads, a read, a wait, a signal or resize, which
+ * are round trips to the agent, and a free, which kills) runs without the
+ * GVL. The Ruby layer reads and waits in short slices. */
+%{
+struct spore_rb_proc {
+    int kind; /* 0 start, 1 write, 2 close_stdin, 3 read, 4 signal, 5 resize, 6 wait, 7 free */
+    spore_process *p;
+    spore_process **out;
+    spore_context *ctx;
+    const char *args_json;
+    const spore_options *opts;
+    const void *data;
+    size_t len;
+    int fd, timeout_ms, a, b;
+    int *exit_code, *signal;
+    char **buf;
+    size_t *nbuf;
+    int rc;
+};
+static void *spore_rb_proc_nogvl(void *arg) {
+    struct spore_rb_proc *x = (struct spore_rb_proc *)arg;
+    switch (x->kind) {
+    case 0: x->rc = spore_proc_start(x->out, x->ctx, x->args_json, x->opts); break;
+    case 1: x->rc = spore_process_write(x->p, x->data, x->len, x->timeout_ms); break;
+    case 2: x->rc = spore_process_close_stdin(x->p); break;
+    case 3: x->rc = spore_process_read_data(x->p, x->fd, x->len, x->timeout_ms, x->buf, x->nbuf); break;
+    case 4: x->rc = spore_process_signal(x->p, x->a); break;
+    case 5: x->rc = spore_process_resize(x->p, x->a, x->b); break;
+    case 6: x->rc = spore_process_wait(x->p, x->exit_code, x->signal, x->timeout_ms); break;
+    default: spore_process_free(x->p); x->rc = 0; break;
+    }
+    return NULL;
+}
+static int spore_rb_proc_run(struct spore_rb_proc *x) {
+    rb_thread_call_without_gvl(spore_rb_proc_nogvl, x, NULL, NULL);
+    return x->rc;
+}
+%}
+
+%inline %{
+static int spore_rb_proc_start(spore_process **out, spore_context *ctx, const char *args_json,
+                               const spore_options *opts) {
+    struct spore_rb_proc x = {0};
+    x.kind = 0, x.out = out, x.ctx = ctx, x.args_json = args_json, x.opts = opts;
+    return spore_rb_proc_run(&x);
+}
+/* data must not change while the GVL is released: the Ruby layer passes a
+ * frozen copy. */
+static int spore_rb_process_write(spore_process *p, const void *data, size_t len, int timeout_ms) {
+    struct spore_rb_proc x = {0};
+    x.kind = 1, x.p = p, x.data = data, x.len = len, x.timeout_ms = timeout_ms;
+    return spore_rb_proc_run(&x);
+}
+static int spore_rb_process_close_stdin(spore_process *p) {
+    struct spore_rb_proc x = {0};
+    x.kind = 2, x.p = p;
+    return spore_rb_proc_run(&x);
+}
+static int spore_rb_process_read(spore_process *p, int fd, size_t cap, int timeout_ms, char **data, size_t *ndata) {
+    struct spore_rb_proc x = {0};
+    x.kind = 3, x.p = p, x.fd = fd, x.len = cap, x.timeout_ms = timeout_ms, x.buf = data, x.nbuf = ndata;
+    return spore_rb_proc_run(&x);
+}
+static int spore_rb_process_signal(spore_process *p, int signum) {
+    struct spore_rb_proc x = {0};
+    x.kind = 4, x.p = p, x.a = signum;
+    return spore_rb_proc_run(&x);
+}
+static int spore_rb_process_resize(spore_process *p, int rows, int cols) {
+    struct spore_rb_proc x = {0};
+    x.kind = 5, x.p = p, x.a = rows, x.b = cols;
+    return spore_rb_proc_run(&x);
+}
+static int spore_rb_process_wait(spore_process *p, int *exit_code, int *signal, int timeout_ms) {
+    struct spore_rb_proc x = {0};
+    x.kind = 6, x.p = p, x.exit_code = exit_code, x.signal = signal, x.timeout_ms = timeout_ms;
+    return spore_rb_proc_run(&x);
+}
+static void spore_rb_process_free(spore_process *p) {
+    struct spore_rb_proc x = {0};
+    x.kind = 7, x.p = p;
+    spore_rb_proc_run(&x);
 }
 %}

@@ -6,6 +6,7 @@
 #     puts ctx.call("sys.info")["hostname"]
 #     fork = r.fork(ctx)
 #     p fork.call("fs.stat", path: "/etc")
+#     ctx.start(["cat"]) { |pr| pr.stdin.puts("hi"); pr.stdin.close; pr.stdout.read }
 #   end
 #
 # A thin layer over the SWIG extension spore_c: handles become objects freed
@@ -257,7 +258,7 @@ module Spore
     # result: Ruby objects from the JSON, or a Reply when there is binary
     # data. timeout in seconds (nil: for ever).
     def call(function, data: nil, timeout: nil, **args)
-      pending = start(function, data, args)
+      pending = start_call(function, data, args)
       begin
         Spore.wait(pending, timeout)
       ensure
@@ -267,7 +268,7 @@ module Spore
 
     # Starts a call; returns a Spore::Call to wait on.
     def call_async(function, data: nil, **args)
-      Call.new(start(function, data, args))
+      Call.new(start_call(function, data, args))
     end
 
     # File transfers (docs/c-api.md, "Files"), without the GVL. Keyword
@@ -313,6 +314,41 @@ module Spore
       end
     end
 
+    # Starts a process in the context whose stdin, stdout and stderr are
+    # flow-controlled streams (docs/c-api.md, "Process streams") and returns
+    # a Spore::Process. argv is an Array, or a String run by /bin/sh -c (as
+    # with Kernel#spawn; shell: says the same explicitly). env: variables to
+    # set (a nil value unsets one), env_clear: start from an empty
+    # environment, cwd:, pty: run it on a new pty of rows x cols (stdout
+    # then carries all its output), window: bytes in flight each way. With a
+    # block, yields the process and closes it after (killing it if it still
+    # runs), returning the block's value.
+    def start(argv = nil, shell: nil, env: nil, env_clear: false, cwd: nil, pty: false, rows: 24, cols: 80,
+              window: nil)
+      if argv.is_a?(String)
+        raise ArgumentError, "a command String and shell: both given" if shell
+        shell = argv
+        argv = nil
+      end
+      args = { pty: pty ? true : false, rows: rows, cols: cols, env_clear: env_clear ? true : false }
+      args[:argv] = argv.map(&:to_s) if argv
+      args[:shell] = shell.to_s if shell
+      args[:env] = env.to_h { |k, v| [k.to_s, v&.to_s] } if env
+      args[:cwd] = cwd.to_s if cwd
+      h = with_options(window ? { window: window } : nil) do |o|
+        rc, handle = C.spore_rb_proc_start(@handle, JSON.generate(args), o)
+        Spore.check(rc)
+        handle
+      end
+      process = Process.new(self, h)
+      return process unless block_given?
+      begin
+        yield process
+      ensure
+        process.close
+      end
+    end
+
     def shutdown(timeout = 5.0)
       Spore.check(C.spore_rb_context_shutdown(@handle, timeout ? (timeout * 1000).to_i : -1))
     end
@@ -332,7 +368,7 @@ module Spore
       end
     end
 
-    def start(function, data, args)
+    def start_call(function, data, args)
       rc, pending = C.spore_call_async(@handle, function, args.empty? ? nil : JSON.generate(args), data)
       Spore.check(rc)
       pending
@@ -367,4 +403,428 @@ module Spore
       end
     end
   end
+
+  # A process started by Context#start. stdin is a writer (write, <<, print,
+  # puts, close), stdout and stderr are readers (read, readpartial, gets,
+  # each_line, eof?). Flow controlled both ways: a write waits while the
+  # process does not read, and output nobody reads stays in the process's
+  # own pipe. Every call that waits does so without the GVL; reads and waits
+  # go in short slices, so Thread#raise and Ctrl-C get through. close (or
+  # the garbage collector) kills a process that still runs.
+  class Process
+    # How a process ended: exitstatus (nil when a signal killed it), termsig
+    # (nil when none did), as ::Process::Status names them.
+    Status = Struct.new(:pid, :exitstatus, :termsig) do
+      def exited? = termsig.nil?
+      def signaled? = !termsig.nil?
+      def success? = exited? ? exitstatus.zero? : nil
+
+      def to_s
+        if signaled?
+          name = Signal.signame(termsig)
+          "pid #{pid} #{name ? "SIG#{name}" : "signal"} (signal #{termsig})"
+        else
+          "pid #{pid} exit #{exitstatus}"
+        end
+      end
+
+      def inspect = "#<Spore::Process::Status: #{self}>"
+    end
+
+    attr_reader :pid, :context, :stdin, :stdout, :stderr
+
+    def initialize(context, handle)
+      @context = context # keeps the router reachable while the process is used
+      @handle = handle
+      @pid = C.spore_process_pid(handle)
+      # Calls in C with the handle: close waits for them to leave before it
+      # frees it.
+      @mutex = Mutex.new
+      @idle = ConditionVariable.new
+      @busy = 0
+      @closing = false
+      @wait_mutex = Mutex.new
+      @status = nil
+      @stdin = ProcessInput.new(self)
+      @stdout = ProcessOutput.new(self, 1, "stdout")
+      @stderr = ProcessOutput.new(self, 2, "stderr")
+      ObjectSpace.define_finalizer(self, self.class.finalizer(handle))
+    end
+
+    def self.finalizer(handle)
+      proc { C.spore_rb_process_free(handle) }
+    end
+
+    # Sends a signal to the process's group: a number, or a name such as
+    # :TERM or "SIGKILL".
+    def signal(sig)
+      signum = Process.signal_number(sig)
+      with_handle { |h| Spore.check(C.spore_rb_process_signal(h, signum)) }
+      nil
+    end
+
+    # Sets the size of the process's pty (started with pty: true).
+    def resize(rows, cols)
+      with_handle { |h| Spore.check(C.spore_rb_process_resize(h, Integer(rows), Integer(cols))) }
+      nil
+    end
+
+    # Waits for the process to exit and its output to be sent (output not
+    # read yet stays readable) and returns its Status. timeout in seconds
+    # (nil: for ever); raises Spore::Timeout when it runs out.
+    def wait(timeout = nil)
+      @wait_mutex.synchronize do
+        return @status if @status
+        remaining = timeout && (timeout * 1000).to_i
+        loop do
+          slice = remaining ? [[WAIT_SLICE_MS, remaining].min, 0].max : WAIT_SLICE_MS
+          rc, code, sig = with_handle { |h| C.spore_rb_process_wait(h, slice) }
+          return @status = Process.status(@pid, code, sig) if rc == C::SPORE_OK
+          if rc == C::SPORE_ETIMEDOUT && (remaining.nil? || remaining > slice)
+            remaining -= slice if remaining
+            next
+          end
+          Spore.check(rc)
+        end
+      end
+    end
+
+    # Frees the handle, killing the process (and its group) if it still
+    # runs. Idempotent. Threads inside a read, write or wait get an error.
+    def close
+      @mutex.synchronize do
+        return nil if @closing
+        @closing = true
+        # A write may be waiting for a process that does not read, for as
+        # long as it runs: ending the process ends the wait.
+        C.spore_rb_process_signal(@handle, Signal.list.fetch("KILL")) if @busy.positive?
+        @idle.wait(@mutex) while @busy.positive?
+      end
+      h = @handle
+      @handle = nil
+      ObjectSpace.undefine_finalizer(self)
+      C.spore_rb_process_free(h)
+      nil
+    end
+
+    def closed?
+      @closing
+    end
+
+    def inspect
+      "#<Spore::Process pid #{@pid} in #{@context.name}#{@closing ? " (closed)" : ""}>"
+    end
+
+    # --- used by the streams
+
+    # Runs the block with the handle, which close does not free meanwhile.
+    def with_handle
+      @mutex.synchronize do
+        check_open
+        @busy += 1
+      end
+      begin
+        yield @handle
+      ensure
+        @mutex.synchronize do
+          @busy -= 1
+          @idle.broadcast if @busy.zero?
+        end
+      end
+    end
+
+    def check_open
+      raise InvalidArgument.new("the handle of process #{@pid} is closed", C::SPORE_EINVAL) if @closing
+    end
+
+    # Whether the process is known to have exited. Asks without waiting,
+    # unless a thread is in #wait (which then finds out itself).
+    def exited_now?
+      return true if @status
+      return false unless @wait_mutex.try_lock
+      begin
+        rc, code, sig = with_handle { |h| C.spore_rb_process_wait(h, 0) }
+        @status = Process.status(@pid, code, sig) if rc == C::SPORE_OK
+        !@status.nil?
+      ensure
+        @wait_mutex.unlock
+      end
+    end
+
+    def self.status(pid, code, sig)
+      sig.zero? ? Status.new(pid, code, nil) : Status.new(pid, nil, sig)
+    end
+
+    def self.signal_number(sig)
+      return Integer(sig) if sig.is_a?(Integer)
+      name = sig.to_s.delete_prefix("SIG")
+      Signal.list.fetch(name) { raise ArgumentError, "unknown signal #{sig.inspect}" }
+    end
+  end
+
+  # A process's stdin: an IO-like writer of bytes. A write waits while the
+  # process does not read (timeout: seconds, nil for ever; a write that
+  # runs out raises Spore::Timeout, part of it may have been sent). close
+  # ends the input (^D on a pty).
+  class ProcessInput
+    attr_accessor :timeout
+
+    def initialize(process)
+      @process = process
+      @closed = false
+      @timeout = nil
+    end
+
+    # Writes the objects' to_s; returns the number of bytes written.
+    def write(*objects)
+      data = objects.map(&:to_s).join.b.freeze # nobody can change it while the GVL is released
+      raise IOError, "closed stream" if @closed
+      @process.check_open
+      # The C library drops bytes written to an exited process while its
+      # window has room; a process known to have exited fails the write
+      # as a closed pipe would.
+      if @process.exited_now?
+        raise Disconnected.new("#{@process.context.name}: the process #{@process.pid} has exited",
+                               C::SPORE_EDISCONNECTED)
+      end
+      return 0 if data.empty?
+      ms = @timeout ? (@timeout * 1000).to_i : -1
+      @process.with_handle { |h| Spore.check(C.spore_rb_process_write(h, data, ms)) }
+      data.bytesize
+    end
+
+    def <<(object)
+      write(object)
+      self
+    end
+
+    def print(*objects)
+      write(*objects)
+      nil
+    end
+
+    # As IO#puts: a newline after each object that does not end with one;
+    # Arrays are written element by element.
+    def puts(*objects)
+      lines = objects.flatten.map do |o|
+        text = o.to_s
+        text.end_with?("\n") ? text : "#{text}\n"
+      end
+      write(*(lines.empty? ? ["\n"] : lines))
+      nil
+    end
+
+    def printf(format, *args)
+      write(Kernel.format(format, *args))
+      nil
+    end
+
+    # Nothing is buffered here: every write goes to the process.
+    def flush = self
+    def sync = true
+    def sync=(_value); end
+
+    # Ends the process's input. Idempotent.
+    def close
+      return nil if @closed
+      @closed = true
+      @process.with_handle { |h| Spore.check(C.spore_rb_process_close_stdin(h)) } unless @process.closed?
+      nil
+    end
+
+    def closed?
+      @closed
+    end
+
+    def inspect = "#<Spore::ProcessInput of #{@process.inspect}#{@closed ? " (closed)" : ""}>"
+  end
+
+  # A process's stdout or stderr: an IO-like reader. Sized reads
+  # (read(n), readpartial) return binary Strings; lines and read() to the
+  # end are tagged with Encoding.default_external, as IO's text reads are.
+  # timeout: seconds any one read may wait (nil: for ever), then
+  # Spore::Timeout. One thread reads at a time; others wait their turn.
+  class ProcessOutput
+    include Enumerable
+
+    READ_SIZE = 64 * 1024 # bytes asked for at a time
+
+    attr_accessor :timeout
+
+    def initialize(process, fd, name)
+      @process = process
+      @fd = fd
+      @name = name
+      @buf = "".b
+      @eof = false
+      @closed = false
+      @timeout = nil
+      @mutex = Mutex.new
+    end
+
+    # As IO#read: with no length, everything up to the end ("" at the
+    # end); with one, up to length bytes, fewer only at the end, nil there.
+    def read(length = nil, outbuf = nil)
+      @mutex.synchronize do
+        check_open
+        if length.nil?
+          nil while fill
+          data = take(@buf.bytesize).force_encoding(Encoding.default_external)
+        else
+          length = Integer(length)
+          raise ArgumentError, "negative length #{length} given" if length.negative?
+          return give("".b, outbuf) if length.zero?
+          nil while @buf.bytesize < length && fill
+          return give(nil, outbuf) if @buf.empty?
+          data = take([length, @buf.bytesize].min)
+        end
+        give(data, outbuf)
+      end
+    end
+
+    # As IO#readpartial: what has come (at least a byte, at most maxlen),
+    # waiting only while there is nothing; EOFError at the end.
+    def readpartial(maxlen, outbuf = nil)
+      maxlen = Integer(maxlen)
+      raise ArgumentError, "negative length #{maxlen} given" if maxlen.negative?
+      @mutex.synchronize do
+        check_open
+        return give("".b, outbuf) if maxlen.zero?
+        fill if @buf.empty?
+        raise EOFError, "end of file reached" if @buf.empty?
+        give(take([maxlen, @buf.bytesize].min), outbuf)
+      end
+    end
+
+    # As IO#gets: the next line (separator sep, nil for the rest; limit in
+    # bytes), nil at the end. chomp: drops the separator.
+    def gets(*args, chomp: false)
+      sep, limit = line_args(args)
+      @mutex.synchronize do
+        check_open
+        line = next_line(sep, limit)
+        line&.force_encoding(Encoding.default_external)
+        line.chomp!(sep) if line && chomp && sep
+        line
+      end
+    end
+
+    def readline(*args, chomp: false)
+      gets(*args, chomp: chomp) || raise(EOFError, "end of file reached")
+    end
+
+    def each_line(*args, chomp: false)
+      return enum_for(:each_line, *args, chomp: chomp) unless block_given?
+      while (line = gets(*args, chomp: chomp))
+        yield line
+      end
+      self
+    end
+    alias each each_line
+
+    def readlines(*args, chomp: false) = each_line(*args, chomp: chomp).to_a
+
+    # Whether the output has ended; waits until there is a byte or the end.
+    def eof?
+      @mutex.synchronize do
+        check_open
+        @buf.empty? && !fill
+      end
+    end
+    alias eof eof?
+
+    # Stops reading here (the process's output is not affected).
+    def close
+      @closed = true
+      nil
+    end
+
+    def closed?
+      @closed
+    end
+
+    def inspect = "#<Spore::ProcessOutput #{@name} of #{@process.inspect}>"
+
+    private
+
+    def check_open
+      raise IOError, "closed stream" if @closed
+      @process.check_open
+    end
+
+    def give(data, outbuf)
+      return data if outbuf.nil?
+      data.nil? ? outbuf.clear : outbuf.replace(data)
+      data && outbuf
+    end
+
+    def take(n)
+      @buf.slice!(0, n)
+    end
+
+    def line_args(args)
+      raise ArgumentError, "wrong number of arguments (given #{args.size}, expected 0..2)" if args.size > 2
+      sep = $/
+      limit = nil
+      if args.size == 1 && args[0].respond_to?(:to_int)
+        limit = args[0].to_int
+      elsif !args.empty?
+        sep = args[0]
+        limit = args[1]&.to_int
+      end
+      sep = sep&.to_s&.b
+      raise ArgumentError, "paragraph mode (an empty separator) is not supported" if sep&.empty?
+      limit = nil if limit&.negative?
+      [sep, limit]
+    end
+
+    # The next line from the buffer, reading more until a separator, the
+    # limit or the end.
+    def next_line(sep, limit)
+      return "".b if limit&.zero?
+      from = 0
+      loop do
+        if sep && (i = @buf.index(sep, from))
+          n = i + sep.bytesize
+          return take(limit ? [n, limit].min : n)
+        end
+        return take(limit) if limit && @buf.bytesize >= limit
+        # Where a separator may yet start, once more has come.
+        from = sep ? [@buf.bytesize - sep.bytesize + 1, 0].max : 0
+        next if fill
+        return @buf.empty? ? nil : take(@buf.bytesize)
+      end
+    end
+
+    # Reads what comes next into the buffer; false at the end. Waits in
+    # slices, for at most timeout.
+    def fill
+      return false if @eof
+      remaining = @timeout && (@timeout * 1000).to_i
+      loop do
+        slice = remaining ? [[WAIT_SLICE_MS, remaining].min, 0].max : WAIT_SLICE_MS
+        rc, data = @process.with_handle { |h| C.spore_rb_process_read(h, @fd, READ_SIZE, slice) }
+        if rc.positive?
+          @buf << data
+          return true
+        end
+        if rc.zero?
+          @eof = true
+          return false
+        end
+        if rc == C::SPORE_ETIMEDOUT
+          if remaining
+            remaining -= slice
+            if remaining <= 0
+              raise Timeout.new("#{@process.context.name}: nothing on #{@name} within #{@timeout} s",
+                                C::SPORE_ETIMEDOUT)
+            end
+          end
+          next
+        end
+        Spore.check(rc)
+      end
+    end
+  end
+
 end

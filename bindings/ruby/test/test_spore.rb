@@ -218,4 +218,256 @@ class SporeTest < Minitest::Test
     end
     assert_no_descendants
   end
+
+  # --- process streams (Context#start)
+
+  # Reads stream until its output holds want, at most 10 s.
+  def read_until(stream, want)
+    seen = +""
+    stream.timeout = 10
+    seen << stream.readpartial(4096) until seen.include?(want)
+    seen
+  ensure
+    stream.timeout = nil
+  end
+
+  def pid_alive?(pid)
+    stat = File.read("/proc/#{pid}/stat")
+    stat.rpartition(")").last.split[0] != "Z"
+  rescue Errno::ENOENT
+    false
+  end
+
+  def assert_pid_gone(pid)
+    deadline = Time.now + 5
+    sleep 0.02 while pid_alive?(pid) && Time.now < deadline
+    refute pid_alive?(pid), "process #{pid} still runs"
+  end
+
+  def test_process_cat_both_ways
+    blob = Random.new(2).bytes(3 * 1024 * 1024 + 7)
+    Spore::Router.open do |r|
+      ctx = r.local
+      [ctx, r.fork(ctx)].each do |c|
+        pr = c.start(["cat"])
+        assert_operator pr.pid, :>, 1
+        writer = Thread.new do
+          third = blob.bytesize / 3
+          n = pr.stdin.write(blob.byteslice(0, third))
+          pr.stdin << blob.byteslice(third, third)
+          pr.stdin.print(blob.byteslice(2 * third..))
+          pr.stdin.close
+          n
+        end
+        out = pr.stdout.read
+        assert_equal blob.bytesize / 3, writer.value
+        assert_equal blob.bytesize, out.bytesize
+        assert_equal blob, out.b
+        status = pr.wait(10)
+        assert status.success?
+        assert_equal 0, status.exitstatus
+        assert_equal pr.pid, status.pid
+        # the ends, again and in every form
+        assert pr.stdout.eof?
+        assert_equal "", pr.stdout.read
+        assert_nil pr.stdout.read(1)
+        assert_nil pr.stdout.gets
+        assert_raises(EOFError) { pr.stdout.readpartial(10) }
+        assert_equal "", pr.stderr.read
+        assert_raises(IOError) { pr.stdin.write("late") }
+        assert pr.stdin.closed?
+        pr.close
+        assert pr.closed?
+        assert_raises(Spore::InvalidArgument) { pr.stdout.read }
+      end
+    end
+    assert_no_descendants
+  end
+
+  def test_process_flow_control
+    Spore::Router.open do |r|
+      ctx = r.local
+      ctx.start(["cat"], window: 65_536) do |pr|
+        # Nobody reads stdout: writes stop after a few windows and pipe
+        # buffers, instead of queueing everything somewhere.
+        pr.stdin.timeout = 0.3
+        chunk = "z" * 65_536
+        sent = 0
+        assert_raises(Spore::Timeout) do
+          while sent < 64 * 1024 * 1024
+            pr.stdin.write(chunk)
+            sent += chunk.bytesize
+          end
+        end
+        assert_operator sent, :<, 8 * 1024 * 1024
+        # once it is read, it flows again
+        pr.stdin.timeout = nil
+        assert_equal "z" * 1000, pr.stdout.read(1000)
+        assert_equal 6, pr.stdin.write("tail\n\n")
+      end
+    end
+    assert_no_descendants
+  end
+
+  def test_process_stderr_env_cwd_and_exit_status
+    Dir.mktmpdir("spore-minitest-") do |dir|
+      dir = File.realpath(dir)
+      Spore::Router.open do |r|
+        ctx = r.local
+        pr = ctx.start("echo out; echo err >&2; echo \"$FOO\"; pwd; echo \"${HOME-unset}\"; exit 3",
+                       env: { FOO: "bar baz", "HOME" => nil }, cwd: dir)
+        assert_equal ["out\n", "bar baz\n", "#{dir}\n", "unset\n"], pr.stdout.each_line.to_a
+        assert_equal "err", pr.stderr.gets(chomp: true)
+        assert_nil pr.stderr.gets
+        status = pr.wait
+        refute status.success?
+        assert status.exited?
+        refute status.signaled?
+        assert_equal 3, status.exitstatus
+        assert_nil status.termsig
+        assert_match(/exit 3/, status.inspect)
+        pr.close
+
+        out = ctx.start(["/usr/bin/env"], env_clear: true, env: { "ONLY" => 1 }) { |p| p.stdout.read }
+        assert_equal "ONLY=1\n", out
+        # gets with a separator and a limit; puts and printf
+        ctx.start(["cat"]) do |p|
+          p.stdin.puts("a:b", ["c", "d\n"])
+          p.stdin.printf("%03d", 7)
+          p.stdin.close
+          assert_equal "a:", p.stdout.gets(":")
+          assert_equal "b\n", p.stdout.gets
+          assert_equal "c", p.stdout.gets(1)
+          assert_equal ["\n", "d\n", "007"], p.stdout.readlines
+          assert_equal Encoding.default_external, p.stdout.read.encoding
+        end
+
+        e = assert_raises(Spore::RemoteError) { ctx.start(["/nonexistent/spore-prog"]) }
+        assert_equal "FileNotFoundError", e.remote_type
+        assert_raises(Spore::InvalidArgument) { ctx.start(["cat"], window: 1) }
+        assert_raises(ArgumentError) { ctx.start("echo", shell: "echo") }
+      end
+    end
+    assert_no_descendants
+  end
+
+  def test_process_signals
+    Spore::Router.open do |r|
+      ctx = r.local
+      pr = ctx.start(%w[sleep 100])
+      assert_raises(Spore::Timeout) { pr.wait(0.2) }
+      assert_raises(ArgumentError) { pr.signal(:NOSUCHSIGNAL) }
+      pr.signal(:TERM)
+      status = pr.wait(10)
+      assert status.signaled?
+      refute status.exited?
+      assert_nil status.success?
+      assert_equal Signal.list["TERM"], status.termsig
+      assert_nil status.exitstatus
+      assert_match(/SIGTERM/, status.to_s)
+      assert_same status, pr.wait
+      assert_raises(Spore::InvalidArgument) { pr.signal("SIGTERM") } # it has ended
+      assert_raises(Spore::InvalidArgument) { pr.resize(10, 10) }
+      pr.close
+      pr = ctx.start(%w[sleep 100])
+      pr.signal("SIGKILL")
+      assert_equal Signal.list["KILL"], pr.wait(10).termsig
+      pr.close
+    end
+    assert_no_descendants
+  end
+
+  def test_process_pty_size_and_resize
+    Spore::Router.open do |r|
+      ctx = r.local
+      pr = ctx.start(["/bin/sh"], pty: true, rows: 40, cols: 100)
+      pr.stdin.puts "tty; stty size"
+      seen = read_until(pr.stdout, "40 100")
+      assert_includes seen, "/dev/pts/"
+      pr.resize(50, 120)
+      pr.stdin.puts "stty size"
+      read_until(pr.stdout, "50 120")
+      assert_raises(Spore::InvalidArgument) { pr.resize(0, 10) }
+      pr.stdin.close # ^D: the shell exits
+      assert_equal 0, pr.wait(10).exitstatus
+      pr.stdout.read
+      assert_equal "", pr.stderr.read # a pty carries everything on stdout
+      pr.close
+      ctx.start(["cat"]) { |p| assert_raises(Spore::InvalidArgument) { p.resize(30, 30) } }
+    end
+    assert_no_descendants
+  end
+
+  def test_process_stdin_close_is_eof
+    Spore::Router.open do |r|
+      ctx = r.local
+      ctx.start(["wc", "-c"]) do |pr|
+        zeros = "\0" * 65_536
+        32.times { pr.stdin << zeros }
+        pr.stdin.close
+        pr.stdin.close # idempotent
+        assert_equal "2097152", pr.stdout.read.strip
+        assert pr.wait.success?
+      end
+    end
+  end
+
+  def test_process_write_after_exit_fails
+    Spore::Router.open do |r|
+      ctx = r.local
+      pr = ctx.start(["true"])
+      assert pr.wait.success?
+      assert_raises(Spore::Disconnected) { pr.stdin.write("x") }
+      assert_raises(Spore::Disconnected) { pr.stdin.puts("x") }
+      pr.close
+      # Without a wait: once the exit is known, writes fail too.
+      pr = ctx.start(%w[sh -c exit])
+      assert_raises(Spore::Disconnected) do
+        deadline = Time.now + 10
+        while Time.now < deadline
+          pr.stdin.write("x")
+          sleep 0.02
+        end
+      end
+      pr.close
+    end
+    assert_no_descendants
+  end
+
+  def test_process_close_while_running_leaves_nothing
+    Spore::Router.open do |r|
+      ctx = r.local
+      pr = ctx.start("sleep 100 & sleep 100; wait")
+      pid = pr.pid
+      assert pid_alive?(pid)
+      pr.close
+      assert_pid_gone(pid)
+      pr.close # idempotent
+
+      # threads inside a read and a write get out when it is closed
+      pr = ctx.start(["cat"])
+      reader = Thread.new { pr.stderr.read rescue $! }
+      writer = Thread.new { pr.stdin.write("y" * (32 * 1024 * 1024)) rescue $! }
+      sleep 0.5
+      t0 = Time.now
+      pr.close
+      assert_operator Time.now - t0, :<, 5
+      # the end of the killed process's output, or the closed handle
+      assert_includes [String, Spore::InvalidArgument], reader.value.class
+      writer.value # a count or an error: either way it returned
+      assert_pid_gone(pr.pid)
+
+      # the garbage collector frees (and so kills) a process nobody holds
+      pid = Thread.new { ctx.start(%w[sleep 100]).pid }.value
+      deadline = Time.now + 10
+      while pid_alive?(pid) && Time.now < deadline
+        GC.start
+        sleep 0.05
+      end
+      refute pid_alive?(pid), "a collected process still runs"
+      assert_equal true, ctx.call("sys.ping")
+    end
+    assert_no_descendants
+  end
+
 end
