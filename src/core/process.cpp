@@ -102,6 +102,9 @@ int RemoteProcess::write(const char *data, size_t len, int timeout_ms, ErrorInfo
     auto deadline = deadline_after(timeout_ms);
     size_t off = 0;
     while (off < len) {
+        // proc.start's reply means the process has exited: nobody reads stdin
+        // any more (bytes sent in the moment before exit are lost, as with a pipe).
+        if (pc_->done()) return fail(err, SPORE_EDISCONNECTED, "the process has exited", *ctx_, "write");
         size_t n = std::min(len - off, kChanChunk);
         for (;;) {
             ErrorInfo e;

@@ -114,6 +114,8 @@ static void test_stderr_exit_status_and_signals(void **state) {
     TH_OK(spore_process_wait(p, &code, &sig, 10000));
     assert_int_equal(code, 3);
     assert_int_equal(sig, 0);
+    /* Bytes for a process that has exited are refused, not dropped. */
+    TH_ERR(spore_process_write(p, "late\n", 5, 1000), SPORE_EDISCONNECTED);
     free(out);
     free(err);
     /* many chunks queued at once before the process reads them all, then
