@@ -59,6 +59,22 @@ static void *spore_rb_connect_nogvl(void *p) {
     return NULL;
 }
 
+/* Attaching waits for the listener; finding asks it. */
+struct spore_rb_attach {
+    spore_router **router_out;
+    spore_context **ctx_out;
+    spore_router *router;
+    const char *text;
+    const spore_options *opts;
+    int rc;
+};
+static void *spore_rb_attach_nogvl(void *p) {
+    struct spore_rb_attach *a = (struct spore_rb_attach *)p;
+    if (a->router_out) a->rc = spore_router_attach(a->router_out, a->text, a->opts);
+    else a->rc = spore_context_find(a->ctx_out, a->router, a->text);
+    return NULL;
+}
+
 struct spore_rb_log {
     spore_router *router;
     spore_log_record **out;
@@ -124,6 +140,16 @@ static int spore_rb_connect(spore_context **out, spore_router *router, const cha
                             const spore_options *opts, spore_context *via) {
     struct spore_rb_connect a = {out, router, method, opts, via, 0};
     rb_thread_call_without_gvl(spore_rb_connect_nogvl, &a, NULL, NULL);
+    return a.rc;
+}
+static int spore_rb_router_attach(spore_router **out, const char *path, const spore_options *opts) {
+    struct spore_rb_attach a = {out, NULL, NULL, path, opts, 0};
+    rb_thread_call_without_gvl(spore_rb_attach_nogvl, &a, NULL, NULL);
+    return a.rc;
+}
+static int spore_rb_context_find(spore_context **out, spore_router *router, const char *name) {
+    struct spore_rb_attach a = {NULL, out, router, name, NULL, 0};
+    rb_thread_call_without_gvl(spore_rb_attach_nogvl, &a, NULL, NULL);
     return a.rc;
 }
 static int spore_rb_next_log(spore_router *router, spore_log_record **out, int timeout_ms) {

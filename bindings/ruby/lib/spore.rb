@@ -145,12 +145,12 @@ module Spore
 
     # logger: a Logger for the agents' records (progname "spore.<context>");
     # its level is pushed to the agents. Other keywords are router options.
-    def initialize(logger: nil, **opts)
+    def initialize(logger: nil, attach: nil, **opts)
       @logger = logger
       opts[:log_level] ||= logger ? (C_LEVEL[logger.level] || C::SPORE_LOG_ERROR) : C::SPORE_LOG_WARNING
       o = Spore.options(opts)
       begin
-        rc, handle = C.spore_router_new(o)
+        rc, handle = attach ? C.spore_rb_router_attach(attach.to_s, o) : C.spore_router_new(o)
         Spore.check(rc)
       ensure
         C.spore_options_free(o) if o
@@ -164,6 +164,34 @@ module Spore
 
     def self.finalizer(handle, _thread)
       proc { C.spore_rb_router_free(handle) unless handle.nil? }
+    end
+
+    # A router attached to the router listening at path (see #listen): its
+    # contexts are the listener's. connect asks the listener and by default
+    # returns its live context opened with the same method, options and via
+    # (reuse: false for a new one); find looks the listener's contexts up by
+    # name. Options: connect_timeout (ms), log_level, log_queue_size, and
+    # logger: as for new. With a block, yields it and closes it after (the
+    # contexts stay up in the listener).
+    def self.attach(path, **opts, &block)
+      open(attach: path, **opts, &block)
+    end
+
+    # Accepts attached routers on a Unix socket at path: other processes of
+    # this user then use this router's contexts with its authority. The
+    # socket gets mode 0600 in a directory of this user with mode 0700
+    # (created so when missing).
+    def listen(path)
+      Spore.check(C.spore_router_listen(handle, path.to_s))
+      self
+    end
+
+    # The live context named name (attached: one the listener has). Raises
+    # Spore::NotFound when there is none.
+    def find(name)
+      rc, h = C.spore_rb_context_find(handle, name.to_s)
+      Spore.check(rc)
+      Context.new(self, h)
     end
 
     def handle

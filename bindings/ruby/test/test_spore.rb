@@ -470,4 +470,44 @@ class SporeTest < Minitest::Test
     assert_no_descendants
   end
 
+
+  WORKER = <<~'RUBY'
+    require "spore"
+    Spore::Router.attach(ARGV[0]) do |r|
+      web = r.find("web")
+      raise "ping" unless web.call("sys.ping") == true
+      mine = r.local(name: "ruby-worker-local")
+      puts "#{web.id} #{mine.id}"
+    end
+  RUBY
+
+  def test_shared_router_with_worker_processes
+    Dir.mktmpdir("spore-minitest-") do |dir|
+      sock = File.join(dir, "run", "router.sock")
+      Spore::Router.open do |listener|
+        web = listener.local(name: "web")
+        listener.listen(sock)
+        assert_equal 0o600, File.stat(sock).mode & 0o777
+        outs = 2.times.map do
+          out = IO.popen([RbConfig.ruby, *$LOAD_PATH.flat_map { |p| ["-I", p] }, "-e", WORKER, sock], &:read)
+          assert $?.success?, "worker failed: #{out}"
+          out.split.map(&:to_i)
+        end
+        assert_equal [web.id, web.id], outs.map(&:first)
+        assert_equal outs[0][1], outs[1][1]
+        assert_equal outs[0][1], listener.find("ruby-worker-local").id
+        Spore::Router.attach(sock) do |a|
+          assert_equal true, a.find("web").call("sys.ping")
+          assert_raises(Spore::NotFound) { a.find("nobody") }
+          refute_equal outs[0][1], a.local(name: "ruby-worker-local", reuse: false).id
+        end
+        assert_equal true, web.call("sys.ping")
+        assert_raises(Spore::ConnectError) { Spore::Router.attach(File.join(dir, "none.sock")) }
+        assert_raises(Spore::InvalidArgument) { listener.listen(sock) }
+      end
+      refute File.exist?(sock)
+    end
+    assert_no_descendants
+  end
+
 end
