@@ -20,6 +20,7 @@ type Router struct {
 	h         capi.SwigcptrStruct_SS_spore_router // 0 once freed
 	closeOnce sync.Once
 	logsDone  chan struct{} // closed when the log goroutine has left; nil without one
+	attached  bool          // made by Attach: its contexts are the listener's
 }
 
 type routerConfig struct {
@@ -69,7 +70,77 @@ func WithoutLogs() RouterOption {
 
 // NewRouter starts a router.
 func NewRouter(options ...RouterOption) (*Router, error) {
+	return makeRouter(nil, options, func(out []uintptr, o capi.SwigcptrStruct_SS_spore_options) int {
+		return capi.Spore_router_new(out, o)
+	})
+}
+
+// Attach makes a router attached to the router listening on the Unix
+// socket at path (see Listen): its contexts are the listener's. Connect asks
+// the listener and by default returns its live context opened with the
+// same method, options and via ("reuse": false in the options for a new
+// one); Find looks the listener's contexts up by name. Closing it leaves the
+// contexts up in the listener; what its calls started stops. ctx's deadline
+// bounds the wait for the listener's answer (default 10 s). WithAgentPath
+// and WithMaxMessageSize are the listener's and give ErrInvalid. A missing
+// listener is ErrConnect, another user's ErrPermission.
+func Attach(ctx context.Context, path string, options ...RouterOption) (*Router, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, waitError(ctx, "attach to "+path, "", "")
+	}
+	extra := Options{}
+	if d, ok := ctx.Deadline(); ok {
+		ms := time.Until(d).Milliseconds()
+		if ms < 1 {
+			ms = 1
+		}
+		extra["connect_timeout"] = ms
+	}
+	r, err := makeRouter(extra, options, func(out []uintptr, o capi.SwigcptrStruct_SS_spore_options) int {
+		return capi.Spore_router_attach(out, path, o)
+	})
+	if r != nil {
+		r.attached = true
+	}
+	return r, err
+}
+
+// Listen makes the router accept attached routers (Attach) on a Unix socket
+// at path, so that other processes of this user use its contexts with its
+// authority. The socket gets mode 0600; its directory must belong to this
+// user with mode 0700 (it is created so when missing). The socket file is
+// removed when the router is closed.
+func (r *Router) Listen(path string) error {
+	return r.handle(func(h capi.SwigcptrStruct_SS_spore_router) error {
+		return check(func() int { return capi.Spore_router_listen(h, path) })
+	})
+}
+
+// Find returns the live context named name: one this router opened or, for
+// an attached router, one its listener has. ErrNotFound when there is none.
+// ctx is checked before the lookup, which asks the listener when attached.
+func (r *Router) Find(ctx context.Context, name string) (*Context, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, waitError(ctx, "find "+name, "", "")
+	}
+	var c *Context
+	err := r.handle(func(h capi.SwigcptrStruct_SS_spore_router) error {
+		var out [1]uintptr
+		if err := check(func() int { return capi.Spore_context_find(out[:], h, name) }); err != nil {
+			return err
+		}
+		c = newContext(r, capi.SwigcptrStruct_SS_spore_context(out[0]))
+		return nil
+	})
+	return c, err
+}
+
+func makeRouter(extra Options, options []RouterOption,
+	create func(out []uintptr, o capi.SwigcptrStruct_SS_spore_options) int) (*Router, error) {
 	cfg := routerConfig{opts: Options{}, forward: true}
+	for k, v := range extra {
+		cfg.opts[k] = v
+	}
 	for _, o := range options {
 		o(&cfg)
 	}
@@ -87,7 +158,7 @@ func NewRouter(options ...RouterOption) (*Router, error) {
 	}
 	defer copts.free()
 	var out [1]uintptr
-	if err := check(func() int { return capi.Spore_router_new(out[:], copts.h) }); err != nil {
+	if err := check(func() int { return create(out[:], copts.h) }); err != nil {
 		return nil, err
 	}
 	r := &Router{h: capi.SwigcptrStruct_SS_spore_router(out[0])}
@@ -216,7 +287,11 @@ func (r *Router) Connect(ctx context.Context, method string, via *Context, opts 
 	case <-ctx.Done():
 		go func() {
 			if o := <-done; o.c != nil {
-				_ = o.c.Shutdown(context.Background())
+				// An attached router's context is the listener's, perhaps
+				// shared: only the handle goes.
+				if !r.attached {
+					_ = o.c.Shutdown(context.Background())
+				}
 				o.c.Close()
 			}
 		}()
