@@ -7,7 +7,10 @@ OURS_RAW and BASELINE_RAW hold lines "sample <metric> <unit> <v>..." and
 "info <metric> <key> <value>" (see tests/bench/core_bench.c and
 tests/bench/mitogen_baseline.py). Prints one line per metric,
     <name> <median> <unit>[ baseline=<median> ratio=<ours/baseline>][ key=value...]
-then "#" comment lines (goals, notes), and writes JSON_OUT: an object
+then, for the suites in BASELINE_ONLY, Mitogen-only rows
+    mitogen_<metric> <median> <unit>[ vs=<ours> ratio=<ours/baseline>]
+then "#" comment lines (goals, notes, baseline metrics Mitogen could not
+measure: "info <metric> skipped <why>"), and writes JSON_OUT: an object
 metric -> {median, unit, baseline?, ratio?, samples, goal, ...}.
 Python 3 standard library only.
 """
@@ -70,28 +73,32 @@ SUITES = {
          "Go: c.CallAsync('sys.ping') x N, then Wait of each; baseline: Mitogen call_async"),
     ],
     "files": [
-        ("put_local_1gib", ">=", 800.0, None,
-         "spore_put_file of 1 GiB (/dev/shm to /dev/shm) to a local context, sync off"),
+        ("put_local_1gib", ">=", 800.0, "put_local_1gib",
+         "spore_put_file of 1 GiB (/dev/shm to /dev/shm) to a local context, sync off; "
+         "baseline: Mitogen FileService.get() into a router.local() child"),
         ("get_local_1gib", None, None, None,
          "spore_get_file of the same back"),
         ("floor_pipe_1gib", None, None, None,
          "floor: the same bytes through one pipe to a child that writes them"),
-        ("files_1000x1k", "<=", 0.5, None,
-         "a tree of 1,000 files of 1 KiB to /tmp with spore_put_tree (one syncfs at the end)"),
-        ("files_1000x1k_each", None, None, None,
-         "the same files, one spore_put_bytes each (an fsync each)"),
-        ("files_1000x1k_each_nosync", None, None, None,
-         "as files_1000x1k_each with sync=false"),
+        ("files_1000x1k", "<=", 0.5, "files_1000x1k",
+         "a tree of 1,000 files of 1 KiB to /tmp with spore_put_tree (one syncfs at the end); "
+         "baseline: Mitogen, one call and FileService transfer per file, then one syncfs"),
+        ("files_1000x1k_each", None, None, "files_1000x1k_each",
+         "the same files, one spore_put_bytes each (an fsync each); "
+         "baseline: Mitogen, one blocking call per file writing its Blob argument with an fsync"),
+        ("files_1000x1k_each_nosync", None, None, "files_1000x1k_each_nosync",
+         "as files_1000x1k_each with sync=false; baseline: the same Mitogen calls without the fsync"),
         ("ping_during_transfer_p50", None, None, None,
          "sys.ping every 2 ms during a 2 GiB put through two hops: median"),
         ("ping_during_transfer_p99", "<=", 5.0, None,
          "the same: 99th percentile"),
         ("peak_mem_per_hop", "<=", 16.0, None,
          "largest RSS growth of the master or an agent during a 2 GiB put through three hops"),
-        ("put_ssh_1gib", ">=", lambda med: 1.3 * med["floor_scp_1gib"], None,
-         "spore_put_file of 1 GiB over ssh (libssh2) on loopback; goal: 1.3x scp of the same run"),
-        ("put_ssh_openssh_1gib", None, None, None,
-         "as put_ssh_1gib with backend=openssh (the ssh client carries the stream)"),
+        ("put_ssh_1gib", ">=", lambda med: 1.3 * med["floor_scp_1gib"], "put_ssh_1gib",
+         "spore_put_file of 1 GiB over ssh (libssh2) on loopback; goal: 1.3x scp of the same run; "
+         "baseline: Mitogen FileService.get() into a router.ssh(compression=False) child"),
+        ("put_ssh_openssh_1gib", None, None, "put_ssh_1gib",
+         "as put_ssh_1gib with backend=openssh (the ssh client carries the stream, as Mitogen's does)"),
         ("floor_scp_1gib", None, None, None,
          "floor: scp of the same file"),
         ("floor_ssh_cat_1gib", None, None, None,
@@ -120,6 +127,20 @@ SUITES = {
          "50 ssh contexts opened at once from 50 threads"),
         ("wire_call_bytes", None, None, None,
          "TCP payload bytes (both ways) per sys.ping over ssh; info: bytes of a first contact and of a cached connect"),
+    ],
+}
+
+# Baseline metrics with no spore metric of the same kind, printed after the
+# table as "mitogen_<metric> <median> <unit> vs=<ours> ratio=<ours/baseline>":
+# suite -> [(baseline metric, our metric to compare with or None, note)].
+BASELINE_ONLY = {
+    "files": [
+        ("put_ssh_compressed_1gib", "put_ssh_openssh_1gib",
+         "Mitogen FileService.get() over ssh with router.ssh()'s default compression=True "
+         "(the source is incompressible)"),
+        ("files_1000x1k_each_pipelined", "files_1000x1k_each_nosync",
+         "Mitogen: 1,000 call_no_reply() writing a Blob each, then one blocking call, "
+         "as ansible_mitogen's put_data() sends small files"),
     ],
 }
 
@@ -210,9 +231,31 @@ def main():
                             % (name, fmt(lo), fmt(hi), unit))
         results[name] = entry
         print(line)
+    for bname, ours_name, note in BASELINE_ONLY.get(suite, []):
+        if bname not in base:
+            continue
+        bmed = statistics.median(base[bname])
+        name = "mitogen_" + bname
+        entry = {"median": bmed, "unit": base_units[bname], "samples": base[bname], "note": note,
+                 "goal": None,
+                 "source": "mitogen " + base_infos.get("mitogen", {}).get("version", "?")}
+        line = "%s %s %s" % (name, fmt(bmed), base_units[bname])
+        if ours_name in medians and base_units[bname] == units[ours_name]:
+            entry["compared_with"] = ours_name
+            entry["ratio"] = medians[ours_name] / bmed if bmed else None
+            line += " vs=%s ratio=%s" % (ours_name, ("%.3g" % entry["ratio"]) if bmed else "inf")
+        extra = {k: v for k, v in base_infos.get(bname, {}).items() if k != "skipped"}
+        if extra:
+            entry["info"] = {k: num(v) for k, v in extra.items()}
+            line += "".join(" %s=%s" % kv for kv in sorted(extra.items()))
+        results[name] = entry
+        print(line)
     sys.stdout.flush()
     for c in comments:
         print(c)
+    for metric, kv in sorted(base_infos.items()):
+        if "skipped" in kv:
+            print("# Mitogen %s: not measured: %s" % (metric, kv["skipped"]))
     if not base:
         print("# no Mitogen baseline in this run (see the note above)")
     for m in missing:
