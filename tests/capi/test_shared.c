@@ -22,6 +22,7 @@
 
 #include <cmocka.h>
 
+#include "harness_env.h"
 #include "helpers.h"
 
 extern char **environ;
@@ -74,6 +75,16 @@ static int worker_main(int argc, char **argv) {
     spore_router *r = NULL;
     int rc = spore_router_attach(&r, path, o);
     spore_options_free(o);
+    if (strcmp(mode, "other-user") == 0) {
+        /* Run as another user: the attach must be refused as EACCES. */
+        if (rc == SPORE_EACCES) {
+            printf("%s\n", spore_last_error()->message);
+            return 0;
+        }
+        fprintf(stderr, "worker: attach as another user gave %d: %s\n", rc, rc ? spore_last_error()->message : "");
+        spore_router_free(r);
+        return 30;
+    }
     if (rc != SPORE_OK) {
         fprintf(stderr, "worker: attach: %s\n", spore_last_error()->message);
         return 10;
@@ -83,6 +94,7 @@ static int worker_main(int argc, char **argv) {
         fprintf(stderr, "worker: find web: %s\n", spore_last_error()->message);
         return 11;
     }
+    if (strcmp(mode, "other-user") == 0) return 0;  /* not reached: attach must fail */
     if (strcmp(mode, "use") == 0) {
         /* A call, a file both ways, a command whose output records come to
          * us, a context of our own through the shared one. */
@@ -324,6 +336,59 @@ static void test_second_process(void **state) {
     th_end(&b);
 }
 
+/* Another user cannot attach: the 0700 directory keeps it from the socket,
+ * and where a mistake opened both, the listener refuses it by its uid (and
+ * the attaching side refuses a listener of another uid). */
+static void test_other_users_are_refused(void **state) {
+    (void)state;
+    if (geteuid() != 0 || !th_harness()) {
+        print_message("skipped: needs root and the test harness (an account to run as)\n");
+        skip();
+    }
+    th_baseline b = th_begin();
+    spore_router *l = th_router(NULL);
+    TH_OK(spore_router_listen(l, g_sock));
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/sock", g_dir);
+    for (int opened = 0; opened < 2; opened++) {
+        if (opened) {
+            /* the mistake: everything open to everyone */
+            assert_int_equal(chmod(g_dir, 0755), 0);
+            assert_int_equal(chmod(dir, 0755), 0);
+            assert_int_equal(chmod(g_sock, 0666), 0);
+        }
+        int p[2];
+        assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+        posix_spawn_file_actions_t fa;
+        posix_spawn_file_actions_init(&fa);
+        posix_spawn_file_actions_adddup2(&fa, p[1], 1);
+        char *argv[] = {"runuser", "-u", "spore-test-target", "--", self_exe(), "--worker", "other-user", g_sock, NULL};
+        pid_t pid = 0;
+        assert_int_equal(posix_spawnp(&pid, "runuser", &fa, NULL, argv, environ), 0);
+        posix_spawn_file_actions_destroy(&fa);
+        close(p[1]);
+        char line[512];
+        read_some(p[0], line, sizeof line, 30000);
+        close(p[0]);
+        int st = wait_status(pid);
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) fail_msg("worker as another user: status %d (%s)", st, line);
+        if (opened) TH_CONTAINS(line, "runs as uid 0");
+        else TH_CONTAINS(line, "Permission denied");
+    }
+    /* The listener saw the second attempt and refused it by uid. */
+    int refused = 0;
+    for (int i = 0; i < 100 && !refused; i++) {
+        spore_log_record *rec = NULL;
+        if (spore_router_next_log(l, &rec, 50) != SPORE_OK) continue;
+        refused = strstr(spore_log_record_message(rec), "refused a connection") != NULL;
+        spore_log_record_free(rec);
+    }
+    assert_true(refused);
+    spore_router_free(l);
+    assert_int_equal(chmod(g_dir, 0700), 0);
+    th_end(&b);
+}
+
 static void test_listener_goes_away(void **state) {
     (void)state;
     th_baseline b = th_begin();
@@ -437,6 +502,7 @@ int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_attach_in_process, setup, teardown),
         cmocka_unit_test_setup_teardown(test_second_process, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_other_users_are_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_listener_goes_away, setup, teardown),
         cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
     };
