@@ -79,22 +79,6 @@ static long agent_pid(spore_context *c) {
     return pid;
 }
 
-/* VmRSS of a process in KiB, or -1. */
-static long vmrss_kib(long pid) {
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%ld/status", pid);
-    FILE *f = fopen(path, "r");
-    long kib = -1;
-    if (!f) return -1;
-    while (fgets(line, sizeof line, f))
-        if (strncmp(line, "VmRSS:", 6) == 0) {
-            kib = strtol(line + 6, NULL, 10);
-            break;
-        }
-    fclose(f);
-    return kib;
-}
-
 /* ------------------------------------------------------------- floors */
 
 /* fork+exec of `sh -c true` and its wait: what any local connect pays at

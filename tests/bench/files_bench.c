@@ -34,7 +34,6 @@
 
 #include "bench_util.h"
 
-static const char *g_port, *g_user, *g_key, *g_known;
 static long long g_size;
 
 static double mbps(long long bytes, double s) { return (double)bytes / 1e6 / s; }
@@ -231,18 +230,6 @@ static void bench_ping_during_transfer(const char *big, const char *dst) {
     spore_router_free(r);
 }
 
-static long rss_kib(pid_t pid) {
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    FILE *fp = fopen(path, "r");
-    if (!fp) return -1;
-    long kib = -1;
-    while (fgets(line, sizeof line, fp))
-        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1) break;
-    fclose(fp);
-    return kib;
-}
-
 static pid_t agent_pid(spore_context *c) {
     spore_result *res = NULL;
     int rc = spore_call(&res, c, "sys.info", NULL, NULL, 0, 10000);
@@ -263,13 +250,13 @@ static void bench_memory(const char *big, const char *dst) {
     double v[MAX_RUNS];
     for (int i = 0; i < n; i++) {
         long base[4], peak[4];
-        for (int k = 0; k < 4; k++) base[k] = peak[k] = rss_kib(pids[k]);
+        for (int k = 0; k < 4; k++) base[k] = peak[k] = vmrss_kib(pids[k]);
         struct put_job j = {f2, big, dst, 0, 0};
         pthread_t t;
         pthread_create(&t, NULL, put_thread, &j);
         while (!j.done) {
             for (int k = 0; k < 4; k++) {
-                long x = rss_kib(pids[k]);
+                long x = vmrss_kib(pids[k]);
                 if (x > peak[k]) peak[k] = x;
             }
             usleep(5000);
@@ -312,16 +299,7 @@ static int run_argv(char **argv, const char *stdin_path) {
 }
 
 static spore_context *ssh_context(spore_router *r, const char *backend) {
-    spore_options *o = NULL;
-    spore_options_new(&o);
-    spore_options_set_str(o, "hostname", "127.0.0.1");
-    spore_options_set_int(o, "port", atoi(g_port));
-    spore_options_set_str(o, "username", g_user);
-    spore_options_set_str(o, "identity_file", g_key);
-    spore_options_set_str(o, "known_hosts_file", g_known);
-    spore_options_set_bool(o, "use_agent", 0);
-    spore_options_set_str(o, "backend", backend);
-    if (strcmp(backend, "openssh") == 0) spore_options_set_str(o, "ssh_args", "-F /dev/null");
+    spore_options *o = bench_ssh_options(backend);
     spore_context *c = connect_or_die(r, "ssh", o, NULL);
     spore_options_free(o);
     return c;
@@ -330,16 +308,7 @@ static spore_context *ssh_context(spore_router *r, const char *backend) {
 static void bench_ssh(const char *src, const char *dst) {
     spore_router *r = new_router();
     spore_context *oc = ssh_context(r, "openssh");
-    spore_options *o = NULL;
-    spore_options_new(&o);
-    spore_options_set_str(o, "hostname", "127.0.0.1");
-    spore_options_set_int(o, "port", atoi(g_port));
-    spore_options_set_str(o, "username", g_user);
-    spore_options_set_str(o, "identity_file", g_key);
-    spore_options_set_str(o, "known_hosts_file", g_known);
-    spore_options_set_bool(o, "use_agent", 0);
-    spore_context *c = connect_or_die(r, "ssh", o, NULL);
-    spore_options_free(o);
+    spore_context *c = ssh_context(r, "libssh2");
     spore_options *ns = nosync();
     int n = runs(5);
     double v[MAX_RUNS], vo[MAX_RUNS], scp[MAX_RUNS], cat[MAX_RUNS];
@@ -400,11 +369,7 @@ int main(int argc, char **argv) {
         bench_memory(big, dst);
         unlink(big);
     }
-    g_port = getenv("BENCH_SSH_PORT");
-    g_user = getenv("BENCH_SSH_USER");
-    g_key = getenv("BENCH_SSH_KEY");
-    g_known = getenv("BENCH_KNOWN_HOSTS");
-    if ((all || !strcmp(what, "ssh")) && g_port && g_user && g_key && g_known) {
+    if ((all || !strcmp(what, "ssh")) && bench_ssh_env()) {
         /* the ssh account writes its copies in /dev/shm too */
         bench_ssh(src, "/dev/shm/spore-bench-ssh-dst");
     } else if (all || !strcmp(what, "ssh")) {

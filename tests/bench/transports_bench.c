@@ -37,20 +37,10 @@
 extern char **environ;
 
 
-static const char *g_port, *g_user, *g_key, *g_known;
 
 
 static spore_context *ssh_connect(spore_router *r, const char *backend, int cache) {
-    spore_options *o = NULL;
-    spore_options_new(&o);
-    spore_options_set_str(o, "hostname", "127.0.0.1");
-    spore_options_set_int(o, "port", atoi(g_port));
-    spore_options_set_str(o, "username", g_user);
-    spore_options_set_str(o, "identity_file", g_key);
-    spore_options_set_str(o, "known_hosts_file", g_known);
-    spore_options_set_bool(o, "use_agent", 0);
-    spore_options_set_str(o, "backend", backend);
-    if (strcmp(backend, "openssh") == 0) spore_options_set_str(o, "ssh_args", "-F /dev/null");
+    spore_options *o = bench_ssh_options(backend);
     if (!cache) spore_options_set_bool(o, "agent_cache", 0);
     spore_context *c = NULL;
     int rc = spore_connect(&c, r, "ssh", o, NULL);
@@ -304,11 +294,7 @@ static void bench_floor_ssh_cat(void) {
 }
 
 int main(int argc, char **argv) {
-    g_port = getenv("BENCH_SSH_PORT");
-    g_user = getenv("BENCH_SSH_USER");
-    g_key = getenv("BENCH_SSH_KEY");
-    g_known = getenv("BENCH_KNOWN_HOSTS");
-    if (!g_port || !g_user || !g_key || !g_known) {
+    if (!bench_ssh_env()) {
         fprintf(stderr, "transports_bench: BENCH_SSH_PORT, BENCH_SSH_USER, BENCH_SSH_KEY and BENCH_KNOWN_HOSTS are needed\n");
         return 2;
     }
