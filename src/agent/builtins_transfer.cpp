@@ -188,15 +188,8 @@ namespace {
 // "" is the root itself.
 std::string tree_path(const CallRequest &req, const std::string &root, const std::string &rel) {
     if (rel.empty()) return root;
-    size_t pos = 0;
-    while (pos <= rel.size()) {
-        size_t slash = rel.find('/', pos);
-        if (slash == std::string::npos) slash = rel.size();
-        std::string part = rel.substr(pos, slash - pos);
-        if (part.empty() || part == "." || part == "..")
-            throw Error(SPORE_EBADARGS, std::string(req.function) + ": path '" + rel + "' is not a plain relative path");
-        pos = slash + 1;
-    }
+    if (!plain_relative(rel))
+        throw Error(SPORE_EBADARGS, std::string(req.function) + ": path '" + rel + "' is not a plain relative path");
     return root + (root.back() == '/' ? "" : "/") + rel;
 }
 
@@ -208,13 +201,6 @@ std::string entry_str(const cJSON *e, const char *key) {
 int64_t entry_int(const cJSON *e, const char *key, int64_t fallback) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(e, key);
     return cJSON_IsNumber(v) ? int64_t(v->valuedouble) : fallback;
-}
-
-void sync_filesystem_of(const std::string &path) {
-    int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return;
-    (void)syncfs(fd);
-    ::close(fd);
 }
 
 }  // namespace
@@ -261,14 +247,7 @@ void fs_put_batch(const CallRequest &req, CallReply &reply, Services &) {
         } else if (t == "l") {
             std::string target = entry_str(e, "target");
             if (target.empty()) bad_arg(req, "entries", "a symlink needs a target");
-            std::string tmp = path + ".spore-link";
-            ::unlink(tmp.c_str());
-            if (::symlink(target.c_str(), tmp.c_str()) != 0) throw_file_error(errno, "cannot create the symlink", path);
-            if (::rename(tmp.c_str(), path.c_str()) != 0) {
-                int err = errno;
-                ::unlink(tmp.c_str());
-                throw_file_error(err, "cannot create the symlink", path);
-            }
+            replace_with_symlink(path, target);
             ++links;
         } else if (t == "dm") {
             if (::chmod(path.c_str(), mode_t(entry_int(e, "m", 0755)) & 07777) != 0)

@@ -22,6 +22,37 @@ std::string parent_dir(const std::string &path) {
     return end == 0 ? "/" : path.substr(0, end);
 }
 
+bool plain_relative(const std::string &rel) {
+    if (rel.empty()) return false;
+    size_t pos = 0;
+    while (pos <= rel.size()) {
+        size_t slash = rel.find('/', pos);
+        if (slash == std::string::npos) slash = rel.size();
+        std::string part = rel.substr(pos, slash - pos);
+        if (part.empty() || part == "." || part == "..") return false;
+        pos = slash + 1;
+    }
+    return true;
+}
+
+void replace_with_symlink(const std::string &path, const std::string &target) {
+    std::string tmp = path + ".spore-link";
+    ::unlink(tmp.c_str());
+    if (::symlink(target.c_str(), tmp.c_str()) != 0) throw_file_error(errno, "cannot create the symlink", path);
+    if (::rename(tmp.c_str(), path.c_str()) != 0) {
+        int err = errno;
+        ::unlink(tmp.c_str());
+        throw_file_error(err, "cannot create the symlink", path);
+    }
+}
+
+void sync_filesystem_of(const std::string &dir) {
+    int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return;
+    (void)syncfs(fd);
+    ::close(fd);
+}
+
 void throw_file_error(int err, const std::string &what, const std::string &path) {
     ErrorInfo e;
     e.code = file_error_code(err);

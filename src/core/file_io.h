@@ -33,6 +33,19 @@ std::string parent_dir(const std::string &path);
 // Throws Error(file_error_code(err)) "<what> <path>: <strerror>".
 [[noreturn]] void throw_file_error(int err, const std::string &what, const std::string &path);
 
+// Whether rel is a non-empty path of plain components ("a/b"): no "." or
+// "..", no empty parts, not absolute, so it cannot leave the tree it names
+// a place in.
+bool plain_relative(const std::string &rel);
+
+// Puts a symlink to target at path, replacing what is there in one rename.
+// Throws spore::Error.
+void replace_with_symlink(const std::string &path, const std::string &target);
+
+// syncfs of the filesystem that holds dir; failures are ignored (the data
+// was written, only its durability is not known).
+void sync_filesystem_of(const std::string &dir);
+
 // One entry of a directory tree: 'd' directory, 'f' regular file, 'l'
 // symlink (other types are left out of trees).
 struct TreeEntry {

@@ -295,21 +295,6 @@ std::string get_into(Master &m, const std::shared_ptr<ContextState> &ctx, const 
     return reply;
 }
 
-// A relative path of a tree as the other side named it: plain components
-// only, so it cannot leave the tree.
-bool plain_relative(const std::string &rel) {
-    if (rel.empty()) return false;
-    size_t pos = 0;
-    while (pos <= rel.size()) {
-        size_t slash = rel.find('/', pos);
-        if (slash == std::string::npos) slash = rel.size();
-        std::string part = rel.substr(pos, slash - pos);
-        if (part.empty() || part == "." || part == "..") return false;
-        pos = slash + 1;
-    }
-    return true;
-}
-
 std::string parent_rel(const std::string &rel) {
     size_t slash = rel.rfind('/');
     return slash == std::string::npos ? "" : rel.substr(0, slash);
@@ -347,17 +332,6 @@ void set_dir_meta(const std::string &path, const FileMeta &meta, bool mtime) {
         ts[1].tv_sec = time_t(meta.mtime_sec);
         ts[1].tv_nsec = long(meta.mtime_nsec);
         (void)utimensat(AT_FDCWD, path.c_str(), ts, AT_SYMLINK_NOFOLLOW);
-    }
-}
-
-void replace_with_symlink(const std::string &path, const std::string &target) {
-    std::string tmp = path + ".spore-link";
-    ::unlink(tmp.c_str());
-    if (::symlink(target.c_str(), tmp.c_str()) != 0) throw_file_error(errno, "cannot create the symlink", path);
-    if (::rename(tmp.c_str(), path.c_str()) != 0) {
-        int err = errno;
-        ::unlink(tmp.c_str());
-        throw_file_error(err, "cannot create the symlink", path);
     }
 }
 
@@ -601,13 +575,7 @@ std::string get_tree(Master &m, const std::shared_ptr<ContextState> &ctx, const 
     } catch (Error &err) {
         rethrow_named(err, *ctx, op);
     }
-    if (o.sync) {
-        int fd = ::open(local_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (fd >= 0) {
-            (void)syncfs(fd);
-            ::close(fd);
-        }
-    }
+    if (o.sync) sync_filesystem_of(local_dir);
     return tree_result(files, dirs, links, bytes);
 }
 
