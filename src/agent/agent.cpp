@@ -515,14 +515,7 @@ void Agent::on_peer_gone(Message &&m) {
             peer_timers_.erase(slot);  // a timer may be destroyed inside its callback
         });
     }
-    for (auto &s : router_.child_streams()) {
-        Message down;
-        down.h.dst_id = s->remote_id();
-        down.h.src_id = down.h.auth_id = router_.id();
-        down.h.handle = kHandlePeerGone;
-        down.json = m.json;
-        s->send(down);
-    }
+    router_.send_down(kHandlePeerGone, m.json);
 }
 
 void Agent::on_set_log_level(Message &&m) {
@@ -530,14 +523,7 @@ void Agent::on_set_log_level(Message &&m) {
     Json j = json_parse(m.json, kDefaultMaxJsonDepth, &err);
     if (!j) return;
     level_.store(int(json_int(j.get(), "level", level_.load())));
-    for (auto &s : router_.child_streams()) {
-        Message down;
-        down.h.dst_id = s->remote_id();
-        down.h.src_id = down.h.auth_id = router_.id();
-        down.h.handle = kHandleSetLogLevel;
-        down.json = m.json;
-        s->send(down);
-    }
+    router_.send_down(kHandleSetLogLevel, m.json);
 }
 
 void Agent::on_shutdown_request() {
@@ -548,13 +534,7 @@ void Agent::on_shutdown_request() {
         loop_.stop();
         return;
     }
-    for (auto &s : router_.child_streams()) {
-        Message down;
-        down.h.dst_id = s->remote_id();
-        down.h.src_id = down.h.auth_id = router_.id();
-        down.h.handle = kHandleShutdown;
-        s->send(down);
-    }
+    router_.send_down(kHandleShutdown, "");
     // The parent sends SIGTERM after 2 s: leave well before that.
     shutdown_timer_ = std::make_unique<Timer>(loop_, 1.0, [this] { loop_.stop(); });
 }

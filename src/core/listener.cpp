@@ -301,13 +301,7 @@ bool Listener::on_route_lost(uint32_t id, const std::string &reason) {
         log(SPORE_LOG_DEBUG, "attached router " + std::to_string(id) + " (pid " + std::to_string(p->pid) +
                                  ") went away: " + reason);
         // What it started in the contexts must stop with it.
-        for (auto &s : master_.router_.child_streams()) {
-            Message m;
-            m.h.dst_id = s->remote_id();
-            m.h.handle = kHandlePeerGone;
-            m.json = text;
-            s->send(m);
-        }
+        master_.router_.send_down(kHandlePeerGone, text);
         return true;
     }
     for (auto &kv : peers_) {

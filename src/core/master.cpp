@@ -213,12 +213,7 @@ void Master::shutdown_on_loop() {
     for (auto &kv : connecting) kv.second->cancel("the router is shutting down");
     for (auto &kv : connecting) kv.second->kill_and_wait();
     connecting_.clear();
-    for (auto &s : router_.child_streams()) {
-        Message m;
-        m.h.dst_id = s->remote_id();
-        m.h.handle = kHandleShutdown;
-        s->send(m);
-    }
+    router_.send_down(kHandleShutdown, "");
     shutdown_deadline_ = now_seconds() + 3.0;
     shutdown_check();
 }
@@ -761,13 +756,7 @@ void Master::set_log_level(int level) {
     }
     // Sent from the calling thread, so it reaches each context before any
     // call this thread makes afterwards.
-    for (auto &s : router_.child_streams()) {
-        Message m;
-        m.h.dst_id = s->remote_id();
-        m.h.handle = kHandleSetLogLevel;
-        m.json = "{\"level\":" + std::to_string(level) + "}";
-        s->send(m);
-    }
+    router_.send_down(kHandleSetLogLevel, "{\"level\":" + std::to_string(level) + "}");
 }
 
 int Master::shutdown_context(const std::shared_ptr<ContextState> &ctx, int timeout_ms) {

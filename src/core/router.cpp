@@ -265,6 +265,17 @@ void Router::send_up(uint32_t handle, std::string json) {
     p->send(up);
 }
 
+void Router::send_down(uint32_t handle, const std::string &json) {
+    for (auto &s : child_streams()) {
+        Message down;
+        down.h.dst_id = s->remote_id();
+        down.h.src_id = down.h.auth_id = id_;
+        down.h.handle = handle;
+        down.json = json;
+        s->send(down);
+    }
+}
+
 void Router::handle_del_route(Message &&m, const StreamPtr &ingress) {
     std::string err;
     Json j = json_parse(m.json, kDefaultMaxJsonDepth, &err);

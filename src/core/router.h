@@ -105,6 +105,9 @@ public:
     bool has_parent_authority(uint32_t auth_id) const;
     // Sends a message for the parent's own handle (nothing in the master).
     void send_up(uint32_t handle, std::string json);
+    // Sends the same message (from this context) to each child's own handle.
+    // Any thread.
+    void send_down(uint32_t handle, const std::string &json);
 
     // Child streams currently attached (loop thread).
     std::vector<StreamPtr> child_streams() const;
