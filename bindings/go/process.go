@@ -318,21 +318,6 @@ func (p *Process) Wait(ctx context.Context) (ExitStatus, error) {
 	return *p.status, nil
 }
 
-// exited reports whether the process is known to have exited, asking
-// without waiting unless a goroutine is in Wait (which then finds out).
-func (p *Process) exited() bool {
-	select {
-	case p.waitSem <- struct{}{}:
-	default:
-		return false
-	}
-	defer func() { <-p.waitSem }()
-	if p.status == nil {
-		_, _ = p.waitOnce(0) // a failure here is the next call's to report
-	}
-	return p.status != nil
-}
-
 // Close frees the handle, killing the process (and its group) if it still
 // runs. Goroutines inside a Read, Write or Wait return with an error (or
 // the end of the output). Safe to call more than once. Returns nil.
@@ -364,13 +349,8 @@ type processInput struct {
 
 func (in *processInput) Write(b []byte) (int, error) {
 	p := in.p
-	// The C library drops what is written to an exited process as long as
-	// its window has room; a process known to have exited fails the write,
-	// as a closed pipe would.
-	if p.exited() {
-		return 0, &Error{Code: ErrDisconnected, Message: p.ctx.name + ": process " + strconv.Itoa(p.pid) +
-			" has exited", Context: p.ctx.name}
-	}
+	// A process that has exited fails the write (ErrDisconnected), as a
+	// closed pipe would: the C library knows once its exit is reported.
 	if len(b) == 0 {
 		return 0, p.handle(func(capi.SwigcptrStruct_SS_spore_process) error { return nil })
 	}
