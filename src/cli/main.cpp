@@ -716,6 +716,14 @@ const char *level_name(int level, char *buf, size_t n) {
     }
 }
 
+// "[context] LEVEL logger: message", as --verbose and the daemon's log show a record.
+std::string record_line(const spore_log_record *rec, std::string_view message) {
+    char buf[32];
+    return "[" + std::string(spore_log_record_context(rec)) + "] " +
+           level_name(spore_log_record_level(rec), buf, sizeof buf) + " " + spore_log_record_logger(rec) + ": " +
+           std::string(message);
+}
+
 // Takes forwarded log records as they arrive. Records with logger
 // "stdout"/"stderr" from the command's context (run) are the command's
 // output lines; any other record is shown only with --verbose.
@@ -844,10 +852,7 @@ private:
             return;
         }
         if (!verbose_) return;
-        char buf[32];
-        out.push_back({2, "[" + std::string(spore_log_record_context(rec)) + "] " +
-                              level_name(spore_log_record_level(rec), buf, sizeof buf) + " " + std::string(logger) +
-                              ": " + msg + "\n"});
+        out.push_back({2, record_line(rec, msg) + "\n"});
     }
     static void write_loop(Shared &st) {
         std::unique_lock<std::mutex> lk(st.mu);
@@ -1475,14 +1480,13 @@ int run_daemon(const std::string &socket, int log_level, int ready_fd, int log_f
         spore_log_record *rec = nullptr;
         while (spore_router_next_log(router, &rec, 0) == SPORE_OK) {
             if (log_fd >= 0) {
-                char buf[32], when[32];
+                char when[32];
                 time_t t = time_t(spore_log_record_time(rec));
                 struct tm tm {};
                 localtime_r(&t, &tm);
                 strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
-                std::string line = std::string(when) + " [" + spore_log_record_context(rec) + "] " +
-                                   level_name(spore_log_record_level(rec), buf, sizeof buf) + " " +
-                                   spore_log_record_logger(rec) + ": " + flatten(spore_log_record_message(rec)) + "\n";
+                std::string line = std::string(when) + " " +
+                                   record_line(rec, flatten(spore_log_record_message(rec))) + "\n";
                 (void)write_all(log_fd, line.data(), line.size());
             }
             spore_log_record_free(rec);
