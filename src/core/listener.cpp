@@ -248,7 +248,14 @@ void Listener::on_hello(const std::shared_ptr<Peer> &p, Message &&m) {
                                                   std::to_string(kSharedProtocol) + ", not " + std::to_string(proto),
                                               "", "", ""});
         p->stream->send(r);
-        return p->stream->close("unsupported protocol " + std::to_string(proto));
+        // Closed once the answer has left: writes made while the loop
+        // dispatches what it read go out when that batch ends, and a close
+        // now would drop them.
+        std::string why = "unsupported protocol " + std::to_string(proto);
+        master_.loop_.post([w = std::weak_ptr<Stream>(p->stream), why] {
+            if (auto s = w.lock()) s->close(why);
+        });
+        return;
     }
     p->level = int(json_int(j.get(), "log_level", SPORE_LOG_INFO));
     p->id = master_.next_id_.fetch_add(1);

@@ -838,14 +838,14 @@ void Master::handshake(UniqueFd fd, const std::string &path, int timeout_ms) {
             std::string err;
             Json j = m.h.handle == kHandleInit ? json_parse(m.json, kDefaultMaxJsonDepth, &err) : nullptr;
             if (j && (m.h.flags & kFlagError)) {
-                ErrorInfo e = Router::parse_error_json(m.json);
-                st.close("refused");
-                return finish(e);
+                // Reported before the close, whose own report would win.
+                finish(Router::parse_error_json(m.json));
+                return st.close("refused");
             }
             int64_t id = j ? json_int(j.get(), "id", -1) : -1;
             if (!j || id <= 0 || id > int64_t(UINT32_MAX) || json_int(j.get(), "protocol", 0) != kSharedProtocol) {
-                st.close("malformed answer to the hello");
-                return finish(ErrorInfo{SPORE_EPROTO, "the router at " + path + " sent a malformed answer", "", "", ""});
+                finish(ErrorInfo{SPORE_EPROTO, "the router at " + path + " sent a malformed answer", "", "", ""});
+                return st.close("malformed answer to the hello");
             }
             Limits lim = router_.limits();
             uint64_t max = uint64_t(json_int(j.get(), "max_message_size", int64_t(lim.max_message_size)));

@@ -21,6 +21,7 @@
 #include <sys/un.h>
 
 #include <cmocka.h>
+#include <pthread.h>
 
 #include "harness_env.h"
 #include "helpers.h"
@@ -189,6 +190,36 @@ static size_t read_some(int fd, char *buf, size_t cap, int timeout_ms) {
     }
     buf[n] = '\0';
     return n;
+}
+
+/* A listener played by a thread: it answers the first hello with one init
+ * frame (flags and JSON given) and closes. */
+struct fake_listener {
+    int fd;
+    unsigned char flags;
+    const char *json;
+};
+static void *fake_listener(void *arg) {
+    struct fake_listener *fl = arg;
+    int ls = fl->fd;
+    int c = accept(ls, NULL, NULL);
+    if (c < 0) return NULL;
+    unsigned char h[32];
+    size_t got = 0;
+    while (got < sizeof h) {
+        ssize_t n = read(c, h + got, sizeof h - got);
+        if (n <= 0) break;
+        got += (size_t)n;
+    }
+    size_t len = strlen(fl->json);
+    unsigned char f[512] = {0x53, 0x50, 1, fl->flags};
+    f[19] = 110; /* init */
+    f[27] = (unsigned char)len;
+    memcpy(f + 32, fl->json, len);
+    if (write(c, f, 32 + len) != (ssize_t)(32 + len)) perror("fake_listener");
+    usleep(200000);
+    close(c);
+    return NULL;
 }
 
 /* -------------------------------------------------------------- tests */
@@ -409,6 +440,7 @@ static void test_listener_goes_away(void **state) {
     spore_context *c2 = NULL;
     rc = spore_connect(&c2, a, "local", NULL, NULL);
     assert_true(rc == SPORE_EDISCONNECTED);
+    TH_ERR(spore_context_find(&c2, a, "local.2"), SPORE_EDISCONNECTED);
     spore_context_free(c);
     spore_router_free(a);
     th_end(&b);
@@ -483,6 +515,64 @@ static void test_errors(void **state) {
     assert_true(th_readable(s, 5000));
     assert_true(read(s, buf, sizeof buf) <= 0);
     close(s);
+    /* A hello of another protocol version: an error answer, then the end. */
+    s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_int_equal(connect(s, (struct sockaddr *)&a, sizeof a), 0);
+    const char hello[] = "{\"protocol\":99}";
+    unsigned char hf[32 + sizeof hello - 1] = {0x53, 0x50, 1, 0};
+    hf[19] = 110; /* init */
+    hf[27] = (unsigned char)(sizeof hello - 1);
+    memcpy(hf + 32, hello, sizeof hello - 1);
+    assert_int_equal(write(s, hf, sizeof hf), (ssize_t)sizeof hf);
+    unsigned char ans[4096];
+    size_t got = 0;
+    while (got < sizeof ans && th_readable(s, 5000)) {
+        ssize_t n = read(s, ans + got, sizeof ans - got);
+        if (n <= 0) break;
+        got += (size_t)n;
+    }
+    close(s);
+    assert_true(got > 32);
+    assert_int_equal(ans[3] & 1, 1); /* the error flag */
+    ans[got < sizeof ans ? got : sizeof ans - 1] = '\0';
+    TH_CONTAINS((char *)ans + 32, "EPROTO");
+    TH_CONTAINS((char *)ans + 32, "protocol 1, not 99");
+    /* A socket where nobody answers the hello: the attach times out. */
+    char mute[700];
+    snprintf(mute, sizeof mute, "%s/mute.sock", g_dir);
+    int ms = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un ma = {.sun_family = AF_UNIX};
+    memcpy(ma.sun_path, mute, strlen(mute) + 1);
+    assert_int_equal(bind(ms, (struct sockaddr *)&ma, sizeof ma), 0);
+    assert_int_equal(listen(ms, 4), 0);
+    TH_OK(spore_options_new(&o));
+    TH_OK(spore_options_set_int(o, "connect_timeout", 300));
+    spore_router *deaf = NULL;
+    TH_ERR(spore_router_attach(&deaf, mute, o), SPORE_ETIMEDOUT);
+    TH_CONTAINS(spore_last_error()->message, "did not answer within 300 ms");
+    assert_null(deaf);
+    spore_options_free(o);
+    close(ms);
+    /* A listener of another protocol version refuses us, and one that
+     * answers nonsense: EPROTO both. */
+    struct fake_listener fakes[] = {
+        {-1, 1, "{\"code\":\"EPROTO\",\"message\":\"this listener speaks protocol 7\"}"},
+        {-1, 0, "{\"protocol\":1}"},
+    };
+    const char *expect[] = {"speaks protocol 7", "sent a malformed answer"};
+    for (int k = 0; k < 2; k++) {
+        unlink(mute);
+        fakes[k].fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        assert_int_equal(bind(fakes[k].fd, (struct sockaddr *)&ma, sizeof ma), 0);
+        assert_int_equal(listen(fakes[k].fd, 4), 0);
+        pthread_t t;
+        assert_int_equal(pthread_create(&t, NULL, fake_listener, &fakes[k]), 0);
+        int rc = spore_router_attach(&deaf, mute, NULL);
+        pthread_join(t, NULL);
+        close(fakes[k].fd);
+        assert_int_equal(rc, SPORE_EPROTO);
+        TH_CONTAINS(spore_last_error()->message, expect[k]);
+    }
     /* An attached router cannot listen. */
     TH_ERR(spore_router_listen(good, g_sock), SPORE_EINVAL);
     spore_context *c = connect_named(good, "local", NULL, -1, NULL);
