@@ -156,6 +156,45 @@ static char *self_exe(void) {
     return buf;
 }
 
+/* Copies a file, keeping it executable. */
+static void copy_file(const char *from, const char *to) {
+    int in = open(from, O_RDONLY | O_CLOEXEC);
+    int out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0755);
+    assert_true(in >= 0 && out >= 0);
+    char buf[65536];
+    ssize_t n;
+    while ((n = read(in, buf, sizeof buf)) > 0) assert_int_equal(write(out, buf, (size_t)n), n);
+    assert_int_equal(n, 0);
+    close(in);
+    close(out);
+}
+
+/* This test program and the libspore it runs with, copied into a new
+ * directory that every user may enter: the build tree may be under a
+ * private home (/root). Returns the directory (malloc'd). */
+static char *public_copy_of_self(void) {
+    char *dir = th_mkdtemp("shared-pub");
+    assert_int_equal(chmod(dir, 0755), 0);
+    char to[PATH_MAX], lib[PATH_MAX] = "";
+    snprintf(to, sizeof to, "%s/capi_test_shared", dir);
+    copy_file(self_exe(), to);
+    FILE *maps = fopen("/proc/self/maps", "r");
+    assert_non_null(maps);
+    char line[PATH_MAX + 128];
+    while (!lib[0] && fgets(line, sizeof line, maps)) {
+        char *path = strchr(line, '/');
+        if (path && strstr(path, "/libspore.so")) {
+            path[strcspn(path, "\n")] = '\0';
+            snprintf(lib, sizeof lib, "%s", path);
+        }
+    }
+    fclose(maps);
+    assert_true(lib[0]);
+    snprintf(to, sizeof to, "%s/libspore.so.0", dir);
+    copy_file(lib, to);
+    return dir;
+}
+
 /* Starts a worker with its stdout on a pipe; returns its pid. */
 static pid_t start_worker(const char *mode, const char *arg, int *out_fd) {
     int p[2];
@@ -377,6 +416,10 @@ static void test_other_users_are_refused(void **state) {
         skip();
     }
     th_baseline b = th_begin();
+    char *pub = public_copy_of_self();
+    char exe[PATH_MAX], libpath[PATH_MAX + 32];
+    snprintf(exe, sizeof exe, "%s/capi_test_shared", pub);
+    snprintf(libpath, sizeof libpath, "LD_LIBRARY_PATH=%s", pub);
     spore_router *l = th_router(NULL);
     TH_OK(spore_router_listen(l, g_sock));
     char dir[600];
@@ -393,7 +436,8 @@ static void test_other_users_are_refused(void **state) {
         posix_spawn_file_actions_t fa;
         posix_spawn_file_actions_init(&fa);
         posix_spawn_file_actions_adddup2(&fa, p[1], 1);
-        char *argv[] = {"runuser", "-u", "spore-test-target", "--", self_exe(), "--worker", "other-user", g_sock, NULL};
+        char *argv[] = {"runuser", "-u", "spore-test-target", "--", "env", libpath, exe, "--worker", "other-user", g_sock,
+                        NULL};
         pid_t pid = 0;
         assert_int_equal(posix_spawnp(&pid, "runuser", &fa, NULL, argv, environ), 0);
         posix_spawn_file_actions_destroy(&fa);
@@ -417,6 +461,8 @@ static void test_other_users_are_refused(void **state) {
     assert_true(refused);
     spore_router_free(l);
     assert_int_equal(chmod(g_dir, 0700), 0);
+    th_rm_rf(pub);
+    free(pub);
     th_end(&b);
 }
 
