@@ -141,11 +141,7 @@ Listener::Listener(Master &master, ListenSocket sock) : master_(master), sock_(s
 
 Listener::~Listener() {
     // The loop is gone when this runs; the streams close with their owners.
-    if (!stopped_) {
-        struct stat st {};
-        if (::stat(sock_.path.c_str(), &st) == 0 && st.st_dev == sock_.dev && st.st_ino == sock_.ino)
-            ::unlink(sock_.path.c_str());
-    }
+    if (!stopped_) unlink_if_ours();
     join_services();
 }
 
@@ -166,15 +162,20 @@ void Listener::stop(const std::string &why) {
     if (stopped_) return;
     stopped_ = true;
     accept_ev_.reset();
-    struct stat st {};
-    // Only our own socket file: a newer listener may have replaced it.
-    if (::stat(sock_.path.c_str(), &st) == 0 && st.st_dev == sock_.dev && st.st_ino == sock_.ino)
-        ::unlink(sock_.path.c_str());
+    accept_retry_.reset();
+    unlink_if_ours();
     sock_.fd.reset();
     std::vector<std::shared_ptr<Peer>> all;
     for (auto &kv : hello_) all.push_back(kv.second);
     for (auto &kv : peers_) all.push_back(kv.second);
     for (auto &p : all) p->stream->close(why);
+}
+
+void Listener::unlink_if_ours() {
+    // Only our own socket file: a newer listener may have replaced it.
+    struct stat st {};
+    if (::stat(sock_.path.c_str(), &st) == 0 && st.st_dev == sock_.dev && st.st_ino == sock_.ino)
+        ::unlink(sock_.path.c_str());
 }
 
 void Listener::join_services() {
@@ -188,8 +189,16 @@ void Listener::on_accept() {
         int fd = ::accept4(sock_.fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EINTR) continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK)
-                log(SPORE_LOG_WARNING, "accept on " + sock_.path + ": " + std::strerror(errno));
+            if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+            // Out of fds (EMFILE, ENFILE) or memory: the connection stays
+            // queued and the socket readable, so waiting for it again at
+            // once would spin. Pause accepting for a moment instead.
+            log(SPORE_LOG_WARNING, "accept on " + sock_.path + ": " + std::strerror(errno) + "; retrying in 100 ms");
+            event_del(accept_ev_.get());
+            accept_retry_ = std::make_unique<Timer>(master_.loop_, 0.1, [this] {
+                event_add(accept_ev_.get(), nullptr);
+                accept_retry_.reset();  // a timer may be destroyed inside its callback
+            });
             return;
         }
         UniqueFd owned(fd);

@@ -97,6 +97,7 @@ private:
     };
 
     void on_accept();
+    void unlink_if_ours();
     void on_peer_message(const std::shared_ptr<Peer> &p, Message &&m);
     void on_peer_closed(const std::weak_ptr<Peer> &wp, Stream &s, const std::string &reason);
     void on_hello(const std::shared_ptr<Peer> &p, Message &&m);
@@ -110,6 +111,7 @@ private:
     Master &master_;
     ListenSocket sock_;
     EventPtr accept_ev_;
+    TimerPtr accept_retry_;  // accepting paused after a failure (out of fds)
     bool stopped_ = false;
     std::unordered_map<Stream *, std::shared_ptr<Peer>> hello_;  // connected, hello not yet seen
     std::unordered_map<uint32_t, std::shared_ptr<Peer>> peers_;  // attached, by id

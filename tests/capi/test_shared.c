@@ -16,6 +16,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -561,6 +562,37 @@ static void test_errors(void **state) {
     assert_true(th_readable(s, 5000));
     assert_true(read(s, buf, sizeof buf) <= 0);
     close(s);
+    /* Out of fds: the listener pauses accepting instead of spinning on the
+     * readable socket, and takes the connection once fds are back. */
+    {
+        int client = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        assert_true(client >= 0);
+        spore_log_record *old = NULL;
+        while (spore_router_next_log(l, &old, 0) == SPORE_OK) spore_log_record_free(old);
+        struct rlimit saved, low;
+        assert_int_equal(getrlimit(RLIMIT_NOFILE, &saved), 0);
+        low = saved;
+        low.rlim_cur = 64;
+        while (low.rlim_cur <= (rlim_t)client) low.rlim_cur *= 2;
+        assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+        int fills[4096], nfill = 0;
+        while (nfill < 4096 && (fills[nfill] = dup(client)) >= 0) nfill++;
+        assert_int_equal(connect(client, (struct sockaddr *)&a, sizeof a), 0);
+        th_sleep_ms(350);
+        for (int k = 0; k < nfill; k++) close(fills[k]);
+        assert_int_equal(setrlimit(RLIMIT_NOFILE, &saved), 0);
+        int warnings = 0;
+        spore_log_record *rec = NULL;
+        while (spore_router_next_log(l, &rec, 0) == SPORE_OK) {
+            if (strstr(spore_log_record_message(rec), "retrying in 100 ms")) warnings++;
+            spore_log_record_free(rec);
+        }
+        if (warnings < 1 || warnings > 10) fail_msg("%d accept warnings in 350 ms", warnings);
+        assert_int_equal(write(client, junk, sizeof junk), (ssize_t)sizeof junk);
+        assert_true(th_readable(client, 5000));
+        assert_true(read(client, buf, sizeof buf) <= 0);  /* accepted at last, and dropped for the junk */
+        close(client);
+    }
     /* A hello of another protocol version: an error answer, then the end. */
     s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     assert_int_equal(connect(s, (struct sockaddr *)&a, sizeof a), 0);
