@@ -197,20 +197,24 @@ static char *public_copy_of_self(void) {
 }
 
 /* Starts a worker with its stdout on a pipe; returns its pid. */
-static pid_t start_worker(const char *mode, const char *arg, int *out_fd) {
+/* Starts argv (searched in PATH) with its stdout on a pipe; returns its pid. */
+static pid_t spawn_piped(char *const argv[], int *out_fd) {
     int p[2];
     assert_int_equal(pipe2(p, O_CLOEXEC), 0);
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, p[1], 1);
-    char *argv[] = {self_exe(), "--worker", (char *)mode, g_sock, (char *)arg, NULL};
-    if (!arg) argv[4] = NULL;
     pid_t pid = 0;
-    assert_int_equal(posix_spawn(&pid, argv[0], &fa, NULL, argv, environ), 0);
+    assert_int_equal(posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ), 0);
     posix_spawn_file_actions_destroy(&fa);
     close(p[1]);
     *out_fd = p[0];
     return pid;
+}
+
+static pid_t start_worker(const char *mode, const char *arg, int *out_fd) {
+    char *argv[] = {self_exe(), "--worker", (char *)mode, g_sock, (char *)arg, NULL};
+    return spawn_piped(argv, out_fd);
 }
 
 static int wait_status(pid_t pid) {
@@ -432,20 +436,13 @@ static void test_other_users_are_refused(void **state) {
             assert_int_equal(chmod(dir, 0755), 0);
             assert_int_equal(chmod(g_sock, 0666), 0);
         }
-        int p[2];
-        assert_int_equal(pipe2(p, O_CLOEXEC), 0);
-        posix_spawn_file_actions_t fa;
-        posix_spawn_file_actions_init(&fa);
-        posix_spawn_file_actions_adddup2(&fa, p[1], 1);
         char *argv[] = {"runuser", "-u", "spore-test-target", "--", "env", libpath, exe, "--worker", "other-user", g_sock,
                         NULL};
-        pid_t pid = 0;
-        assert_int_equal(posix_spawnp(&pid, "runuser", &fa, NULL, argv, environ), 0);
-        posix_spawn_file_actions_destroy(&fa);
-        close(p[1]);
+        int out = -1;
+        pid_t pid = spawn_piped(argv, &out);
         char line[512];
-        read_some(p[0], line, sizeof line, 30000);
-        close(p[0]);
+        read_some(out, line, sizeof line, 30000);
+        close(out);
         int st = wait_status(pid);
         if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) fail_msg("worker as another user: status %d (%s)", st, line);
         if (opened) TH_CONTAINS(line, "runs as uid 0");
