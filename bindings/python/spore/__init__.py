@@ -404,7 +404,23 @@ def _default_log_level(options):
         options["log_level"] = max(DEBUG, min(ERROR, level))
 
 
-class Router:
+class _Closing:
+    """close() on leaving a with block and when collected."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class Router(_Closing):
     """One spore router: owns the I/O thread and every context opened from
     it. Use it as a context manager, or call close(). Keyword options are
     router options (agent_path, max_message_size, log_level,
@@ -465,17 +481,6 @@ class Router:
         _check(rc)
         return Context(self, handle, None)
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
     @property
     def closed(self):
@@ -729,7 +734,7 @@ class _ProcessInput(io.RawIOBase):
         super().close()
 
 
-class Process:
+class Process(_Closing):
     """A process started by Context.start(). stdin, stdout and stderr are
     file objects (stdout.read(), for line in process.stdout, ...); read()
     and write() work on the streams directly. Flow controlled both ways:
@@ -743,14 +748,6 @@ class Process:
         self.stdout = io.BufferedReader(_ProcessOutput(self, 1))
         self.stderr = io.BufferedReader(_ProcessOutput(self, 2))
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        self.close()
 
     @property
     def pid(self):
@@ -814,7 +811,7 @@ class Process:
             _c.spore_process_free(h)
 
 
-class Chain:
+class Chain(_Closing):
     """Pipelined calls: step() sends without waiting; call() sends the last
     step and waits. After the first failure every later step fails with it."""
 
@@ -822,14 +819,6 @@ class Chain:
         self._context = context
         self._handle = handle
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        self.close()
 
     def close(self):
         h, self._handle = getattr(self, "_handle", None), None
