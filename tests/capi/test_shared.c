@@ -585,9 +585,13 @@ static void test_errors(void **state) {
             spore_log_record_free(rec);
         }
         if (warnings < 1 || warnings > 10) fail_msg("%d accept warnings in 350 ms", warnings);
-        assert_int_equal(write(client, junk, sizeof junk), (ssize_t)sizeof junk);
+        /* Accepted at last (a connection left in the backlog would take the
+         * bytes and never end), and dropped: for the junk, or already
+         * (EPIPE) where it was taken while fds were short. */
+        ssize_t w = write(client, junk, sizeof junk);
+        assert_true(w == (ssize_t)sizeof junk || (w < 0 && (errno == EPIPE || errno == ECONNRESET)));
         assert_true(th_readable(client, 5000));
-        assert_true(read(client, buf, sizeof buf) <= 0);  /* accepted at last, and dropped for the junk */
+        assert_true(read(client, buf, sizeof buf) <= 0);
         close(client);
     }
     /* A hello of another protocol version: an error answer, then the end. */
@@ -664,6 +668,8 @@ static void test_errors(void **state) {
 
 int main(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "--worker") == 0) return worker_main(argc, argv);
+    /* A peer that closes first must fail a write (EPIPE), not end the test. */
+    signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_attach_in_process, setup, teardown),
         cmocka_unit_test_setup_teardown(test_second_process, setup, teardown),
