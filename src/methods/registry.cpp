@@ -25,7 +25,7 @@ const std::vector<MethodInfo> &all_methods() {
          with_prompts({{"hostname", 's'}, {"port", 'i'}, {"username", 's'}, {"password", 's'},
                        {"identity_file", 's'}, {"identity_passphrase", 's'}, {"identities_only", 'b'},
                        {"use_agent", 'b'}, {"check_host_keys", 's'}, {"known_hosts_file", 's'},
-                       {"compression", 'b'}, {"keepalive_interval", 'i'}, {"keepalive_count", 'i'},
+                       {"compression", 'b'}, {"ciphers", 's'}, {"keepalive_interval", 'i'}, {"keepalive_count", 'i'},
                        {"ssh_path", 's'}, {"ssh_args", 'l'}, {"ssh_debug_level", 'i'}, {"backend", 's'}})},
         {"sudo", &build_sudo, false,
          with_prompts({{"username", 's'}, {"password", 's'}, {"sudo_path", 's'}, {"sudo_args", 'l'},

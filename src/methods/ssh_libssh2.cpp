@@ -134,12 +134,16 @@ void global_init() {
 
 class SshSession : public std::enable_shared_from_this<SshSession> {
 public:
-    SshSession(Loop &loop, SshSessionHooks hooks) : loop_(loop), hooks_(std::move(hooks)) {}
+    SshSession(std::shared_ptr<Loop> loop, SshSessionHooks hooks) : loop_(std::move(loop)), hooks_(std::move(hooks)) {}
     ~SshSession() { teardown(); }
 
     void configure(const cJSON *o, const std::string &command, int stream_fd, int err_fd);
     void begin();
-    void stop() { teardown(); }
+    void stop() {
+        teardown();
+        local_.reset();
+        err_.reset();
+    }
     std::string peer() const { return user_ + "@" + host_ + ":" + std::to_string(port_); }
 
 private:
@@ -165,17 +169,17 @@ private:
     std::string last_error() const;
     std::string supported_only(int method, const std::string &list) const;
     std::string known_key_algorithms() const;
-    void teardown();
+    void teardown(bool keep_stream = false);
     static void on_socket(evutil_socket_t, short, void *arg) { static_cast<SshSession *>(arg)->step(); }
     static void on_local(evutil_socket_t, short, void *arg) { static_cast<SshSession *>(arg)->step(); }
     static void kbd_callback(const char *, int, const char *, int, int num_prompts,
                              const LIBSSH2_USERAUTH_KBDINT_PROMPT *prompts,
                              LIBSSH2_USERAUTH_KBDINT_RESPONSE *responses, void **abstract);
 
-    Loop &loop_;
+    std::shared_ptr<Loop> loop_;  // the session's own (see SshSessionThread)
     SshSessionHooks hooks_;
     // options
-    std::string host_, user_, password_, passphrase_, identity_file_, known_hosts_, check_, command_;
+    std::string host_, user_, password_, passphrase_, identity_file_, known_hosts_, check_, command_, ciphers_;
     int port_ = 22;
     bool use_agent_ = true, compression_ = false;
     int64_t keepalive_interval_ = 15, keepalive_count_ = 3;
@@ -224,6 +228,8 @@ void SshSession::configure(const cJSON *o, const std::string &command, int strea
     check_ = json_str(o, "check_host_keys", "enforce");
     use_agent_ = json_bool(o, "use_agent", true) && std::getenv("SSH_AUTH_SOCK") != nullptr;
     compression_ = json_bool(o, "compression", false);
+    // Unset: our order; "": libssh2's own.
+    ciphers_ = cJSON_GetObjectItemCaseSensitive(o, "ciphers") ? json_str(o, "ciphers") : kCipherOrder;
     keepalive_interval_ = json_int(o, "keepalive_interval", 15);
     keepalive_count_ = json_int(o, "keepalive_count", 3);
     command_ = command;
@@ -245,10 +251,12 @@ void SshSession::begin() {
     global_init();
     note("resolving " + host_);
     // getaddrinfo blocks; it runs on a thread of its own so the loop never waits.
+    // It holds the loop only weakly: a session stopped meanwhile takes its
+    // loop with it, and the answer goes nowhere.
     std::weak_ptr<SshSession> weak = weak_from_this();
-    Loop *loop = &loop_;
+    std::weak_ptr<Loop> weak_loop = loop_;
     std::string host = host_, port = std::to_string(port_);
-    std::thread([weak, loop, host, port] {
+    std::thread([weak, weak_loop, host, port] {
         addrinfo hints{}, *res = nullptr;
         hints.ai_socktype = SOCK_STREAM;
         hints.ai_family = AF_UNSPEC;
@@ -262,9 +270,10 @@ void SshSession::begin() {
             lens.push_back(a->ai_addrlen);
         }
         if (res) freeaddrinfo(res);
-        loop->post([weak, rc, addrs = std::move(addrs), lens = std::move(lens)]() mutable {
-            if (auto self = weak.lock()) self->resolved(rc, std::move(addrs), std::move(lens));
-        });
+        if (auto loop = weak_loop.lock())
+            loop->post([weak, rc, addrs = std::move(addrs), lens = std::move(lens)]() mutable {
+                if (auto self = weak.lock()) self->resolved(rc, std::move(addrs), std::move(lens));
+            });
     }).detach();
 }
 
@@ -396,8 +405,10 @@ void SshSession::step() {
             // Bulk data is bounded by the cipher and the MAC: the cheapest
             // strong ones first (AES-128 in CTR mode runs on AES-NI).
             for (int m : {LIBSSH2_METHOD_CRYPT_CS, LIBSSH2_METHOD_CRYPT_SC}) {
-                std::string c = supported_only(m, kCipherOrder);
-                if (!c.empty()) libssh2_session_method_pref(session_, m, c.c_str());
+                if (ciphers_.empty()) break;
+                std::string c = supported_only(m, ciphers_);
+                if (c.empty()) return fail(SPORE_EINVAL, "ssh: none of the ciphers '" + ciphers_ + "' is supported by this libssh2");
+                libssh2_session_method_pref(session_, m, c.c_str());
             }
             for (int m : {LIBSSH2_METHOD_MAC_CS, LIBSSH2_METHOD_MAC_SC}) {
                 std::string c = supported_only(m, kMacOrder);
@@ -721,7 +732,7 @@ bool SshSession::step_channel() {
             static void schedule(std::weak_ptr<SshSession> w, double secs) {
                 auto self = w.lock();
                 if (!self || self->finished_) return;
-                self->keepalive_timer_ = std::make_unique<Timer>(self->loop_, secs, [w] {
+                self->keepalive_timer_ = std::make_unique<Timer>(*self->loop_, secs, [w] {
                     auto s = w.lock();
                     if (!s || s->finished_ || !s->session_) return;
                     int next = 0;
@@ -872,7 +883,7 @@ void SshSession::watch(EventPtr &ev, short &current, int fd, short what, event_c
     ev.reset();
     current = what;
     if (!what) return;
-    ev.reset(event_new(loop_.base(), fd, what | EV_PERSIST, cb, this));
+    ev.reset(event_new(loop_->base(), fd, what | EV_PERSIST, cb, this));
     event_add(ev.get(), nullptr);
 }
 
@@ -896,7 +907,7 @@ void SshSession::arm() {
     // back after a millisecond as well.
     if (retry_soon_) {
         std::weak_ptr<SshSession> weak = weak_from_this();
-        retry_timer_ = std::make_unique<Timer>(loop_, 0.001, [weak] {
+        retry_timer_ = std::make_unique<Timer>(*loop_, 0.001, [weak] {
             if (auto self = weak.lock()) self->step();
         });
     }
@@ -904,12 +915,19 @@ void SshSession::arm() {
 
 void SshSession::fail(int code, const std::string &why) {
     if (finished_) return;
+    // The hook runs later, on the caller's loop. Until the boot command
+    // runs, the caller must learn of a failure from the hook alone, so the
+    // stream stays open until stop(): its end of file cannot overtake the
+    // hook and turn, say, an authentication failure into "the child
+    // exited". Once running, the end of the stream is how the caller learns
+    // that the context is gone.
+    bool keep_stream = state_ != State::Running;
     auto hook = hooks_.failed;
-    teardown();
+    teardown(keep_stream);
     if (hook) hook(code, why);
 }
 
-void SshSession::teardown() {
+void SshSession::teardown(bool keep_stream) {
     if (finished_) return;
     finished_ = true;
     bool handshaken = state_ != State::Resolving && state_ != State::Connecting && state_ != State::Handshake;
@@ -944,19 +962,73 @@ void SshSession::teardown() {
     }
     if (sock_ >= 0) ::close(sock_);
     sock_ = -1;
-    local_.reset();
-    err_.reset();
+    if (!keep_stream) {
+        local_.reset();
+        err_.reset();
+    }
 }
 
-std::shared_ptr<SshSession> start_ssh_session(Loop &loop, const cJSON *options, const std::string &command,
-                                              int stream_fd, int err_fd, SshSessionHooks hooks) {
-    auto s = std::make_shared<SshSession>(loop, std::move(hooks));
-    s->configure(options, command, stream_fd, err_fd);
-    s->begin();
-    return s;
+// A session with the loop and the thread it runs on. libssh2 1.10 encrypts
+// one 16-byte block per call, so a session moving bulk data keeps a core
+// busy: on a thread of its own it never holds up the router's loop (calls
+// and acknowledgements of every other stream), the router's framing and
+// the session's crypto run on two cores, and several sessions on several.
+class SshSessionThread {
+public:
+    SshSessionThread(Loop &caller, const cJSON *options, const std::string &command, int stream_fd, int err_fd,
+                     SshSessionHooks hooks)
+        : loop_(std::make_shared<Loop>()) {
+        UniqueFd s(stream_fd), e(err_fd);  // closed here if configure throws
+        session_ = std::make_shared<SshSession>(loop_, on_loop(caller, std::move(hooks)));
+        session_->configure(options, command, s.release(), e.release());  // may throw: nothing runs yet
+        thread_ = std::thread([loop = loop_, session = session_] {
+            session->begin();
+            loop->run();
+        });
+    }
+    SshSessionThread(const SshSessionThread &) = delete;
+    SshSessionThread &operator=(const SshSessionThread &) = delete;
+    ~SshSessionThread() { stop(); }
+
+    // Ends the session on its thread and waits for that thread: afterwards
+    // no hook can run any more. At most libssh2's 200 ms goodbye.
+    void stop() {
+        if (!thread_.joinable()) return;
+        Loop *loop = loop_.get();
+        loop->post([session = session_, loop] {
+            session->stop();
+            loop->stop();
+        });
+        thread_.join();
+        session_.reset();
+    }
+
+private:
+    // The hooks are for the caller's loop; the session calls them on its own.
+    static SshSessionHooks on_loop(Loop &caller, SshSessionHooks h) {
+        SshSessionHooks out;
+        if (h.failed)
+            out.failed = [&caller, f = std::move(h.failed)](int code, const std::string &why) {
+                caller.post([f, code, why] { f(code, why); });
+            };
+        if (h.debug)
+            out.debug = [&caller, d = std::move(h.debug)](const std::string &line) {
+                caller.post([d, line] { d(line); });
+            };
+        return out;
+    }
+
+    std::shared_ptr<Loop> loop_;
+    std::shared_ptr<SshSession> session_;
+    std::thread thread_;
+};
+
+std::shared_ptr<SshSessionThread> start_ssh_session(Loop &loop, const cJSON *options, const std::string &command,
+                                                    int stream_fd, int err_fd, SshSessionHooks hooks) {
+    return std::make_shared<SshSessionThread>(loop, options, command, stream_fd, err_fd, std::move(hooks));
 }
 
-void stop_ssh_session(const std::shared_ptr<SshSession> &s) {
+void stop_ssh_session(const std::shared_ptr<SshSessionThread> &s) {
     if (s) s->stop();
 }
 
@@ -972,7 +1044,7 @@ std::shared_ptr<void> start_for_connection(Loop &loop, const LaunchSpec &spec, i
 }
 
 void stop_for_connection(const std::shared_ptr<void> &session) {
-    stop_ssh_session(std::static_pointer_cast<SshSession>(session));
+    stop_ssh_session(std::static_pointer_cast<SshSessionThread>(session));
 }
 
 const InProcessSsh kBackend{&start_for_connection, &stop_for_connection};

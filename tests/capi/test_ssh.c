@@ -180,6 +180,29 @@ static void test_compression(void **state) {
     th_end(&b);
 }
 
+/* ciphers: a list the server has works; one it lacks fails to connect;
+ * names the client does not know at all are EINVAL, on both backends. */
+static void test_ciphers(void **state) {
+    (void)state;
+    TH_NEED_HARNESS();
+    th_baseline b = th_begin();
+    spore_router *r = th_router(NULL);
+    spore_context *c = NULL;
+    TH_OK(ssh_connect(&c, r, "ssh", NULL, "username", "spore-test-key", "identity_file", th_hvar("SPORE_TEST_KEY"),
+                      "ciphers", "aes256-ctr", NULL));
+    echo_roundtrip(c, 256 * 1024, compressible);
+    /* The harness sshd keeps OpenSSH's defaults, which no longer offer CBC. */
+    int rc = ssh_connect(&c, r, "ssh", NULL, "username", "spore-test-key", "identity_file", th_hvar("SPORE_TEST_KEY"),
+                         "ciphers", "3des-cbc", NULL);
+    assert_int_equal(rc, SPORE_ECONNECT);
+    rc = ssh_connect(&c, r, "ssh", NULL, "username", "spore-test-key", "identity_file", th_hvar("SPORE_TEST_KEY"),
+                     "ciphers", "no-such-cipher", NULL);
+    assert_int_equal(rc, SPORE_EINVAL);
+    assert_non_null(strstr(spore_last_error()->message, "no-such-cipher"));
+    th_done(r);
+    th_end(&b);
+}
+
 /* The OpenSSH client's own configuration: a Host alias with HostName,
  * Port, User and IdentityFile, reached through a ProxyJump. */
 static void test_openssh_config_and_proxyjump(void **state) {
@@ -441,6 +464,7 @@ int main(void) {
         cmocka_unit_test(test_password_login),
         cmocka_unit_test(test_keyboard_interactive),
         cmocka_unit_test(test_compression),
+        cmocka_unit_test(test_ciphers),
         cmocka_unit_test(test_openssh_config_and_proxyjump),
         cmocka_unit_test(test_keepalive_detects_a_dead_server),
         cmocka_unit_test(test_banner_with_password_is_not_a_prompt),

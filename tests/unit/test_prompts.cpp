@@ -280,13 +280,44 @@ TEST(Launch, DoasArgv) {
     EXPECT_EQ(head(s), (std::vector<std::string>{"/usr/bin/doas", "-u", "app", "--"}));
 }
 
+// Where the CPU has AES instructions, AES-GCM goes before ssh's default
+// order, unless the options or ssh_args choose the ciphers.
+TEST(Launch, SshOpenSshPrefersAesGcmWithHardwareAes) {
+    auto ciphers_words = [](const LaunchSpec &s) {
+        std::vector<std::string> out;
+        for (size_t i = 0; i + 1 < s.argv.size(); i++)
+            if (s.argv[i] == "-o" && s.argv[i + 1].rfind("Ciphers", 0) == 0) out.push_back(s.argv[i + 1]);
+        return out;
+    };
+    using V = std::vector<std::string>;
+#if defined(__x86_64__)
+    bool aes = __builtin_cpu_supports("aes") && __builtin_cpu_supports("pclmul");
+#else
+    bool aes = false;
+#endif
+    auto s = build("ssh", R"({"backend": "openssh", "hostname": "h"})");
+    if (aes) EXPECT_EQ(ciphers_words(s), (V{"Ciphers ^aes128-gcm@openssh.com,aes256-gcm@openssh.com"}));
+    else EXPECT_EQ(ciphers_words(s), V{});
+    EXPECT_EQ(ciphers_words(build("ssh", R"({"backend": "openssh", "hostname": "h", "ciphers": ""})")), V{});
+    EXPECT_EQ(ciphers_words(build("ssh", R"({"backend": "openssh", "hostname": "h", "ciphers": "aes256-ctr"})")),
+              V{"Ciphers aes256-ctr"});
+    for (const char *args : {"-c aes256-ctr", "-caes256-ctr", "-o Ciphers=aes256-ctr", "-oCiphers=aes256-ctr",
+                             "-o 'ciphers aes256-ctr'"}) {
+        std::string o = std::string(R"({"backend": "openssh", "hostname": "h", "ssh_args": ")") + args + "\"}";
+        auto t = build("ssh", o.c_str());
+        for (auto &w : ciphers_words(t)) EXPECT_EQ(w.find('^'), std::string::npos) << args << ": " << w;
+    }
+}
+
 TEST(Launch, SshOpenSshArgv) {
     auto s = build("ssh", R"({"backend": "openssh", "hostname": "web1", "username": "deploy", "port": 2222, "identity_file": "/k",
-                              "check_host_keys": "enforce", "known_hosts_file": "/kh", "ssh_args": "-o 'ConnectTimeout 5'"})");
+                              "check_host_keys": "enforce", "known_hosts_file": "/kh", "ssh_args": "-o 'ConnectTimeout 5'",
+                              "ciphers": "aes256-ctr,aes128-ctr"})");
     std::vector<std::string> want = {"ssh", "-o", "LogLevel ERROR", "-l", "deploy", "-p", "2222", "-i", "/k", "-o",
                                      "IdentitiesOnly yes", "-o", "ServerAliveInterval 15", "-o", "ServerAliveCountMax 3",
                                      "-o", "BatchMode yes", "-o", "StrictHostKeyChecking yes", "-o",
-                                     "UserKnownHostsFile /kh", "-o", "ConnectTimeout 5", "web1"};
+                                     "UserKnownHostsFile /kh", "-o", "Ciphers aes256-ctr,aes128-ctr",
+                                     "-o", "ConnectTimeout 5", "web1"};
     EXPECT_EQ(std::vector<std::string>(s.argv.begin(), s.argv.end() - 1), want);
     EXPECT_EQ(s.tty, TtyMode::None);
     EXPECT_EQ(s.argv.back().rfind("'/bin/sh' '-c' ", 0), 0u);
