@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -141,17 +142,44 @@ func (c *Context) Start(ctx context.Context, argv []string, opts ...ProcessOptio
 	if err != nil {
 		return nil, err
 	}
-	defer o.free()
-	var p *Process
-	err = c.handle(func(h capi.SwigcptrStruct_SS_spore_context) error {
-		var out [1]uintptr
-		if err := check(func() int { return capi.Spore_proc_start(out[:], h, string(text), o.h) }); err != nil {
-			return err
-		}
-		p = newProcess(c, capi.SwigcptrStruct_SS_spore_process(out[0]))
-		return nil
-	})
-	return p, err
+	type outcome struct {
+		p   *Process
+		err error
+	}
+	run := func() outcome {
+		defer o.free()
+		var p *Process
+		err := c.handle(func(h capi.SwigcptrStruct_SS_spore_context) error {
+			var out [1]uintptr
+			if err := check(func() int { return capi.Spore_proc_start(out[:], h, string(text), o.h) }); err != nil {
+				return err
+			}
+			p = newProcess(c, capi.SwigcptrStruct_SS_spore_process(out[0]))
+			return nil
+		})
+		return outcome{p, err}
+	}
+	if ctx.Done() == nil {
+		r := run()
+		return r.p, r.err
+	}
+	// Cancelled (or past its deadline) while the start is under way: Start
+	// returns at once, and the process, once it has started, is killed and
+	// freed. (The C start has no timeout of its own that could leave a
+	// process starting late behind.)
+	done := make(chan outcome, 1)
+	go func() { done <- run() }()
+	select {
+	case r := <-done:
+		return r.p, r.err
+	case <-ctx.Done():
+		go func() {
+			if r := <-done; r.p != nil {
+				r.p.Close()
+			}
+		}()
+		return nil, waitError(ctx, "start in "+c.name, c.name, "proc.start")
+	}
 }
 
 // ExitStatus is how a process ended.
@@ -190,15 +218,15 @@ type Process struct {
 	status  *ExitStatus   // guarded by waitSem; set once known
 
 	stdin  processInput
-	stdout processOutput
-	stderr processOutput
+	stdout ProcessOutput
+	stderr ProcessOutput
 }
 
 func newProcess(c *Context, h capi.SwigcptrStruct_SS_spore_process) *Process {
 	p := &Process{ctx: c, pid: int(capi.Spore_process_pid(h)), h: h, waitSem: make(chan struct{}, 1)}
 	p.stdin.p = p
-	p.stdout = processOutput{p: p, fd: 1}
-	p.stderr = processOutput{p: p, fd: 2}
+	p.stdout = ProcessOutput{p: p, fd: 1}
+	p.stderr = ProcessOutput{p: p, fd: 2}
 	runtime.SetFinalizer(p, (*Process).Close)
 	return p
 }
@@ -222,10 +250,10 @@ func (p *Process) Stdin() io.WriteCloser { return &p.stdin }
 
 // Stdout is the process's standard output (all of its output with a pty).
 // Read returns io.EOF at its end.
-func (p *Process) Stdout() io.Reader { return &p.stdout }
+func (p *Process) Stdout() *ProcessOutput { return &p.stdout }
 
 // Stderr is the process's standard error (empty with a pty).
-func (p *Process) Stderr() io.Reader { return &p.stderr }
+func (p *Process) Stderr() *ProcessOutput { return &p.stderr }
 
 func (p *Process) handle(f func(h capi.SwigcptrStruct_SS_spore_process) error) error {
 	p.mu.RLock()
@@ -369,18 +397,43 @@ func (in *processInput) Close() error {
 	})
 }
 
-// processOutput is a process's stdout (fd 1) or stderr (fd 2).
-type processOutput struct {
-	p   *Process
-	fd  int
-	mu  sync.Mutex // one reader of the fd at a time, as the C API requires
-	eof bool
+// ProcessOutput is a process's stdout or stderr: an io.Reader whose reads
+// can have a deadline, as an os.File's can.
+type ProcessOutput struct {
+	p        *Process
+	fd       int
+	mu       sync.Mutex // one reader of the fd at a time, as the C API requires
+	eof      bool
+	deadline atomic.Int64 // UnixNano; 0: none
 }
 
-func (o *processOutput) Read(b []byte) (int, error) {
+// SetReadDeadline makes Read (the one waiting now, and later ones) give up
+// at t with an error matching os.ErrDeadlineExceeded; a t in the past makes
+// a Read with nothing to read return at once. The zero Time removes the
+// deadline. Nothing is lost: what comes later is there for the next Read.
+func (o *ProcessOutput) SetReadDeadline(t time.Time) error {
+	if t.IsZero() {
+		o.deadline.Store(0)
+	} else {
+		o.deadline.Store(t.UnixNano())
+	}
+	return nil
+}
+
+// Read reads what has come (at least a byte), waiting for it; io.EOF at
+// the end.
+func (o *ProcessOutput) Read(b []byte) (int, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	for {
+		// In slices, so that Close and a new deadline are not kept waiting.
+		slice := waitSlice
+		if dl := o.deadline.Load(); dl != 0 {
+			left := time.Until(time.Unix(0, dl))
+			if left < slice {
+				slice = max(left, 0)
+			}
+		}
 		n := 0
 		err := o.p.handle(func(h capi.SwigcptrStruct_SS_spore_process) error {
 			if o.eof || len(b) == 0 {
@@ -388,8 +441,7 @@ func (o *processOutput) Read(b []byte) (int, error) {
 			}
 			runtime.LockOSThread() // spore_last_error is per thread
 			defer runtime.UnlockOSThread()
-			// In slices, so that Close is not kept waiting by a reader.
-			n = capi.Spore_process_read(h, o.fd, b, int(waitSlice/time.Millisecond))
+			n = capi.Spore_process_read(h, o.fd, b, int(slice/time.Millisecond))
 			switch {
 			case n == 0:
 				o.eof = true
@@ -405,6 +457,9 @@ func (o *processOutput) Read(b []byte) (int, error) {
 			return 0, io.EOF
 		case n >= 0:
 			return n, nil // 0 only for an empty b
+		}
+		if dl := o.deadline.Load(); dl != 0 && !time.Now().Before(time.Unix(0, dl)) {
+			return 0, os.ErrDeadlineExceeded
 		}
 	}
 }

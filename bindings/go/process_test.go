@@ -270,6 +270,77 @@ type notASignal struct{}
 func (notASignal) String() string { return "not a signal" }
 func (notASignal) Signal()        {}
 
+// processesWithArg counts the live processes with arg in their argv.
+func processesWithArg(arg string) int {
+	n := 0
+	dirs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, f := range dirs {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, w := range strings.Split(string(b), "\x00") {
+			if w == arg {
+				pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(f)))
+				if pidAlive(pid) {
+					n++
+				}
+				break
+			}
+		}
+	}
+	return n
+}
+
+// A Start cancelled while under way returns at once; a process that
+// started meanwhile is killed, and nothing is left running. A deadline
+// gives ErrTimedOut, matching context.DeadlineExceeded too.
+func TestProcessStartCancelled(t *testing.T) {
+	ctx := bg(t)
+	r := newRouter(t)
+	c := must(r.Local(ctx, nil))
+	const marker = "1001.25"
+	cancelled := 0
+	for i := 0; i < 20; i++ {
+		cctx, cancel := context.WithCancel(ctx)
+		go func(d time.Duration) {
+			time.Sleep(d)
+			cancel()
+		}(time.Duration(i%5) * 100 * time.Microsecond)
+		p, err := c.Start(cctx, []string{"sleep", marker})
+		switch {
+		case err == nil:
+			p.Close()
+		case errors.Is(err, context.Canceled):
+			cancelled++
+		default:
+			t.Fatalf("start %d: %v", i, err)
+		}
+		cancel()
+	}
+	dctx, dcancel := context.WithTimeout(ctx, time.Millisecond)
+	p, err := c.Start(dctx, []string{"sleep", marker})
+	dcancel()
+	if err == nil {
+		p.Close()
+	} else if !errors.Is(err, spore.ErrTimedOut) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("start with a 1 ms deadline: %v", err)
+	}
+	end := time.Now().Add(10 * time.Second)
+	for processesWithArg(marker) > 0 && time.Now().Before(end) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := processesWithArg(marker); n > 0 {
+		t.Fatalf("%d started processes left running (%d starts cancelled)", n, cancelled)
+	}
+	t.Logf("%d of 20 starts were cancelled under way", cancelled)
+	// The context still works.
+	p = start(t, c, []string{"true"})
+	if st := waitStatus(t, p); !st.Success() {
+		t.Fatalf("status %s", st)
+	}
+}
+
 func TestProcessSignals(t *testing.T) {
 	ctx := bg(t)
 	r := newRouter(t)
@@ -367,6 +438,72 @@ func TestProcessStdinCloseIsEOF(t *testing.T) {
 	}
 	if b := must(io.ReadAll(p.Stdout())); strings.TrimSpace(string(b)) != "2097152" {
 		t.Fatalf("wc -c said %q", b)
+	}
+	if st := waitStatus(t, p); !st.Success() {
+		t.Fatalf("status %s", st)
+	}
+}
+
+// A read deadline ends a waiting Read (os.ErrDeadlineExceeded) without
+// losing what comes afterwards; the zero time removes it.
+func TestProcessReadDeadline(t *testing.T) {
+	ctx := bg(t)
+	r := newRouter(t)
+	c := must(r.Local(ctx, nil))
+	p := start(t, c, []string{"cat"})
+	out := p.Stdout()
+	buf := make([]byte, 64)
+	if err := out.SetReadDeadline(time.Now().Add(150 * time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	n, err := out.Read(buf)
+	if n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read past the deadline: %d %v", n, err)
+	}
+	if d := time.Since(t0); d < 140*time.Millisecond || d > 2*time.Second {
+		t.Fatalf("the deadline ended the read after %v", d)
+	}
+	// A deadline in the past: at once.
+	if err := out.SetReadDeadline(time.Now().Add(-time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := out.Read(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("a past deadline: %v", err)
+	}
+	// A deadline set while a Read waits ends that Read.
+	if err := out.SetReadDeadline(time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := out.Read(buf)
+		done <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
+	if err := out.SetReadDeadline(time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("the waiting read: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a new deadline did not end the waiting read")
+	}
+	// Nothing is lost: without a deadline the data comes.
+	if err := out.SetReadDeadline(time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(p.Stdin(), "hello\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Stdin().Close(); err != nil {
+		t.Fatal(err)
+	}
+	if b := must(io.ReadAll(out)); string(b) != "hello\n" {
+		t.Fatalf("cat said %q", b)
 	}
 	if st := waitStatus(t, p); !st.Success() {
 		t.Fatalf("status %s", st)

@@ -705,6 +705,47 @@ module Spore
       end
     end
 
+    # As IO#read_nonblock: what has come (at least a byte, at most maxlen)
+    # without waiting. With nothing there yet it raises IO::EAGAINWaitReadable
+    # (an IO::WaitReadable), or returns :wait_readable with exception: false;
+    # at the end EOFError, or nil. While another thread is in a blocking read
+    # of this stream, there is nothing for this one yet.
+    def read_nonblock(maxlen, outbuf = nil, exception: true)
+      maxlen = Integer(maxlen)
+      raise ArgumentError, "negative length #{maxlen} given" if maxlen.negative?
+      return wait_readable_result(exception) unless @mutex.try_lock
+      begin
+        check_open
+        return give("".b, outbuf) if maxlen.zero?
+        return give(take([maxlen, @buf.bytesize].min), outbuf) unless @buf.empty?
+        case poll(0)
+        when :data then give(take([maxlen, @buf.bytesize].min), outbuf)
+        when :eof then exception ? raise(EOFError, "end of file reached") : give(nil, outbuf)
+        else wait_readable_result(exception)
+        end
+      ensure
+        @mutex.unlock
+      end
+    end
+
+    # As IO#wait_readable: waits up to timeout seconds (nil: for ever) until
+    # something can be read without waiting, or the end has come. Returns
+    # self, or nil when the time ran out.
+    def wait_readable(timeout = nil)
+      @mutex.synchronize do
+        check_open
+        return self unless @buf.empty? && !@eof
+        remaining = timeout && (timeout * 1000).to_i
+        loop do
+          slice = remaining ? [[WAIT_SLICE_MS, remaining].min, 0].max : WAIT_SLICE_MS
+          return self unless poll(slice) == :timeout
+          next unless remaining
+          remaining -= slice
+          return nil if remaining <= 0
+        end
+      end
+    end
+
     # As IO#gets: the next line (separator sep, nil for the rest; limit in
     # bytes), nil at the end. chomp: drops the separator.
     def gets(*args, chomp: false)
@@ -805,33 +846,44 @@ module Spore
       end
     end
 
+    def wait_readable_result(exception)
+      raise IO::EAGAINWaitReadable, "read would block" if exception
+      :wait_readable
+    end
+
+    # One read of what comes next into the buffer, waiting up to ms:
+    # :data, :eof or :timeout.
+    def poll(ms)
+      return :eof if @eof
+      rc, data = @process.with_handle { |h| C.spore_rb_process_read(h, @fd, READ_SIZE, ms) }
+      if rc.positive?
+        @buf << data
+        return :data
+      end
+      if rc.zero?
+        @eof = true
+        return :eof
+      end
+      return :timeout if rc == C::SPORE_ETIMEDOUT
+      Spore.check(rc)
+    end
+
     # Reads what comes next into the buffer; false at the end. Waits in
     # slices, for at most timeout.
     def fill
-      return false if @eof
       remaining = @timeout && (@timeout * 1000).to_i
       loop do
         slice = remaining ? [[WAIT_SLICE_MS, remaining].min, 0].max : WAIT_SLICE_MS
-        rc, data = @process.with_handle { |h| C.spore_rb_process_read(h, @fd, READ_SIZE, slice) }
-        if rc.positive?
-          @buf << data
-          return true
+        case poll(slice)
+        when :data then return true
+        when :eof then return false
         end
-        if rc.zero?
-          @eof = true
-          return false
+        next unless remaining
+        remaining -= slice
+        if remaining <= 0
+          raise Timeout.new("#{@process.context.name}: nothing on #{@name} within #{@timeout} s",
+                            C::SPORE_ETIMEDOUT)
         end
-        if rc == C::SPORE_ETIMEDOUT
-          if remaining
-            remaining -= slice
-            if remaining <= 0
-              raise Timeout.new("#{@process.context.name}: nothing on #{@name} within #{@timeout} s",
-                                C::SPORE_ETIMEDOUT)
-            end
-          end
-          next
-        end
-        Spore.check(rc)
       end
     end
   end

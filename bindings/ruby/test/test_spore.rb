@@ -284,6 +284,39 @@ class SporeTest < Minitest::Test
     assert_no_descendants
   end
 
+  def test_process_read_nonblock_and_wait_readable
+    Spore::Router.open do |r|
+      ctx = r.local
+      ctx.start(["cat"]) do |pr|
+        assert_raises(IO::WaitReadable) { pr.stdout.read_nonblock(10) }
+        assert_equal :wait_readable, pr.stdout.read_nonblock(10, exception: false)
+        t0 = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+        assert_nil pr.stdout.wait_readable(0.2)
+        assert_operator Process.clock_gettime(Process::CLOCK_MONOTONIC) - t0, :>=, 0.15
+        pr.stdin.write("hello\n")
+        got = +""
+        while got.bytesize < 6
+          refute_nil pr.stdout.wait_readable(10), "cat said nothing"
+          got << pr.stdout.read_nonblock(3)
+        end
+        assert_equal "hello\n", got
+        pr.stdin.write("x")
+        refute_nil pr.stdout.wait_readable(10)
+        buf = +"old"
+        assert_same buf, pr.stdout.read_nonblock(100, buf)
+        assert_equal "x", buf
+        assert_equal "", pr.stdout.read_nonblock(0)
+        assert_raises(ArgumentError) { pr.stdout.read_nonblock(-1) }
+        pr.stdin.close
+        assert_same pr.stdout, pr.stdout.wait_readable(10)
+        assert_raises(EOFError) { pr.stdout.read_nonblock(10) }
+        assert_nil pr.stdout.read_nonblock(10, exception: false)
+        assert pr.wait(10).success?
+      end
+    end
+    assert_no_descendants
+  end
+
   def test_process_flow_control
     Spore::Router.open do |r|
       ctx = r.local
