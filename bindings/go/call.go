@@ -231,10 +231,7 @@ func (ch *Chain) Call(ctx context.Context, function string, args any, opts ...Ca
 		var out [1]uintptr
 		err := check(func() int { return capi.Spore_chain_call(out[:], h, function, text, data, timeout) })
 		if err != nil {
-			if e, ok := err.(*Error); ok && e.Code == ErrTimedOut && ctx.Err() == context.DeadlineExceeded {
-				e.cause = ctx.Err()
-			}
-			return err
+			return withDeadlineCause(ctx, err)
 		}
 		r = takeResult(capi.SwigcptrStruct_SS_spore_result(out[0]))
 		return nil

@@ -112,6 +112,46 @@ func check(f func() int) error {
 	return nil
 }
 
+// withDeadlineCause makes a timeout that ctx's deadline caused (through a C
+// timeout derived from it) match context.DeadlineExceeded too.
+func withDeadlineCause(ctx context.Context, err error) error {
+	if e, ok := err.(*Error); ok && e.Code == ErrTimedOut && ctx.Err() == context.DeadlineExceeded {
+		e.cause = ctx.Err()
+	}
+	return err
+}
+
+// untilDone runs f and returns what it returns, unless ctx ends first:
+// then it returns the zero T and ctx's error (see waitError) at once, and
+// hands what f yields later to drop. f runs on the calling goroutine when
+// ctx can never end.
+func untilDone[T any](ctx context.Context, f func() (T, error), drop func(T), what, name, function string) (T, error) {
+	if ctx.Done() == nil {
+		return f()
+	}
+	type outcome struct {
+		v   T
+		err error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		v, err := f()
+		done <- outcome{v, err}
+	}()
+	select {
+	case o := <-done:
+		return o.v, o.err
+	case <-ctx.Done():
+		go func() {
+			if o := <-done; o.err == nil {
+				drop(o.v)
+			}
+		}()
+		var zero T
+		return zero, waitError(ctx, what, name, function)
+	}
+}
+
 // waitError is the error of a wait that the caller's context.Context ended.
 func waitError(ctx context.Context, what, name, function string) error {
 	err := ctx.Err()

@@ -31,10 +31,7 @@ func (c *Context) transfer(ctx context.Context, what string, opts Options,
 	err = c.handle(func(h capi.SwigcptrStruct_SS_spore_context) error {
 		return check(func() int { return f(h, o) })
 	})
-	if e, ok := err.(*Error); ok && e.Code == ErrTimedOut && ctx.Err() == context.DeadlineExceeded {
-		e.cause = ctx.Err()
-	}
-	return err
+	return withDeadlineCause(ctx, err)
 }
 
 // PutFile copies the local file localPath to remotePath in the context.

@@ -142,11 +142,7 @@ func (c *Context) Start(ctx context.Context, argv []string, opts ...ProcessOptio
 	if err != nil {
 		return nil, err
 	}
-	type outcome struct {
-		p   *Process
-		err error
-	}
-	run := func() outcome {
+	run := func() (*Process, error) {
 		defer o.free()
 		var p *Process
 		err := c.handle(func(h capi.SwigcptrStruct_SS_spore_context) error {
@@ -157,29 +153,13 @@ func (c *Context) Start(ctx context.Context, argv []string, opts ...ProcessOptio
 			p = newProcess(c, capi.SwigcptrStruct_SS_spore_process(out[0]))
 			return nil
 		})
-		return outcome{p, err}
-	}
-	if ctx.Done() == nil {
-		r := run()
-		return r.p, r.err
+		return p, err
 	}
 	// Cancelled (or past its deadline) while the start is under way: Start
 	// returns at once, and the process, once it has started, is killed and
 	// freed. (The C start has no timeout of its own that could leave a
 	// process starting late behind.)
-	done := make(chan outcome, 1)
-	go func() { done <- run() }()
-	select {
-	case r := <-done:
-		return r.p, r.err
-	case <-ctx.Done():
-		go func() {
-			if r := <-done; r.p != nil {
-				r.p.Close()
-			}
-		}()
-		return nil, waitError(ctx, "start in "+c.name, c.name, "proc.start")
-	}
+	return untilDone(ctx, run, func(p *Process) { p.Close() }, "start in "+c.name, c.name, "proc.start")
 }
 
 // ExitStatus is how a process ended.

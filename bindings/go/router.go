@@ -244,11 +244,7 @@ func (r *Router) Connect(ctx context.Context, method string, via *Context, opts 
 	if err != nil {
 		return nil, err
 	}
-	type outcome struct {
-		c   *Context
-		err error
-	}
-	run := func() outcome {
+	run := func() (*Context, error) {
 		defer copts.free()
 		var c *Context
 		err := r.handle(func(h capi.SwigcptrStruct_SS_spore_router) error {
@@ -268,35 +264,17 @@ func (r *Router) Connect(ctx context.Context, method string, via *Context, opts 
 			c = newContext(r, capi.SwigcptrStruct_SS_spore_context(out[0]))
 			return nil
 		})
-		return outcome{c, err}
+		return c, withDeadlineCause(ctx, err)
 	}
-	if ctx.Done() == nil {
-		o := run()
-		return o.c, o.err
-	}
-	done := make(chan outcome, 1)
-	go func() { done <- run() }()
-	select {
-	case o := <-done:
-		if o.err != nil {
-			if e, ok := o.err.(*Error); ok && e.Code == ErrTimedOut && ctx.Err() == context.DeadlineExceeded {
-				e.cause = ctx.Err()
-			}
+	drop := func(c *Context) {
+		// An attached router's context is the listener's, perhaps shared:
+		// only the handle goes.
+		if !r.attached {
+			_ = c.Shutdown(context.Background())
 		}
-		return o.c, o.err
-	case <-ctx.Done():
-		go func() {
-			if o := <-done; o.c != nil {
-				// An attached router's context is the listener's, perhaps
-				// shared: only the handle goes.
-				if !r.attached {
-					_ = o.c.Shutdown(context.Background())
-				}
-				o.c.Close()
-			}
-		}()
-		return nil, waitError(ctx, "connect "+method, "", "")
+		c.Close()
 	}
+	return untilDone(ctx, run, drop, "connect "+method, "", "")
 }
 
 func durationOf(v any) time.Duration {

@@ -189,6 +189,27 @@ void spore_options_free(spore_options *opts) noexcept { delete opts; }
 
 // ----------------------------------------------------------------- router
 
+namespace {
+// The log options of both spore_router_new and spore_router_attach
+// (`kind` names which in messages): SPORE_OK once taken, 1 for a key that
+// is not one of them, or SPORE_EINVAL for a bad value.
+int take_log_option(const std::string &key, const cJSON *item, spore::Master::Options &mo, const std::string &kind) {
+    if (key == "log_level") {
+        SPORE_REQUIRE(cJSON_IsNumber(item) && item->valuedouble >= 0 && item->valuedouble <= 100,
+                      (kind + " option 'log_level' must be an integer from 0 to 100").c_str());
+        mo.log_level = int(item->valuedouble);
+        return SPORE_OK;
+    }
+    if (key == "log_queue_size") {
+        SPORE_REQUIRE(cJSON_IsNumber(item) && item->valuedouble >= 1,
+                      (kind + " option 'log_queue_size' must be a positive integer").c_str());
+        mo.log_queue_size = size_t(item->valuedouble);
+        return SPORE_OK;
+    }
+    return 1;
+}
+}  // namespace
+
 int spore_router_new(spore_router **out, const spore_options *opts) noexcept {
     return guarded([&]() -> int {
         SPORE_REQUIRE(out, "spore_router_new: out is NULL");
@@ -205,14 +226,8 @@ int spore_router_new(spore_router **out, const spore_options *opts) noexcept {
                     SPORE_REQUIRE(cJSON_IsNumber(item) && item->valuedouble >= 4096 && item->valuedouble <= 4294967295.0,
                                   "router option 'max_message_size' must be an integer from 4096 to 4294967295");
                     mo.max_message_size = uint64_t(item->valuedouble);
-                } else if (key == "log_level") {
-                    SPORE_REQUIRE(cJSON_IsNumber(item) && item->valuedouble >= 0 && item->valuedouble <= 100,
-                                  "router option 'log_level' must be an integer from 0 to 100");
-                    mo.log_level = int(item->valuedouble);
-                } else if (key == "log_queue_size") {
-                    SPORE_REQUIRE(cJSON_IsNumber(item) && item->valuedouble >= 1,
-                                  "router option 'log_queue_size' must be a positive integer");
-                    mo.log_queue_size = size_t(item->valuedouble);
+                } else if (int rc = take_log_option(key, item, mo, "router"); rc <= 0) {
+                    if (rc < 0) return rc;
                 } else {
                     return set_error(SPORE_EINVAL, "unknown router option '" + key + "'");
                 }
@@ -265,14 +280,8 @@ int spore_router_attach(spore_router **out, const char *path, const spore_option
                     SPORE_REQUIRE(cJSON_IsNumber(item) && item->valuedouble >= 1 && item->valuedouble <= INT_MAX,
                                   "attach option 'connect_timeout' must be a positive number of milliseconds");
                     timeout_ms = int(item->valuedouble);
-                } else if (key == "log_level") {
-                    SPORE_REQUIRE(cJSON_IsNumber(item) && item->valuedouble >= 0 && item->valuedouble <= 100,
-                                  "attach option 'log_level' must be an integer from 0 to 100");
-                    mo.log_level = int(item->valuedouble);
-                } else if (key == "log_queue_size") {
-                    SPORE_REQUIRE(cJSON_IsNumber(item) && item->valuedouble >= 1,
-                                  "attach option 'log_queue_size' must be a positive integer");
-                    mo.log_queue_size = size_t(item->valuedouble);
+                } else if (int rc = take_log_option(key, item, mo, "attach"); rc <= 0) {
+                    if (rc < 0) return rc;
                 } else if (key == "agent_path" || key == "max_message_size") {
                     return set_error(SPORE_EINVAL, "option '" + key + "' is the listener's: an attached router has none");
                 } else {

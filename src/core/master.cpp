@@ -24,6 +24,23 @@
 namespace spore {
 namespace {
 
+// The outcome of work on the loop that another thread waits for; the
+// first finish() counts.
+struct Completion {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+    ErrorInfo err;
+
+    void finish(ErrorInfo e) {
+        std::lock_guard<std::mutex> lk(mu);
+        if (done) return;
+        done = true;
+        err = std::move(e);
+        cv.notify_all();
+    }
+};
+
 const int kSpinMicros = [] {
     const char *e = std::getenv("SPORE_SPIN_US");
     return e ? std::atoi(e) : 75;
@@ -408,23 +425,12 @@ std::shared_ptr<ContextState> Master::connect_fresh(const std::string &method, J
         return ctx;
     }
 
-    struct Waiter {
-        std::mutex mu;
-        std::condition_variable cv;
-        bool done = false;
-        ErrorInfo err;
-    };
-    auto w = std::make_shared<Waiter>();
+    auto w = std::make_shared<Completion>();
     auto self = shared_from_this();
     auto rq_shared = std::make_shared<ConnectRequest>(std::move(rq));
     rq_shared->options = std::move(options);
     loop_.post([this, self, w, ctx, rq_shared] {
-        auto finish = [w](ErrorInfo e) {
-            std::lock_guard<std::mutex> lk(w->mu);
-            w->done = true;
-            w->err = std::move(e);
-            w->cv.notify_all();
-        };
+        auto finish = [w](ErrorInfo e) { w->finish(std::move(e)); };
         if (closing_.load()) return finish(ErrorInfo{SPORE_ESHUTDOWN, "the router is shutting down", "", ctx->name, ""});
         uint32_t id = ctx->id;
         auto conn = std::make_shared<Connection>(
@@ -813,20 +819,8 @@ std::shared_ptr<Master> Master::attach(const std::string &path, Options opts, in
 }
 
 void Master::handshake(UniqueFd fd, const std::string &path, int timeout_ms) {
-    struct State {
-        std::mutex mu;
-        std::condition_variable cv;
-        bool done = false;
-        ErrorInfo err;
-    };
-    auto st = std::make_shared<State>();
-    auto finish = [st](ErrorInfo e) {
-        std::lock_guard<std::mutex> lk(st->mu);
-        if (st->done) return;
-        st->done = true;
-        st->err = std::move(e);
-        st->cv.notify_all();
-    };
+    auto st = std::make_shared<Completion>();
+    auto finish = [st](ErrorInfo e) { st->finish(std::move(e)); };
     auto s = std::make_shared<Stream>(loop_, fd.get(), fd.get(), "listener " + path, router_.limits());
     fd.release();
     listener_stream_ = s;

@@ -114,6 +114,10 @@ std::string opt_required(const cJSON *o, const char *key, std::string_view metho
 // `incorrect_prompts` (lists), added before the method's own.
 void add_user_prompts(PromptTable &t, const cJSON *o, const std::string &secret = "password");
 
+// Whether this CPU has AES instructions, with which the OpenSSH backend
+// puts AES-GCM first (ssh.cpp).
+bool cpu_has_aes();
+
 // Declarations of the per-method builders (one file each).
 LaunchSpec build_local(const LaunchInput &in);
 LaunchSpec build_fork(const LaunchInput &in);

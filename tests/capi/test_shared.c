@@ -506,6 +506,22 @@ static void test_errors(void **state) {
     TH_OK(spore_options_set_str(o, "agent_path", "/bin/true"));
     TH_ERR(spore_router_attach(&r, path, o), SPORE_EINVAL);
     spore_options_free(o);
+    /* Bad values of the log options, refused before anything is tried. */
+    TH_OK(spore_options_new(&o));
+    TH_OK(spore_options_set_int(o, "log_level", 101));
+    TH_ERR(spore_router_attach(&r, path, o), SPORE_EINVAL);
+    TH_CONTAINS(spore_last_error()->message, "attach option 'log_level'");
+    spore_options_free(o);
+    TH_OK(spore_options_new(&o));
+    TH_OK(spore_options_set_int(o, "log_queue_size", 0));
+    TH_ERR(spore_router_attach(&r, path, o), SPORE_EINVAL);
+    TH_CONTAINS(spore_last_error()->message, "attach option 'log_queue_size'");
+    spore_options_free(o);
+    TH_OK(spore_options_new(&o));
+    TH_OK(spore_options_set_str(o, "no_such_option", "x"));
+    TH_ERR(spore_router_attach(&r, path, o), SPORE_EINVAL);
+    TH_CONTAINS(spore_last_error()->message, "unknown attach option 'no_such_option'");
+    spore_options_free(o);
 
     spore_router *l = th_router(NULL);
     /* An unsafe directory, a path too long, a file that is no socket. */

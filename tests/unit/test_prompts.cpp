@@ -290,13 +290,8 @@ TEST(Launch, SshOpenSshPrefersAesGcmWithHardwareAes) {
         return out;
     };
     using V = std::vector<std::string>;
-#if defined(__x86_64__)
-    bool aes = __builtin_cpu_supports("aes") && __builtin_cpu_supports("pclmul");
-#else
-    bool aes = false;
-#endif
     auto s = build("ssh", R"({"backend": "openssh", "hostname": "h"})");
-    if (aes) EXPECT_EQ(ciphers_words(s), (V{"Ciphers ^aes128-gcm@openssh.com,aes256-gcm@openssh.com"}));
+    if (cpu_has_aes()) EXPECT_EQ(ciphers_words(s), (V{"Ciphers ^aes128-gcm@openssh.com,aes256-gcm@openssh.com"}));
     else EXPECT_EQ(ciphers_words(s), V{});
     EXPECT_EQ(ciphers_words(build("ssh", R"({"backend": "openssh", "hostname": "h", "ciphers": ""})")), V{});
     EXPECT_EQ(ciphers_words(build("ssh", R"({"backend": "openssh", "hostname": "h", "ciphers": "aes256-ctr"})")),
