@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"sync"
 
 	"spore.dev/spore/internal/capi"
 )
@@ -121,6 +122,10 @@ func withDeadlineCause(ctx context.Context, err error) error {
 	return err
 }
 
+// abandoned counts the goroutines still waiting on work whose caller's
+// context ended, so that tests can tell when what they dropped is gone.
+var abandoned sync.WaitGroup
+
 // untilDone runs f and returns what it returns, unless ctx ends first:
 // then it returns the zero T and ctx's error (see waitError) at once, and
 // hands what f yields later to drop. f runs on the calling goroutine when
@@ -142,7 +147,9 @@ func untilDone[T any](ctx context.Context, f func() (T, error), drop func(T), wh
 	case o := <-done:
 		return o.v, o.err
 	case <-ctx.Done():
+		abandoned.Add(1)
 		go func() {
+			defer abandoned.Done()
 			if o := <-done; o.err == nil {
 				drop(o.v)
 			}

@@ -326,6 +326,9 @@ func TestProcessStartCancelled(t *testing.T) {
 	} else if !errors.Is(err, spore.ErrTimedOut) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("start with a 1 ms deadline: %v", err)
 	}
+	// A cancelled start may still be under way in the agent; wait for the
+	// binding to have dropped whatever it returned before counting.
+	spore.WaitAbandoned()
 	end := time.Now().Add(10 * time.Second)
 	for processesWithArg(marker) > 0 && time.Now().Before(end) {
 		time.Sleep(20 * time.Millisecond)
@@ -338,6 +341,42 @@ func TestProcessStartCancelled(t *testing.T) {
 	p = start(t, c, []string{"true"})
 	if st := waitStatus(t, p); !st.Success() {
 		t.Fatalf("status %s", st)
+	}
+}
+
+// Starts under way in goroutines when the router closes: the agent's exit
+// waits for starts in progress and kills what they started, so no process
+// is left behind, not even one reparented to init (which the check at the
+// end of each test, of this process's descendants, would not see).
+func TestProcessStartsUnderWayAtClose(t *testing.T) {
+	ctx := bg(t)
+	const marker = "1001.5"
+	for round := 0; round < 6; round++ {
+		r, err := spore.NewRouter()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := must(r.Local(ctx, nil))
+		var wg sync.WaitGroup
+		for i := 0; i < 8; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if p, err := c.Start(ctx, []string{"sleep", marker}); err == nil {
+					p.Close()
+				}
+			}()
+		}
+		time.Sleep(time.Duration(round) * 400 * time.Microsecond)
+		r.Close()
+		wg.Wait()
+	}
+	end := time.Now().Add(10 * time.Second)
+	for processesWithArg(marker) > 0 && time.Now().Before(end) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := processesWithArg(marker); n > 0 {
+		t.Fatalf("%d processes started during Close were left running", n)
 	}
 }
 

@@ -45,9 +45,19 @@ std::string Agent::context_name() const {
     return name_;
 }
 
-void Agent::register_process(pid_t pid, uint32_t owner) {
+int Agent::begin_spawn(uint32_t owner) {
     std::lock_guard<std::mutex> lk(procs_mu_);
-    procs_[pid] = owner;
+    if (no_more_spawns_) return SPORE_ESHUTDOWN;
+    if (gone_callers_.count(owner)) return SPORE_EDISCONNECTED;
+    ++spawning_;
+    return SPORE_OK;
+}
+
+bool Agent::register_process(pid_t pid, uint32_t owner) {
+    std::lock_guard<std::mutex> lk(procs_mu_);
+    if (pid > 0) procs_[pid] = owner;
+    if (--spawning_ == 0) spawns_done_.notify_all();
+    return !gone_callers_.count(owner);
 }
 
 void Agent::unregister_process(pid_t pid) {
@@ -498,6 +508,7 @@ void Agent::on_peer_gone(Message &&m) {
     std::vector<pid_t> pids;
     {
         std::lock_guard<std::mutex> lk(procs_mu_);
+        gone_callers_.insert(gone);  // what it still has starting is killed as it starts
         for (auto &kv : procs_)
             if (kv.second == gone) pids.push_back(kv.first);
     }
@@ -610,7 +621,11 @@ void Agent::final_cleanup() {
     for (auto &s : router_.child_streams()) s->close("parent exiting");
     std::set<pid_t> procs;
     {
-        std::lock_guard<std::mutex> lk(procs_mu_);
+        // Workers may be inside posix_spawn: wait for what they start (a
+        // start takes milliseconds), and let no new one begin.
+        std::unique_lock<std::mutex> lk(procs_mu_);
+        no_more_spawns_ = true;
+        spawns_done_.wait_for(lk, std::chrono::seconds(5), [this] { return spawning_ == 0; });
         for (auto &kv : procs_) procs.insert(kv.first);
     }
     for (pid_t p : procs) ::kill(-p, SIGTERM);

@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <deque>
 #include <memory>
 #include <mutex>
@@ -41,7 +42,8 @@ public:
     void log(int level, std::string_view logger, std::string_view message) override;
     void log_to(uint32_t dst, int level, std::string_view logger, std::string_view message) override;
     bool log_enabled(int level) const override { return level >= level_.load(); }
-    void register_process(pid_t pid, uint32_t owner) override;
+    int begin_spawn(uint32_t owner) override;
+    bool register_process(pid_t pid, uint32_t owner) override;
     void unregister_process(pid_t pid) override;
     std::string context_name() const override;
     ChannelTable *channels() override { return &channels_; }
@@ -91,8 +93,12 @@ private:
     std::unordered_map<uint32_t, std::shared_ptr<Connection>> children_;
     std::unordered_map<std::string, Chain> chains_;
     ChannelTable channels_;
-    std::mutex procs_mu_;
+    std::mutex procs_mu_;  // guards procs_, spawning_, no_more_spawns_ and gone_callers_
+    std::condition_variable spawns_done_;
     std::map<pid_t, uint32_t> procs_;  // process (group) -> the caller that started it
+    int spawning_ = 0;                 // starts between begin_spawn and register_process
+    bool no_more_spawns_ = false;      // set by final_cleanup
+    std::set<uint32_t> gone_callers_;  // attached routers that went away (ids are never reused)
     std::shared_ptr<AgentImage> image_;
     std::mutex image_mu_;
     std::atomic<bool> shutting_down_{false};  // read by worker threads

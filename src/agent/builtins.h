@@ -45,8 +45,15 @@ public:
     virtual bool log_enabled(int level) const = 0;
     // Processes started by built-ins are registered so that the agent can kill
     // their process groups when it exits, or when owner (the caller that
-    // started them) goes away.
-    virtual void register_process(pid_t pid, uint32_t owner) = 0;
+    // started them) goes away. spawn_child does both steps: begin_spawn
+    // before it starts anything (SPORE_ESHUTDOWN: the agent is exiting,
+    // SPORE_EDISCONNECTED: owner has gone; then nothing may start), then
+    // register_process with the pid, or -1 when the start failed; the
+    // agent's exit waits for that, so no process can start unseen by its
+    // final cleanup. register_process returns false when owner went away
+    // meanwhile: the caller kills the process.
+    virtual int begin_spawn(uint32_t owner) = 0;
+    virtual bool register_process(pid_t pid, uint32_t owner) = 0;
     virtual void unregister_process(pid_t pid) = 0;
     virtual std::string context_name() const = 0;
     // Channels of this agent (file transfers): null where there are none.

@@ -238,7 +238,8 @@ SpawnSpec parse_spawn_spec(const CallRequest &req) {
     return spec;
 }
 
-pid_t spawn_child(const CallRequest &req, SpawnSpec &spec, posix_spawn_file_actions_t *fa, bool new_session) {
+pid_t spawn_child(const CallRequest &req, SpawnSpec &spec, posix_spawn_file_actions_t *fa, bool new_session,
+                  Services &svc) {
     if (spec.cwd) check_spawn(posix_spawn_file_actions_addchdir_np(fa, spec.cwd->c_str()));
     // Only stdin, stdout and stderr: nothing the agent inherited leaks on.
     check_spawn(posix_spawn_file_actions_addclosefrom_np(fa, 3));
@@ -258,8 +259,13 @@ pid_t spawn_child(const CallRequest &req, SpawnSpec &spec, posix_spawn_file_acti
     for (std::string &s : spec.env) cenv.push_back(s.data());
     cenv.push_back(nullptr);
 
+    if (int refused = svc.begin_spawn(req.caller); refused != SPORE_OK)
+        throw Error(refused, std::string(req.function) + ": nothing started: " +
+                                 (refused == SPORE_ESHUTDOWN ? "context " + svc.context_name() + " is exiting"
+                                                             : "its caller has gone"));
     pid_t pid = -1;
     int rc = posix_spawnp(&pid, spec.prog.c_str(), fa, &attr.a, cargv.data(), cenv.data());
+    if (!svc.register_process(rc == 0 ? pid : -1, req.caller) && rc == 0) ::kill(-pid, SIGKILL);
     if (rc != 0) {
         if (spec.cwd) {
             struct stat st;
@@ -296,9 +302,8 @@ void proc_run(const CallRequest &req, CallReply &reply, Services &svc) {
     else check_spawn(posix_spawn_file_actions_addopen(&fa.fa, 0, "/dev/null", O_RDONLY, 0));
     check_spawn(posix_spawn_file_actions_adddup2(&fa.fa, out_wr.get(), 1));
     check_spawn(posix_spawn_file_actions_adddup2(&fa.fa, err_wr.get(), 2));
-    pid_t pid = spawn_child(req, spec, &fa.fa, false);
+    pid_t pid = spawn_child(req, spec, &fa.fa, false, svc);
     Child child{pid, svc};  // from here on the child is always killed/reaped
-    svc.register_process(pid, req.caller);
     child.registered = true;
     in_rd.reset();
     out_wr.reset();

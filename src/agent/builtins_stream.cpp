@@ -173,8 +173,7 @@ void proc_start(const CallRequest &req, CallReply &reply, Services &svc) {
         posix_spawn_file_actions_adddup2(&fa, out_wr.get(), 1);
         posix_spawn_file_actions_adddup2(&fa, err_wr.get(), 2);
     }
-    pid_t pid = spawn_child(req, spec, &fa, use_pty);
-    svc.register_process(pid, req.caller);
+    pid_t pid = spawn_child(req, spec, &fa, use_pty, svc);
     struct ChildGuard {
         pid_t pid;
         Services &svc;

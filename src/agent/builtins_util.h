@@ -117,8 +117,13 @@ struct SpawnSpec {
 };
 SpawnSpec parse_spawn_spec(const CallRequest &req);
 // posix_spawn with the file actions given (plus cwd), in a new process group
-// (or a new session, for a pty). Throws the call's error when it fails.
-pid_t spawn_child(const CallRequest &req, SpawnSpec &spec, posix_spawn_file_actions_t *fa, bool new_session);
+// (or a new session, for a pty), registered with svc for req.caller (the
+// caller unregisters it once reaped). Throws the call's error when it fails,
+// and SPORE_ESHUTDOWN or SPORE_EDISCONNECTED when the agent is exiting or the
+// caller has gone; a process whose caller went away during the start is
+// returned already killed, to be reaped as usual.
+pid_t spawn_child(const CallRequest &req, SpawnSpec &spec, posix_spawn_file_actions_t *fa, bool new_session,
+                  Services &svc);
 
 // ---- the built-ins -------------------------------------------------------
 

@@ -40,9 +40,11 @@ public:
         logs.push_back({level, std::string(logger), std::string(message)});
     }
     bool log_enabled(int level) const override { return level >= min_level; }
-    void register_process(pid_t pid, uint32_t) override {
+    int begin_spawn(uint32_t) override { return refuse_spawns; }
+    bool register_process(pid_t pid, uint32_t) override {
         std::lock_guard<std::mutex> lock(mu);
-        registered.push_back(pid);
+        if (pid > 0) registered.push_back(pid);
+        return true;
     }
     void unregister_process(pid_t pid) override {
         std::lock_guard<std::mutex> lock(mu);
@@ -60,6 +62,7 @@ public:
 
     std::mutex mu;
     int min_level = 0;
+    int refuse_spawns = SPORE_OK;  // what begin_spawn answers
     std::vector<LogRecord> logs;
     std::vector<pid_t> registered, unregistered;
 };
@@ -469,6 +472,19 @@ TEST_F(Builtins, RunUsesPathOfChildEnv) {
 TEST_F(Builtins, RunBadCwd) {
     ErrorInfo e = call_err("proc.run", R"({"argv":["true"],"cwd":)" + js(p("nope")) + "}");
     EXPECT_REMOTE(e, "FileNotFoundError", p("nope"));
+    EXPECT_TRUE(svc.registered.empty());
+}
+
+// An exiting agent, or a caller that has gone, starts nothing.
+TEST_F(Builtins, RunRefusedWhenSpawnsAreClosed) {
+    svc.refuse_spawns = SPORE_ESHUTDOWN;
+    ErrorInfo e = call_err("proc.run", R"({"argv":["true"]})");
+    EXPECT_EQ(e.code, SPORE_ESHUTDOWN);
+    EXPECT_NE(e.message.find("proc.run: nothing started: context test.ctx is exiting"), std::string::npos) << e.message;
+    svc.refuse_spawns = SPORE_EDISCONNECTED;
+    ErrorInfo g = call_err("proc.run", R"({"argv":["true"]})");
+    EXPECT_EQ(g.code, SPORE_EDISCONNECTED);
+    EXPECT_NE(g.message.find("its caller has gone"), std::string::npos) << g.message;
     EXPECT_TRUE(svc.registered.empty());
 }
 
