@@ -2,7 +2,7 @@
 # Suite-wide leak check, run by ctest as a fixture around every test:
 #   leak_check.sh start <state-dir>   records what exists before the suite
 #   leak_check.sh end <state-dir>     fails if the suite left spore agents,
-#                                     zombies or temp entries behind
+#                                     orphans, zombies or temp entries behind
 set -euo pipefail
 mode=$1
 state=$2
@@ -12,16 +12,21 @@ agents() { # pid of every process whose command line carries a spore label
   for d in /proc/[0-9]*; do
     cmd=$( { tr '\0' ' ' <"$d/cmdline"; } 2>/dev/null || true)
     case "$cmd" in *spore:*|*spore-agent*) echo "${d#/proc/}";; esac
-  done | sort -n
+  done | sort
 }
 # Zombies whose parent is init are being collected by init (on some VMs only
 # after a few seconds) and were not left by a live process of the suite.
-zombies() { ps -eo pid=,ppid=,stat= | awk '$3 ~ /^Z/ && $2 != 1 {print $1}' | sort -n; }
+zombies() { ps -eo pid=,ppid=,stat= | awk '$3 ~ /^Z/ && $2 != 1 {print $1}' | sort; }
+# Processes reparented to init: what a test started and then lost, such as
+# a program an agent started as it exited (its command line no longer names
+# spore, so agents() would not see it).
+orphans() { ps -eo pid=,ppid= | awk '$2 == 1 {print $1}' | sort; }
 temps() { ls -d /tmp/spore* /dev/shm/spore* /var/tmp/spore* 2>/dev/null | sort || true; }
 
 if [ "$mode" = start ]; then
   agents >"$state/agents"
   zombies >"$state/zombies"
+  orphans >"$state/orphans"
   temps >"$state/temps"
   exit 0
 fi
@@ -36,6 +41,16 @@ done
 if [ -n "$new" ]; then
   echo "leak check: spore processes left behind:"
   for p in $new; do echo "  $p $( { tr '\0' ' ' </proc/$p/cmdline; } 2>/dev/null)"; done
+  fail=1
+fi
+for _ in $(seq 1 30); do
+  newo=$(comm -13 "$state/orphans" <(orphans) || true)
+  [ -z "$newo" ] && break
+  sleep 0.1
+done
+if [ -n "$newo" ]; then
+  echo "leak check: processes left behind, reparented to init:"
+  ps -o pid,ppid,stat,etime,cmd -p "$(echo $newo | tr ' ' ,)" || true
   fail=1
 fi
 # A zombie counts only if it stays one: a process that exited a moment ago
@@ -56,5 +71,5 @@ if [ -n "$newt" ]; then
   echo "$newt" | sed 's/^/  /'
   fail=1
 fi
-[ $fail -eq 0 ] && echo "leak check: no processes, zombies or temp entries left behind"
+[ $fail -eq 0 ] && echo "leak check: no processes, orphans, zombies or temp entries left behind"
 exit $fail
