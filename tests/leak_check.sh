@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Suite-wide leak check, run by ctest as a fixture around every test:
 #   leak_check.sh start <state-dir>   records what exists before the suite
-#   leak_check.sh end <state-dir>     fails if the suite left spore agents,
+#   leak_check.sh end <state-dir> [build-dir]
+#                                     fails if the suite left spore agents,
 #                                     orphans, zombies or temp entries behind
 set -euo pipefail
 mode=$1
 state=$2
+build=${3:-}
 mkdir -p "$state"
 
 agents() { # pid of every process whose command line carries a spore label
@@ -17,16 +19,25 @@ agents() { # pid of every process whose command line carries a spore label
 # Zombies whose parent is init are being collected by init (on some VMs only
 # after a few seconds) and were not left by a live process of the suite.
 zombies() { ps -eo pid=,ppid=,stat= | awk '$3 ~ /^Z/ && $2 != 1 {print $1}' | sort; }
-# Processes reparented to init: what a test started and then lost, such as
-# a program an agent started as it exited (its command line no longer names
-# spore, so agents() would not see it).
-orphans() { ps -eo pid=,ppid= | awk '$2 == 1 {print $1}' | sort; }
+# Processes reparented to init that a test of this build started and lost,
+# such as a program an agent started as it exited (its command line no
+# longer names spore, so agents() would not see it). They are told from the
+# machine's other processes by SPORE_BUILD_DIR, which every test's
+# environment has and local agents pass on; what went through sudo or ssh
+# lost it, and is not seen here.
+orphans() {
+  local tag="SPORE_BUILD_DIR=${build:-}"
+  [ -n "${build:-}" ] || return 0
+  for p in $(ps -eo pid=,ppid= | awk '$2 == 1 {print $1}'); do
+    env=$( { tr '\0' '\n' <"/proc/$p/environ"; } 2>/dev/null) || continue
+    if grep -qxF -- "$tag" <<<"$env"; then echo "$p"; fi
+  done | sort
+}
 temps() { ls -d /tmp/spore* /dev/shm/spore* /var/tmp/spore* 2>/dev/null | sort || true; }
 
 if [ "$mode" = start ]; then
   agents >"$state/agents"
   zombies >"$state/zombies"
-  orphans >"$state/orphans"
   temps >"$state/temps"
   exit 0
 fi
@@ -44,7 +55,7 @@ if [ -n "$new" ]; then
   fail=1
 fi
 for _ in $(seq 1 30); do
-  newo=$(comm -13 "$state/orphans" <(orphans) || true)
+  newo=$(orphans)
   [ -z "$newo" ] && break
   sleep 0.1
 done
