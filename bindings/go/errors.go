@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"time"
 
 	"spore.dev/spore/internal/capi"
 )
@@ -114,10 +115,16 @@ func check(f func() int) error {
 }
 
 // withDeadlineCause makes a timeout that ctx's deadline caused (through a C
-// timeout derived from it) match context.DeadlineExceeded too.
+// timeout derived from it) match context.DeadlineExceeded too. The C
+// timeout is whole milliseconds, rounded down, so it may run out a moment
+// before ctx notices its deadline.
 func withDeadlineCause(ctx context.Context, err error) error {
-	if e, ok := err.(*Error); ok && e.Code == ErrTimedOut && ctx.Err() == context.DeadlineExceeded {
-		e.cause = ctx.Err()
+	e, ok := err.(*Error)
+	if !ok || e.Code != ErrTimedOut {
+		return err
+	}
+	if dl, has := ctx.Deadline(); has && (ctx.Err() == context.DeadlineExceeded || time.Until(dl) < 2*time.Millisecond) {
+		e.cause = context.DeadlineExceeded
 	}
 	return err
 }

@@ -95,10 +95,13 @@ func WithWindow(bytes int) ProcessOption {
 }
 
 // Start starts a process in the context with argv (or WithShell) and
-// returns once it runs. ctx is checked before the start; the start itself
-// (until the process runs) is not interrupted. Errors: ErrRemote when it
-// could not be started (RemoteType FileNotFoundError, PermissionError,
-// ...), ErrBadArgs, ErrInvalid, ErrDisconnected, ErrShutdown.
+// returns once it runs. If ctx is cancelled first, Start returns at once
+// and a process that starts afterwards is killed; ctx's deadline bounds the
+// start in the context as well (ErrTimedOut, which also matches
+// context.DeadlineExceeded), and without one the start may take up to the
+// C library's 60 s. Errors: ErrRemote when it could not be started
+// (RemoteType FileNotFoundError, PermissionError, ...), ErrBadArgs,
+// ErrInvalid, ErrDisconnected, ErrShutdown, ErrTimedOut.
 func (c *Context) Start(ctx context.Context, argv []string, opts ...ProcessOption) (*Process, error) {
 	if ctx.Err() != nil {
 		return nil, waitError(ctx, "start in "+c.name, c.name, "proc.start")
@@ -138,7 +141,9 @@ func (c *Context) Start(ctx context.Context, argv []string, opts ...ProcessOptio
 	if cfg.window != 0 {
 		copts["window"] = cfg.window
 	}
-	o, err := newCOptions(copts)
+	// ctx's deadline bounds the start in the context too: one that times
+	// out there is cancelled (nothing runs, or it is killed as it starts).
+	o, err := newCOptions(withDeadline(ctx, copts, "timeout_ms"))
 	if err != nil {
 		return nil, err
 	}
@@ -148,17 +153,15 @@ func (c *Context) Start(ctx context.Context, argv []string, opts ...ProcessOptio
 		err := c.handle(func(h capi.SwigcptrStruct_SS_spore_context) error {
 			var out [1]uintptr
 			if err := check(func() int { return capi.Spore_proc_start(out[:], h, string(text), o.h) }); err != nil {
-				return err
+				return withDeadlineCause(ctx, err)
 			}
 			p = newProcess(c, capi.SwigcptrStruct_SS_spore_process(out[0]))
 			return nil
 		})
 		return p, err
 	}
-	// Cancelled (or past its deadline) while the start is under way: Start
-	// returns at once, and the process, once it has started, is killed and
-	// freed. (The C start has no timeout of its own that could leave a
-	// process starting late behind.)
+	// Cancelled while the start is under way: Start returns at once, and
+	// the process, once it has started, is killed and freed.
 	return untilDone(ctx, run, func(p *Process) { p.Close() }, "start in "+c.name, c.name, "proc.start")
 }
 

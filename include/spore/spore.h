@@ -457,10 +457,15 @@ typedef struct spore_process spore_process;
  *         "env_clear" (bool), "cwd", "pty" (bool: run it on a new pty, its
  *         controlling terminal; stdout then carries all output and stderr
  *         is empty), "rows", "cols" (the pty's size, default 24 x 80).
- *  @param opts NULL or "window" (int bytes in flight each way, default 4 MiB).
+ *  @param opts NULL or "window" (int bytes in flight each way, default 4 MiB),
+ *         "timeout_ms" (how long to wait for the process to run, default
+ *         60000; -1 waits without limit). A start that times out is
+ *         cancelled in the context: the process does not run, or is killed
+ *         as soon as it does.
  *  @return SPORE_OK, SPORE_EINVAL, SPORE_EBADARGS, SPORE_EREMOTE (it could
  *  not be started: remote_type FileNotFoundError, PermissionError, ...),
- *  SPORE_EDISCONNECTED, SPORE_ESHUTDOWN, SPORE_ETIMEDOUT. */
+ *  SPORE_EDISCONNECTED, SPORE_ESHUTDOWN (the context is exiting),
+ *  SPORE_ETIMEDOUT (not running within timeout_ms). */
 SPORE_EXTERN(int) spore_proc_start(spore_process **out, spore_context *ctx, const char *args_json,
                                    const spore_options *opts) SPORE_NOEXCEPT;
 

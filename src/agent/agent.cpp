@@ -232,22 +232,22 @@ void Agent::on_call(Message &&m) {
                     context_name(), job.fn};
         return finish_job(job, CallReply{}, &e);
     }
-    if (job.fn == "fs.put") {
-        // The file's data follows this call on the same path: its channel
-        // must exist before the first chunk arrives, even while the call
-        // waits for a worker or for earlier steps of its chain.
-        const cJSON *ch = cJSON_GetObjectItemCaseSensitive(job.args.get(), "ch");
-        if (cJSON_IsNumber(ch) && ch->valuedouble >= 1 && ch->valuedouble <= 4294967295.0) {
-            uint32_t n = uint32_t(ch->valuedouble);
-            int64_t window = json_int(job.args.get(), "window", int64_t(kChanDefaultWindow));
-            if (window < int64_t(kChanMinWindow) || window > int64_t(kChanMaxWindow)) window = int64_t(kChanDefaultWindow);
-            auto inbox = std::make_shared<ChannelInbox>(uint64_t(window) + kChanChunk);
-            if (!channels_.add(job.msg.h.src_id, n, ChannelEndpoint{0, nullptr, inbox, {}})) {
-                ErrorInfo e{SPORE_EPROTO, "fs.put: channel " + std::to_string(n) + " is already in use", "",
-                            context_name(), job.fn};
-                return finish_job(job, CallReply{}, &e);
-            }
-            job.chan = n;
+    if (const Builtin *b = find_builtin(job.fn); b && b->prepare) {
+        // Its channels must exist before the caller's next message on them,
+        // even while the call waits for a worker or for earlier steps of
+        // its chain.
+        ErrorInfo e;
+        try {
+            job.prepared = b->prepare(CallRequest{job.fn, job.args.get(), job.msg.bin, job.msg.h.src_id, nullptr}, *this);
+        } catch (const Error &ex) {
+            e = ex.info();
+        } catch (const std::bad_alloc &) {
+            e = ErrorInfo{SPORE_EREMOTE, "out of memory", "MemoryError", "", ""};
+        }
+        if (e.code != SPORE_OK) {
+            e.context = context_name();
+            e.function = job.fn;
+            return finish_job(job, CallReply{}, &e);
         }
     }
     if (!job.chain.empty()) {
@@ -282,7 +282,7 @@ void Agent::start_job(Job &&job) {
         return finish_job(job, CallReply{}, &e);
     }
     auto run = [this, b](const Job &j, CallReply &out, ErrorInfo &e) {
-        CallRequest req{j.fn, j.args.get(), j.msg.bin, j.msg.h.src_id};
+        CallRequest req{j.fn, j.args.get(), j.msg.bin, j.msg.h.src_id, j.prepared};
         try {
             b->fn(req, out, *this);
         } catch (const Error &ex) {
@@ -308,7 +308,7 @@ void Agent::start_job(Job &&job) {
         CallReply out;
         ErrorInfo e;
         run(*shared, out, e);
-        if (shared->chan) channels_.remove(shared->msg.h.src_id, shared->chan);
+        shared->prepared.reset();  // its channels go before the reply leaves
         if (shared->chain.empty()) {
             // Replies leave from the worker: no extra hop through the loop.
             reply(shared->msg, std::move(out), e.code ? &e : nullptr);
@@ -320,7 +320,6 @@ void Agent::start_job(Job &&job) {
 }
 
 void Agent::finish_job(const Job &job, CallReply &&r, const ErrorInfo *err) {
-    if (job.chan) channels_.remove(job.msg.h.src_id, job.chan);  // a call that never ran
     reply(job.msg, std::move(r), err);
     if (!job.chain.empty()) chain_step_done(job.chain, err);
 }

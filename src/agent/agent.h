@@ -55,7 +55,7 @@ private:
         std::string fn;
         Json args;
         std::string chain;
-        uint32_t chan = 0;  // a channel opened for the call (fs.put), removed when it ends
+        std::shared_ptr<void> prepared;  // what the built-in's prepare step made (its channels)
     };
     struct Chain {
         bool busy = false;

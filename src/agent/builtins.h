@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -21,6 +22,9 @@ struct CallRequest {
     const cJSON *args = nullptr;  // always a JSON object
     std::string_view data;        // the call's binary part
     uint32_t caller = 0;          // the context that made the call (the master, usually)
+    // What the built-in's prepare step made when the call arrived (null
+    // without one, or when a built-in is called directly, as in unit tests).
+    std::shared_ptr<void> prepared;
 };
 
 struct CallReply {
@@ -64,11 +68,19 @@ public:
 };
 
 using BuiltinFn = void (*)(const CallRequest &, CallReply &, Services &);
+// Runs on the I/O loop as the call arrives, before it waits for a worker or
+// for earlier steps of its chain: built-ins whose channels must exist before
+// the caller's first message on them (data, or an abort) register them here.
+// What it returns is passed to the built-in as CallRequest::prepared and
+// dropped when the call ends, run or not; its destructor undoes the step.
+// Throws spore::Error to fail the call.
+using PrepareFn = std::shared_ptr<void> (*)(const CallRequest &, Services &);
 
 struct Builtin {
     std::string_view name;
     BuiltinFn fn;
     bool blocking;  // true: runs on the worker pool, false: inline on the I/O loop
+    PrepareFn prepare = nullptr;
 };
 
 // Looks a built-in up by name; null when there is none.

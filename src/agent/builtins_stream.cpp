@@ -86,7 +86,63 @@ struct Output {
     bool open = false;
 };
 
+// The three channels of a process stream, registered as proc.start arrives
+// so that whatever the caller sends on them after the call (an abort, when
+// it gives up before the process runs) finds them. They wake the worker
+// through an eventfd, which lives as long as any copy of their endpoints.
+class StreamChannels {
+public:
+    StreamChannels(ChannelTable &table, uint32_t caller, uint32_t ch, uint64_t window)
+        : table_(table), caller_(caller), ch_(ch) {
+        int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (fd < 0) throw Error(SPORE_EREMOTE, std::string("proc.start: eventfd: ") + errno_text(errno));
+        wake_ = std::make_shared<UniqueFd>(fd);
+        wake_fd = fd;
+        std::function<void()> notify = [wake = wake_] {
+            uint64_t one = 1;
+            ssize_t r = ::write(wake->get(), &one, sizeof one);
+            (void)r;
+        };
+        inbox = std::make_shared<ChannelInbox>(window + kChanChunk);
+        for (auto &w : out) w = std::make_shared<ChannelWindow>(window);
+        const ChannelEndpoint eps[3] = {{0, nullptr, inbox, notify}, {0, out[0], nullptr, notify},
+                                        {0, out[1], nullptr, notify}};
+        for (uint32_t k = 0; k < 3; ++k) {
+            if (table.add(caller, ch + k, eps[k])) continue;
+            while (k-- > 0) table.remove(caller, ch + k);
+            throw Error(SPORE_EPROTO, "proc.start: channels " + std::to_string(ch) + "-" + std::to_string(ch + 2) +
+                                          " are already in use");
+        }
+    }
+    StreamChannels(const StreamChannels &) = delete;
+    StreamChannels &operator=(const StreamChannels &) = delete;
+    ~StreamChannels() {
+        for (uint32_t k = 0; k < 3; ++k) table_.remove(caller_, ch_ + k);
+    }
+    // Whether the caller gave up (or went away) already; err says why.
+    bool abandoned(ErrorInfo &err) const { return out[0]->failed(&err) || out[1]->failed(&err); }
+
+    int wake_fd = -1;  // readable when data, credit or a failure came
+    std::shared_ptr<ChannelInbox> inbox;   // stdin
+    std::shared_ptr<ChannelWindow> out[2];  // stdout, stderr
+
+private:
+    ChannelTable &table_;
+    const uint32_t caller_, ch_;
+    std::shared_ptr<UniqueFd> wake_;  // shared with every copy of the endpoints' notify
+};
+
 }  // namespace
+
+std::shared_ptr<void> proc_start_prepare(const CallRequest &req, Services &svc) {
+    auto ch_arg = arg_opt_int(req, "ch", 1, 0xfffffffd);
+    if (!ch_arg) bad_arg(req, "ch", "is required (proc.start is used through spore_proc_start)");
+    uint64_t window = uint64_t(arg_int(req, "window", int64_t(kChanDefaultWindow), int64_t(kChanMinWindow),
+                                       int64_t(kChanMaxWindow)));
+    ChannelTable *table = svc.channels();
+    if (!table) throw Error(SPORE_EINTERNAL, "proc.start: this agent has no channels");
+    return std::make_shared<StreamChannels>(*table, req.caller, uint32_t(*ch_arg), window);
+}
 
 // proc.start {argv|shell, env, env_clear, cwd, pty, rows, cols, ch, window}
 // Channels with the caller: ch is stdin (caller -> here), ch+1 stdout and
@@ -98,44 +154,24 @@ void proc_start(const CallRequest &req, CallReply &reply, Services &svc) {
     SpawnSpec spec = parse_spawn_spec(req);
     bool use_pty = arg_bool(req, "pty", false);
     int rows = int(arg_int(req, "rows", 24, 1, 10000)), cols = int(arg_int(req, "cols", 80, 1, 10000));
-    auto ch_arg = arg_opt_int(req, "ch", 1, 0xfffffffd);
-    if (!ch_arg) bad_arg(req, "ch", "is required (proc.start is used through spore_proc_start)");
-    uint64_t window = uint64_t(arg_int(req, "window", int64_t(kChanDefaultWindow), int64_t(kChanMinWindow),
-                                       int64_t(kChanMaxWindow)));
-    ChannelTable *table = svc.channels();
-    if (!table) throw Error(SPORE_EINTERNAL, "proc.start: this agent has no channels");
-    const uint32_t ch = uint32_t(*ch_arg), caller = req.caller;
-
-    UniqueFd wake(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
-    if (!wake) throw_os(req, "eventfd", errno);
-    int wake_fd = wake.get();
-    auto notify = [wake_fd] {
-        uint64_t one = 1;
-        ssize_t r = ::write(wake_fd, &one, sizeof one);
-        (void)r;
-    };
-    auto inbox = std::make_shared<ChannelInbox>(window + kChanChunk);
+    std::shared_ptr<void> prepared = req.prepared ? req.prepared : proc_start_prepare(req, svc);
+    auto &chans = *static_cast<StreamChannels *>(prepared.get());
+    const uint32_t ch = uint32_t(arg_int(req, "ch", 0, 1, 0xfffffffd)), caller = req.caller;
+    const int wake_fd = chans.wake_fd;
+    const std::shared_ptr<ChannelInbox> inbox = chans.inbox;
     Output outs[2];
     for (int k = 0; k < 2; ++k) {
         outs[k].ch = ch + 1 + uint32_t(k);
-        outs[k].window = std::make_shared<ChannelWindow>(window);
+        outs[k].window = chans.out[k];
     }
-    if (!table->add(caller, ch, ChannelEndpoint{0, nullptr, inbox, notify}) ||
-        !table->add(caller, outs[0].ch, ChannelEndpoint{0, outs[0].window, nullptr, notify}) ||
-        !table->add(caller, outs[1].ch, ChannelEndpoint{0, outs[1].window, nullptr, notify})) {
-        table->remove(caller, ch);
-        table->remove(caller, outs[0].ch);
-        throw Error(SPORE_EPROTO, "proc.start: channels " + std::to_string(ch) + "-" + std::to_string(ch + 2) +
-                                      " are already in use");
-    }
-    struct Cleanup {
-        ChannelTable *t;
+    struct ProcessEntry {
         uint32_t caller, ch;
-        ~Cleanup() {
-            for (uint32_t k = 0; k < 3; ++k) t->remove(caller, ch + k);
-            ProcessTable::get().remove(caller, ch);
-        }
-    } cleanup{table, caller, ch};
+        ~ProcessEntry() { ProcessTable::get().remove(caller, ch); }
+    } process_entry{caller, ch};
+    // The caller may have given up while the call waited for a worker: then
+    // nothing starts. (Should it give up from here on, the loop below sees it
+    // and kills the process.)
+    if (ErrorInfo gave_up; chans.abandoned(gave_up)) throw Error(gave_up);
 
     // ---- the child's ends
     UniqueFd in_rd, in_wr, out_rd, out_wr, err_rd, err_wr, pty_master;

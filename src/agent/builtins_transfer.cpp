@@ -25,14 +25,6 @@ constexpr int64_t kMaxSize = int64_t(1) << 62;
 constexpr int64_t kMaxId = 0x7fffffff;
 
 // Removes a channel from the table when the built-in leaves, however it leaves.
-struct ChannelGuard {
-    ChannelTable *table;
-    uint32_t peer, ch;
-    ~ChannelGuard() {
-        if (table) table->remove(peer, ch);
-    }
-};
-
 std::optional<std::pair<int64_t, int64_t>> arg_mtime(const CallRequest &req) {
     auto sec = arg_opt_int(req, "mtime_sec", INT64_MIN / 2, INT64_MAX / 2);
     if (!sec) return std::nullopt;
@@ -56,7 +48,21 @@ ChannelTable &table_of(const CallRequest &req, Services &svc) {
 
 }  // namespace
 
-// fs.put {path, size, mode?, mtime_sec?, mtime_nsec?, uid?, gid?, sync?, ch?}
+// The file's data follows the call on the same path: its channel is
+// registered as the call arrives, before the first chunk can.
+std::shared_ptr<void> fs_put_prepare(const CallRequest &req, Services &svc) {
+    auto ch = arg_opt_int(req, "ch", 1, 0xffffffff);
+    if (!ch) return nullptr;
+    int64_t window = arg_int(req, "window", int64_t(kChanDefaultWindow), int64_t(kChanMinWindow),
+                             int64_t(kChanMaxWindow));
+    ChannelTable &t = table_of(req, svc);
+    auto inbox = std::make_shared<ChannelInbox>(uint64_t(window) + kChanChunk);
+    if (!t.add(req.caller, uint32_t(*ch), ChannelEndpoint{0, nullptr, inbox, {}}))
+        throw Error(SPORE_EPROTO, "fs.put: channel " + std::to_string(*ch) + " is already in use");
+    return std::make_shared<ChannelGuard>(&t, req.caller, uint32_t(*ch));
+}
+
+// fs.put {path, size, mode?, mtime_sec?, mtime_nsec?, uid?, gid?, sync?, ch?, window?}
 // Without ch the file's bytes are the call's binary part; with ch they come
 // as channel data, acknowledged as they are written, until an eof message.
 void fs_put(const CallRequest &req, CallReply &reply, Services &svc) {
@@ -71,9 +77,9 @@ void fs_put(const CallRequest &req, CallReply &reply, Services &svc) {
     auto ch = arg_opt_int(req, "ch", 1, 0xffffffff);
 
     std::optional<ChannelEndpoint> ep;
-    ChannelGuard guard{ch ? &table_of(req, svc) : nullptr, req.caller, ch ? uint32_t(*ch) : 0};
+    std::shared_ptr<void> prepared = req.prepared ? req.prepared : fs_put_prepare(req, svc);
     if (ch) {
-        ep = guard.table->find(req.caller, uint32_t(*ch));
+        ep = table_of(req, svc).find(req.caller, uint32_t(*ch));
         if (!ep || !ep->inbox) throw Error(SPORE_EPROTO, "fs.put: channel " + std::to_string(*ch) + " is not open");
     }
 
@@ -147,7 +153,7 @@ void fs_get(const CallRequest &req, CallReply &reply, Services &svc) {
     auto win = std::make_shared<ChannelWindow>(uint64_t(window));
     if (!t.add(req.caller, chan, ChannelEndpoint{0, win, nullptr, {}}))
         throw Error(SPORE_EPROTO, "fs.get: channel " + std::to_string(chan) + " is already in use");
-    ChannelGuard guard{&t, req.caller, chan};
+    ChannelGuard guard(&t, req.caller, chan);
     try {
         std::string chunk;
         while (src.read(chunk, kChanChunk) > 0) {

@@ -116,6 +116,23 @@ struct SpawnSpec {
     std::string prog;
 };
 SpawnSpec parse_spawn_spec(const CallRequest &req);
+// Removes channels ch .. ch+count-1 of peer from table when it goes.
+class ChannelGuard {
+public:
+    ChannelGuard(ChannelTable *table, uint32_t peer, uint32_t ch, uint32_t count = 1)
+        : table_(table), peer_(peer), ch_(ch), count_(count) {}
+    ChannelGuard(const ChannelGuard &) = delete;
+    ChannelGuard &operator=(const ChannelGuard &) = delete;
+    ~ChannelGuard() {
+        if (table_)
+            for (uint32_t k = 0; k < count_; ++k) table_->remove(peer_, ch_ + k);
+    }
+
+private:
+    ChannelTable *table_;
+    uint32_t peer_, ch_, count_;
+};
+
 // posix_spawn with the file actions given (plus cwd), in a new process group
 // (or a new session, for a pty), registered with svc for req.caller (the
 // caller unregisters it once reaped). Throws the call's error when it fails,
@@ -136,9 +153,11 @@ void fs_stat(const CallRequest &, CallReply &, Services &);
 void fs_read(const CallRequest &, CallReply &, Services &);
 void fs_write(const CallRequest &, CallReply &, Services &);
 void fs_put(const CallRequest &, CallReply &, Services &);
+std::shared_ptr<void> fs_put_prepare(const CallRequest &, Services &);
 void fs_get(const CallRequest &, CallReply &, Services &);
 void fs_put_batch(const CallRequest &, CallReply &, Services &);
 void proc_start(const CallRequest &, CallReply &, Services &);
+std::shared_ptr<void> proc_start_prepare(const CallRequest &, Services &);
 void proc_signal(const CallRequest &, CallReply &, Services &);
 void proc_resize(const CallRequest &, CallReply &, Services &);
 void fs_get_batch(const CallRequest &, CallReply &, Services &);

@@ -8,6 +8,7 @@
 #include <string>
 
 #include <climits>
+#include <cmath>
 
 #include "core/error.h"
 #include "core/json.h"
@@ -494,19 +495,29 @@ int spore_proc_start(spore_process **out, spore_context *ctx, const char *args_j
         if (out) *out = nullptr;
         SPORE_REQUIRE(out && ctx, "spore_proc_start: out and ctx are required");
         uint64_t window = spore::kChanDefaultWindow;
+        int timeout_ms = 60000;
         if (opts) {
             for (const cJSON *it = opts->j.get()->child; it; it = it->next) {
                 std::string k = it->string ? it->string : "";
-                if (k != "window") return set_error(SPORE_EINVAL, "spore_proc_start: unknown option '" + k + "' (known: window)");
-                if (!cJSON_IsNumber(it) || it->valuedouble < double(spore::kChanMinWindow) ||
-                    it->valuedouble > double(spore::kChanMaxWindow))
-                    return set_error(SPORE_EINVAL, "spore_proc_start: window must be from 65536 to 67108864");
-                window = uint64_t(it->valuedouble);
+                if (k == "window") {
+                    if (!cJSON_IsNumber(it) || it->valuedouble < double(spore::kChanMinWindow) ||
+                        it->valuedouble > double(spore::kChanMaxWindow))
+                        return set_error(SPORE_EINVAL, "spore_proc_start: window must be from 65536 to 67108864");
+                    window = uint64_t(it->valuedouble);
+                } else if (k == "timeout_ms") {
+                    if (!cJSON_IsNumber(it) || !(it->valuedouble >= -1 && it->valuedouble <= double(INT_MAX)) ||
+                        it->valuedouble != std::floor(it->valuedouble))
+                        return set_error(SPORE_EINVAL, "spore_proc_start: timeout_ms must be -1 (no limit) or from 0 to " +
+                                                           std::to_string(INT_MAX));
+                    timeout_ms = int(it->valuedouble);
+                } else {
+                    return set_error(SPORE_EINVAL, "spore_proc_start: unknown option '" + k + "' (known: window, timeout_ms)");
+                }
             }
         }
         auto h = std::make_unique<spore_process>();
         h->m = ctx->m;
-        h->p = spore::RemoteProcess::start(*ctx->m, ctx->c, args_json, window);
+        h->p = spore::RemoteProcess::start(*ctx->m, ctx->c, args_json, window, timeout_ms);
         *out = h.release();
         return SPORE_OK;
     });

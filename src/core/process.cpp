@@ -32,7 +32,7 @@ RemoteProcess::RemoteProcess(Master &m, std::shared_ptr<ContextState> ctx, uint3
 }
 
 std::unique_ptr<RemoteProcess> RemoteProcess::start(Master &m, const std::shared_ptr<ContextState> &ctx,
-                                                    const char *args_json, uint64_t window) {
+                                                    const char *args_json, uint64_t window, int timeout_ms) {
     std::string err;
     Json args = json_parse(args_json && *args_json ? args_json : "{}", kDefaultMaxJsonDepth, &err);
     if (!args || !cJSON_IsObject(args.get()))
@@ -51,7 +51,7 @@ std::unique_ptr<RemoteProcess> RemoteProcess::start(Master &m, const std::shared
     p->pc_ = m.call_async(ctx, "proc.start", text.c_str(), nullptr, 0, "", false);
     // The first message on stdout says it runs; a failed start answers the
     // call instead.
-    auto deadline = Clock::now() + std::chrono::seconds(60);
+    auto deadline = deadline_after(timeout_ms);
     for (;;) {
         ChannelChunk c;
         ErrorInfo e;
@@ -62,6 +62,7 @@ std::unique_ptr<RemoteProcess> RemoteProcess::start(Master &m, const std::shared
                 throw Error(ErrorInfo{SPORE_EPROTO, "proc.start did not report the process started", "", ctx->name,
                                       "proc.start"});
             p->pid_ = long(num(j.get(), "pid", -1));
+            p->started_ = true;
             return p;
         }
         if (p->pc_->done()) {
@@ -73,14 +74,30 @@ std::unique_ptr<RemoteProcess> RemoteProcess::start(Master &m, const std::shared
         }
         if (rc != SPORE_ETIMEDOUT) throw Error(e);
         if (Clock::now() >= deadline)
-            throw Error(ErrorInfo{SPORE_ETIMEDOUT, "proc.start did not start within 60 s", "", ctx->name, "proc.start"});
+            throw Error(ErrorInfo{SPORE_ETIMEDOUT,
+                                  ctx->name + ": the process did not start within " + std::to_string(timeout_ms) + " ms",
+                                  "", ctx->name, "proc.start"});
     }
 }
 
 RemoteProcess::~RemoteProcess() {
     if (pc_ && !pc_->done() && !exited_) {
-        ErrorInfo e;
-        control("proc.signal", "{\"ch\":" + std::to_string(ch_) + ",\"signal\":9}", e);
+        // As the receiver of its output, give up on it: the agent, which
+        // registered these channels as proc.start arrived, then starts
+        // nothing if it has not yet, and otherwise kills the process while
+        // it moves its output. proc.signal (which runs at once in the agent,
+        // and finds only a process already started) covers one that has
+        // closed its output and not exited.
+        ErrorInfo why{SPORE_EDISCONNECTED, ctx_->name + ": the caller gave up on the process", "", ctx_->name,
+                      "proc.start"};
+        for (uint32_t k = 1; k <= 2; ++k) {
+            Message abort = chan_abort_message(ctx_->id, ch_ + k, why);
+            m_.send(abort);
+        }
+        if (started_) {
+            ErrorInfo e;
+            control("proc.signal", "{\"ch\":" + std::to_string(ch_) + ",\"signal\":9}", e);
+        }
     }
     if (pc_) m_.forget(*pc_);
     for (uint32_t k = 0; k < 3; ++k) m_.channels().remove(ctx_->id, ch_ + k);

@@ -16,12 +16,15 @@ namespace spore {
 
 class RemoteProcess {
 public:
-    // Starts the process and waits until it runs (or its start failed).
-    // args_json: proc.start's arguments (argv or shell, env, env_clear, cwd,
-    // pty, rows, cols). Throws spore::Error.
+    // Starts the process and waits until it runs (or its start failed), at
+    // most timeout_ms (< 0: without limit). args_json: proc.start's
+    // arguments (argv or shell, env, env_clear, cwd, pty, rows, cols).
+    // Throws spore::Error. A start given up on a timeout is cancelled in the
+    // context: what it would have started does not run, or is killed.
     static std::unique_ptr<RemoteProcess> start(Master &m, const std::shared_ptr<ContextState> &ctx,
-                                                const char *args_json, uint64_t window);
-    // Kills the process if it still runs, and forgets it.
+                                                const char *args_json, uint64_t window, int timeout_ms);
+    // Kills the process if it still runs (or cancels its start), and
+    // forgets it.
     ~RemoteProcess();
     RemoteProcess(const RemoteProcess &) = delete;
     RemoteProcess &operator=(const RemoteProcess &) = delete;
@@ -47,6 +50,7 @@ private:
     std::shared_ptr<ChannelWindow> in_;
     std::shared_ptr<ChannelInbox> out_[2];
     long pid_ = -1;
+    bool started_ = false;  // the agent said it runs
 
     std::mutex write_mu_;
     bool stdin_closed_ = false;

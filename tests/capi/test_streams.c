@@ -2,7 +2,8 @@
  * through cat, both ways at once, through two hops; stderr apart; exit
  * status and signals; a pty with its size and a resize; flow control that
  * blocks a writer whose reader does not read, with bounded memory; start
- * failures; a handle freed while its process runs. */
+ * failures; a handle freed while its process runs; a start that times out,
+ * cancelled in the context. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -294,6 +295,67 @@ static void test_free_while_running(void **state) {
     th_end(&b);
 }
 
+/* A start that times out is cancelled in the context. The agent is stopped
+ * (SIGSTOP) so the call waits unread; spore_proc_start gives up after its
+ * timeout_ms and returns at once; once the agent runs again, the process
+ * must never run, and the context still works. The same for a handle freed
+ * right after a start that did return, and for bad timeout values. */
+static void test_start_timeout_is_cancelled(void **state) {
+    (void)state;
+    th_baseline b = th_begin();
+    spore_router *r = th_router(NULL);
+    spore_context *l = th_connect(r, "local", NULL);
+    pid_t agent = th_agent_pid(l);
+    spore_options *o = NULL;
+    TH_OK(spore_options_new(&o));
+    TH_OK(spore_options_set_int(o, "timeout_ms", 300));
+    assert_int_equal(kill(agent, SIGSTOP), 0);
+    spore_process *p = NULL;
+    double t0 = th_now();
+    TH_ERR(spore_proc_start(&p, l, "{\"argv\":[\"sleep\",\"1002.25\"]}", o), SPORE_ETIMEDOUT);
+    double took = th_now() - t0;
+    assert_null(p);
+    assert_true(strstr(spore_last_error()->message, "did not start within 300 ms") != NULL);
+    assert_true(took >= 0.25 && took < 3.0 * th_time_factor());
+    assert_int_equal(kill(agent, SIGCONT), 0);
+    /* A round trip after the agent has read the call and the abort behind
+     * it, then time for a worker that might still spawn. */
+    free(th_call(l, "sys.ping", "{}"));
+    for (int i = 0; i < 20; i++) {
+        assert_int_equal(th_count_processes_with("sleep 1002.25"), 0);
+        th_sleep_ms(25);
+    }
+    /* The context still runs processes. */
+    p = start(l, "{\"argv\":[\"sleep\",\"1002.5\"]}");
+    spore_process_free(p);
+    double end = th_now() + 5.0;
+    while (th_count_processes_with("sleep 1002.5") > 0 && th_now() < end) th_sleep_ms(20);
+    assert_int_equal(th_count_processes_with("sleep 1002.5"), 0);
+
+    spore_options *bad = NULL;
+    TH_OK(spore_options_new(&bad));
+    TH_OK(spore_options_set_int(bad, "timeout_ms", -2));
+    TH_ERR(spore_proc_start(&p, l, "{\"argv\":[\"true\"]}", bad), SPORE_EINVAL);
+    assert_true(strstr(spore_last_error()->message, "timeout_ms") != NULL);
+    spore_options_free(bad);
+    TH_OK(spore_options_new(&bad));
+    TH_OK(spore_options_set_int(bad, "timeout", 5));
+    TH_ERR(spore_proc_start(&p, l, "{\"argv\":[\"true\"]}", bad), SPORE_EINVAL);
+    assert_true(strstr(spore_last_error()->message, "unknown option 'timeout'") != NULL);
+    spore_options_free(bad);
+    /* -1: no limit. */
+    TH_OK(spore_options_set_int(o, "timeout_ms", -1));
+    TH_OK(spore_proc_start(&p, l, "{\"argv\":[\"true\"]}", o));
+    int code = -1;
+    TH_OK(spore_process_wait(p, &code, NULL, 10000));
+    assert_int_equal(code, 0);
+    spore_process_free(p);
+    spore_options_free(o);
+    spore_context_free(l);
+    spore_router_free(r);
+    th_end(&b);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cat_both_ways_through_two_hops),
@@ -301,6 +363,7 @@ int main(void) {
         cmocka_unit_test(test_pty),
         cmocka_unit_test(test_flow_control),
         cmocka_unit_test(test_free_while_running),
+        cmocka_unit_test(test_start_timeout_is_cancelled),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

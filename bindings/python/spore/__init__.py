@@ -645,9 +645,12 @@ class Context:
     # -------------------------------------------------- process streams
 
     def start(self, argv=None, *, shell=None, env=None, env_clear=False, cwd=None, pty=False, rows=24, cols=80,
-              window=None):
+              window=None, timeout=60.0):
         """Starts a process whose stdin, stdout and stderr are streams
-        (docs/c-api.md, "Process streams"); returns a Process."""
+        (docs/c-api.md, "Process streams"); returns a Process once it runs.
+        timeout: seconds to wait for that (None: no limit); a start that
+        times out raises spore.Timeout and is cancelled in the context,
+        so the process does not run, or is killed as soon as it does."""
         args = {"pty": bool(pty), "rows": rows, "cols": cols, "env_clear": bool(env_clear)}
         if argv is not None:
             args["argv"] = [str(a) for a in argv]
@@ -657,7 +660,7 @@ class Context:
             args["env"] = env
         if cwd is not None:
             args["cwd"] = os.fspath(cwd)
-        o = _options({"window": window} if window else None)
+        o = _options({"window": window or None, "timeout_ms": -1 if timeout is None else max(0, int(timeout * 1000))})
         try:
             rc, handle = _c.spore_proc_start(self._h(), json.dumps(args), o)
             _check(rc)

@@ -474,6 +474,41 @@ def test_process_streams(router):
     assert ctx.call("proc.run", argv=["sh", "-c", "sleep 0.3; kill -0 %d 2>/dev/null; echo $?" % pid])["stdout"] == "1\n"
 
 
+def _count_with_arg(arg):
+    n = 0
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open("/proc/%s/cmdline" % d, "rb") as f:
+                    if arg.encode() in f.read().split(b"\0"):
+                        n += 1
+            except OSError:
+                pass
+    return n
+
+
+def test_process_start_timeout_is_cancelled(router):
+    # The agent is stopped, so the start waits unanswered: it gives up after
+    # its timeout, and once the agent runs again the process never starts.
+    ctx = router.local()
+    agent = ctx.call("sys.info")["pid"]
+    os.kill(agent, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(spore.Timeout) as e:
+            ctx.start(["sleep", "1003.25"], timeout=0.3)
+        assert 0.25 <= time.monotonic() - t0 < 5
+        assert "did not start within 300 ms" in str(e.value)
+    finally:
+        os.kill(agent, signal.SIGCONT)
+    assert ctx.call("sys.ping") is True
+    for _ in range(20):
+        assert _count_with_arg("1003.25") == 0
+        time.sleep(0.025)
+    with ctx.start(["true"], timeout=None) as p:
+        assert p.wait(timeout=10) == (0, 0)
+
+
 WORKER = r"""
 import json, sys
 import spore

@@ -348,11 +348,14 @@ module Spore
     # with Kernel#spawn; shell: says the same explicitly). env: variables to
     # set (a nil value unsets one), env_clear: start from an empty
     # environment, cwd:, pty: run it on a new pty of rows x cols (stdout
-    # then carries all its output), window: bytes in flight each way. With a
-    # block, yields the process and closes it after (killing it if it still
-    # runs), returning the block's value.
+    # then carries all its output), window: bytes in flight each way,
+    # timeout: seconds to wait for it to run (nil: no limit; on Spore::Timeout
+    # the start is cancelled in the context, so the process does not run, or
+    # is killed as soon as it does). With a block, yields the process and
+    # closes it after (killing it if it still runs), returning the block's
+    # value.
     def start(argv = nil, shell: nil, env: nil, env_clear: false, cwd: nil, pty: false, rows: 24, cols: 80,
-              window: nil)
+              window: nil, timeout: 60)
       if argv.is_a?(String)
         raise ArgumentError, "a command String and shell: both given" if shell
         shell = argv
@@ -363,7 +366,9 @@ module Spore
       args[:shell] = shell.to_s if shell
       args[:env] = env.to_h { |k, v| [k.to_s, v&.to_s] } if env
       args[:cwd] = cwd.to_s if cwd
-      h = with_options(window ? { window: window } : nil) do |o|
+      opts = { timeout_ms: timeout ? [(timeout * 1000).to_i, 0].max : -1 }
+      opts[:window] = window if window
+      h = with_options(opts) do |o|
         rc, handle = C.spore_rb_proc_start(@handle, JSON.generate(args), o)
         Spore.check(rc)
         handle

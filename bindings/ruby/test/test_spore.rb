@@ -503,6 +503,41 @@ class SporeTest < Minitest::Test
     assert_no_descendants
   end
 
+  def processes_with_arg(arg)
+    Dir.glob("/proc/[0-9]*/cmdline").count do |f|
+      File.binread(f).split("\0").include?(arg)
+    rescue SystemCallError
+      false
+    end
+  end
+
+  # The agent is stopped, so the start waits unanswered: it gives up after
+  # its timeout, and once the agent runs again the process never starts.
+  def test_process_start_timeout_is_cancelled
+    Spore::Router.open do |r|
+      ctx = r.local
+      agent = ctx.call("sys.info")["pid"]
+      Process.kill(:STOP, agent)
+      begin
+        t0 = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+        e = assert_raises(Spore::Timeout) { ctx.start(%w[sleep 1004.25], timeout: 0.3) }
+        took = Process.clock_gettime(Process::CLOCK_MONOTONIC) - t0
+        assert_operator took, :>=, 0.25
+        assert_operator took, :<, 5
+        assert_includes e.message, "did not start within 300 ms"
+      ensure
+        Process.kill(:CONT, agent)
+      end
+      assert_equal true, ctx.call("sys.ping")
+      20.times do
+        assert_equal 0, processes_with_arg("1004.25")
+        sleep 0.025
+      end
+      ctx.start(["true"], timeout: nil) { |pr| assert pr.wait(10).success? }
+    end
+    assert_no_descendants
+  end
+
 
   WORKER = <<~'RUBY'
     require "spore"
