@@ -5,7 +5,8 @@
  * through the listener (shared with "reuse"), finds the listener's contexts
  * by name, calls them, moves files and runs process streams in them; an
  * attached process that dies leaves the listener and its contexts intact and
- * what it started is stopped; a listener that goes away fails the attached
+ * what it started is stopped, even a start still on its way to the agent; a
+ * listener that goes away fails the attached
  * side cleanly; bad paths, unsafe directories, stale sockets, hostile bytes
  * on the socket. */
 #include <fcntl.h>
@@ -143,6 +144,16 @@ static int worker_main(int argc, char **argv) {
         printf("ready\n");
         fflush(stdout);
         pause();
+    } else if (strcmp(mode, "start-late") == 0) {
+        /* Its start waits in a stopped agent until it is killed. */
+        printf("starting\n");
+        fflush(stdout);
+        spore_options *so = NULL;
+        spore_options_new(&so);
+        spore_options_set_int(so, "timeout_ms", -1);
+        spore_process *p = NULL;
+        spore_proc_start(&p, web, "{\"argv\":[\"sleep\",\"4242.23\"]}", so);
+        return 22;
     }
     spore_context_free(web);
     spore_router_free(r);
@@ -399,6 +410,29 @@ static void test_second_process(void **state) {
     assert_int_equal(th_count_processes_with("sleep 4242.1"), 0);
     assert_true(spore_context_alive(web));
     free(th_call(web, "sys.ping", NULL));
+
+    /* A worker killed while its start is still on its way: the agent is
+     * stopped, so the call and then the listener's news that the worker
+     * went away wait unread. When it runs again, the process must not be
+     * left running (it is not started, or killed as it starts). */
+    pid_t agent = th_agent_pid(web);
+    assert_int_equal(kill(agent, SIGSTOP), 0);
+    w = start_worker("start-late", NULL, &out);
+    read_some(out, line, sizeof line, 60000);
+    TH_CONTAINS(line, "starting");
+    th_sleep_ms(300);
+    kill(w, SIGKILL);
+    wait_status(w);
+    close(out);
+    th_sleep_ms(100);
+    assert_int_equal(kill(agent, SIGCONT), 0);
+    free(th_call(web, "sys.ping", NULL));
+    end = th_now() + 10 * th_time_factor();
+    while (th_count_processes_with("sleep 4242.23") > 0 && th_now() < end) th_sleep_ms(20);
+    for (int i = 0; i < 20; i++) {
+        assert_int_equal(th_count_processes_with("sleep 4242.23"), 0);
+        th_sleep_ms(25);
+    }
     /* And a new worker can still attach. */
     w = start_worker("use", file, &out);
     read_some(out, line, sizeof line, 60000);
