@@ -6,9 +6,8 @@
  * by name, calls them, moves files and runs process streams in them; an
  * attached process that dies leaves the listener and its contexts intact and
  * what it started is stopped, even a start still on its way to the agent; a
- * listener that goes away fails the attached
- * side cleanly; bad paths, unsafe directories, stale sockets, hostile bytes
- * on the socket. */
+ * listener that goes away fails the attached side cleanly; bad paths, unsafe
+ * directories, stale sockets, hostile bytes on the socket. */
 #include <fcntl.h>
 #include <limits.h>
 #include <setjmp.h>
