@@ -523,13 +523,8 @@ func TestProcessReadDeadline(t *testing.T) {
 	if err := out.SetReadDeadline(time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-done:
-		if !errors.Is(err, os.ErrDeadlineExceeded) {
-			t.Fatalf("the waiting read: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("a new deadline did not end the waiting read")
+	if err := errWithin(t, done, 5*time.Second, "a new deadline did not end the waiting read"); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the waiting read: %v", err)
 	}
 	// Nothing is lost: without a deadline the data comes.
 	if err := out.SetReadDeadline(time.Time{}); err != nil {

@@ -98,6 +98,19 @@ func bg(t *testing.T) context.Context {
 
 // must returns v, or fails the test by panicking (only on the test's own
 // goroutine) when err is not nil.
+// errWithin is what errc gives, failing the test with stuck when nothing
+// comes within d.
+func errWithin(t *testing.T, errc <-chan error, d time.Duration, stuck string) error {
+	t.Helper()
+	select {
+	case err := <-errc:
+		return err
+	case <-time.After(d):
+		t.Fatal(stuck)
+		return nil
+	}
+}
+
 func must[T any](v T, err error) T {
 	if err != nil {
 		panic(err)
@@ -385,13 +398,8 @@ func TestAsyncCalls(t *testing.T) {
 	go func() { _, err := blocked.Wait(context.Background()); errc <- err }()
 	time.Sleep(100 * time.Millisecond)
 	blocked.Close()
-	select {
-	case err := <-errc:
-		if !errors.Is(err, spore.ErrInvalid) {
-			t.Fatalf("waiter of a closed call: %v", err)
-		}
-	case <-time.After(3 * time.Second):
-		t.Fatal("a waiter was not released by Close")
+	if err := errWithin(t, errc, 3*time.Second, "a waiter was not released by Close"); !errors.Is(err, spore.ErrInvalid) {
+		t.Fatalf("waiter of a closed call: %v", err)
 	}
 	if err := c.CallNoReply("sys.ping", nil); err != nil {
 		t.Fatal(err)

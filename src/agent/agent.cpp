@@ -236,19 +236,8 @@ void Agent::on_call(Message &&m) {
         // Its channels must exist before the caller's next message on them,
         // even while the call waits for a worker or for earlier steps of
         // its chain.
-        ErrorInfo e;
-        try {
-            job.prepared = b->prepare(CallRequest{job.fn, job.args.get(), job.msg.bin, job.msg.h.src_id, nullptr}, *this);
-        } catch (const Error &ex) {
-            e = ex.info();
-        } catch (const std::bad_alloc &) {
-            e = ErrorInfo{SPORE_EREMOTE, "out of memory", "MemoryError", "", ""};
-        }
-        if (e.code != SPORE_OK) {
-            e.context = context_name();
-            e.function = job.fn;
-            return finish_job(job, CallReply{}, &e);
-        }
+        ErrorInfo e = run_builtin_step(job, [&](const CallRequest &req) { job.prepared = b->prepare(req, *this); });
+        if (e.code != SPORE_OK) return finish_job(job, CallReply{}, &e);
     }
     if (!job.chain.empty()) {
         auto existing = chains_.find(job.chain);
@@ -273,6 +262,24 @@ void Agent::on_call(Message &&m) {
     start_job(std::move(job));
 }
 
+ErrorInfo Agent::run_builtin_step(const Job &job, const std::function<void(const CallRequest &)> &step) {
+    ErrorInfo e;
+    try {
+        step(CallRequest{job.fn, job.args.get(), job.msg.bin, job.msg.h.src_id, job.prepared});
+    } catch (const Error &ex) {
+        e = ex.info();
+    } catch (const std::bad_alloc &) {
+        e = ErrorInfo{SPORE_EREMOTE, "out of memory", "MemoryError", "", ""};
+    } catch (const std::exception &ex) {
+        e = ErrorInfo{SPORE_EREMOTE, ex.what(), "RuntimeError", "", ""};
+    }
+    if (e.code != SPORE_OK) {
+        e.context = context_name();
+        e.function = job.fn;
+    }
+    return e;
+}
+
 void Agent::start_job(Job &&job) {
     if (job.fn == "spore.connect") return internal_connect(std::move(job));
     const Builtin *b = find_builtin(job.fn);
@@ -282,20 +289,7 @@ void Agent::start_job(Job &&job) {
         return finish_job(job, CallReply{}, &e);
     }
     auto run = [this, b](const Job &j, CallReply &out, ErrorInfo &e) {
-        CallRequest req{j.fn, j.args.get(), j.msg.bin, j.msg.h.src_id, j.prepared};
-        try {
-            b->fn(req, out, *this);
-        } catch (const Error &ex) {
-            e = ex.info();
-        } catch (const std::bad_alloc &) {
-            e = ErrorInfo{SPORE_EREMOTE, "out of memory", "MemoryError", "", ""};
-        } catch (const std::exception &ex) {
-            e = ErrorInfo{SPORE_EREMOTE, ex.what(), "RuntimeError", "", ""};
-        }
-        if (e.code != SPORE_OK) {
-            e.context = context_name();
-            e.function = j.fn;
-        }
+        e = run_builtin_step(j, [&](const CallRequest &req) { b->fn(req, out, *this); });
     };
     if (!b->blocking) {
         CallReply out;

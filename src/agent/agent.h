@@ -8,6 +8,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -67,6 +68,10 @@ private:
     void on_call(Message &&m);
     void start_job(Job &&job);
     void finish_job(const Job &job, CallReply &&reply, const ErrorInfo *err);
+    // Runs a built-in's step (prepare, or the built-in itself) with the
+    // call's request; a throw becomes the error it returns, naming the
+    // context and the function.
+    ErrorInfo run_builtin_step(const Job &job, const std::function<void(const CallRequest &)> &step);
     void chain_step_done(const std::string &chain, const ErrorInfo *err);
     void reply(const Message &req, CallReply &&r, const ErrorInfo *err);
     void internal_connect(Job &&job);

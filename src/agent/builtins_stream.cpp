@@ -119,6 +119,7 @@ public:
     ~StreamChannels() {
         for (uint32_t k = 0; k < 3; ++k) table_.remove(caller_, ch_ + k);
     }
+    uint32_t stdin_channel() const { return ch_; }  // ch; stdout and stderr follow
     // Whether the caller gave up (or went away) already; err says why.
     bool abandoned(ErrorInfo &err) const { return out[0]->failed(&err) || out[1]->failed(&err); }
 
@@ -156,7 +157,7 @@ void proc_start(const CallRequest &req, CallReply &reply, Services &svc) {
     int rows = int(arg_int(req, "rows", 24, 1, 10000)), cols = int(arg_int(req, "cols", 80, 1, 10000));
     std::shared_ptr<void> prepared = req.prepared ? req.prepared : proc_start_prepare(req, svc);
     auto &chans = *static_cast<StreamChannels *>(prepared.get());
-    const uint32_t ch = uint32_t(arg_int(req, "ch", 0, 1, 0xfffffffd)), caller = req.caller;
+    const uint32_t ch = chans.stdin_channel(), caller = req.caller;
     const int wake_fd = chans.wake_fd;
     const std::shared_ptr<ChannelInbox> inbox = chans.inbox;
     Output outs[2];

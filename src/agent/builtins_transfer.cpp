@@ -24,7 +24,6 @@ namespace {
 constexpr int64_t kMaxSize = int64_t(1) << 62;
 constexpr int64_t kMaxId = 0x7fffffff;
 
-// Removes a channel from the table when the built-in leaves, however it leaves.
 std::optional<std::pair<int64_t, int64_t>> arg_mtime(const CallRequest &req) {
     auto sec = arg_opt_int(req, "mtime_sec", INT64_MIN / 2, INT64_MAX / 2);
     if (!sec) return std::nullopt;
@@ -46,6 +45,14 @@ ChannelTable &table_of(const CallRequest &req, Services &svc) {
     return *t;
 }
 
+// The channel a streamed fs.put receives the file on.
+struct PutChannel {
+    PutChannel(ChannelTable &t, uint32_t caller, uint32_t ch, std::shared_ptr<ChannelInbox> in)
+        : guard(&t, caller, ch), inbox(std::move(in)) {}
+    ChannelGuard guard;
+    std::shared_ptr<ChannelInbox> inbox;
+};
+
 }  // namespace
 
 // The file's data follows the call on the same path: its channel is
@@ -59,7 +66,7 @@ std::shared_ptr<void> fs_put_prepare(const CallRequest &req, Services &svc) {
     auto inbox = std::make_shared<ChannelInbox>(uint64_t(window) + kChanChunk);
     if (!t.add(req.caller, uint32_t(*ch), ChannelEndpoint{0, nullptr, inbox, {}}))
         throw Error(SPORE_EPROTO, "fs.put: channel " + std::to_string(*ch) + " is already in use");
-    return std::make_shared<ChannelGuard>(&t, req.caller, uint32_t(*ch));
+    return std::make_shared<PutChannel>(t, req.caller, uint32_t(*ch), std::move(inbox));
 }
 
 // fs.put {path, size, mode?, mtime_sec?, mtime_nsec?, uid?, gid?, sync?, ch?, window?}
@@ -76,12 +83,8 @@ void fs_put(const CallRequest &req, CallReply &reply, Services &svc) {
     bool sync = arg_bool(req, "sync", true);
     auto ch = arg_opt_int(req, "ch", 1, 0xffffffff);
 
-    std::optional<ChannelEndpoint> ep;
     std::shared_ptr<void> prepared = req.prepared ? req.prepared : fs_put_prepare(req, svc);
-    if (ch) {
-        ep = table_of(req, svc).find(req.caller, uint32_t(*ch));
-        if (!ep || !ep->inbox) throw Error(SPORE_EPROTO, "fs.put: channel " + std::to_string(*ch) + " is not open");
-    }
+    const auto *chan = static_cast<const PutChannel *>(prepared.get());  // null without ch
 
     // An existing file keeps its mode unless one is given.
     struct stat st;
@@ -98,7 +101,7 @@ void fs_put(const CallRequest &req, CallReply &reply, Services &svc) {
         for (;;) {
             ChannelChunk c;
             ErrorInfo err;
-            int rc = ep->inbox->pop(c, Clock::time_point::max(), err, 1000);
+            int rc = chan->inbox->pop(c, Clock::time_point::max(), err, 1000);
             if (rc == SPORE_ETIMEDOUT) continue;
             if (rc != SPORE_OK) throw Error(err);
             if (c.abort) throw Error(*c.abort);

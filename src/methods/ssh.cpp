@@ -124,10 +124,9 @@ LaunchSpec build_ssh(const LaunchInput &in) {
     // default order where the CPU has AES instructions ("^" keeps the rest
     // of the defaults behind it); "" leaves the choice to ssh and its
     // configuration files.
-    const cJSON *ciphers = cJSON_GetObjectItemCaseSensitive(o, "ciphers");
-    if (ciphers) {
-        std::string c = opt_str(o, "ciphers");
-        if (!c.empty()) a.insert(a.end(), {"-o", "Ciphers " + c});
+    const std::string cipher_list = opt_str(o, "ciphers");
+    if (cJSON_GetObjectItemCaseSensitive(o, "ciphers")) {
+        if (!cipher_list.empty()) a.insert(a.end(), {"-o", "Ciphers " + cipher_list});
     } else if (cpu_has_aes() && !args_choose_ciphers(extra)) {
         a.insert(a.end(), {"-o", "Ciphers ^aes128-gcm@openssh.com,aes256-gcm@openssh.com"});
     }
@@ -148,7 +147,6 @@ LaunchSpec build_ssh(const LaunchInput &in) {
     // "Permission denied" (say, from cd) does not look like this.
     t.add_denied("^([^ ]+@[^ ]+: )?permission denied \\([a-z,-]+\\)", "ssh: authentication failed");
     t.add_failure("too many authentication failures", SPORE_EAUTH, "ssh: too many authentication failures");
-    std::string cipher_list = opt_str(o, "ciphers");
     t.add_failure("bad ssh2 cipher spec", SPORE_EINVAL,
                   cipher_list.empty() ? "ssh does not know a cipher given in ssh_args"
                                       : "ssh does not know the ciphers '" + cipher_list + "'");

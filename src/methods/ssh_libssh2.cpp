@@ -405,7 +405,7 @@ void SshSession::step() {
             // Bulk data is bounded by the cipher and the MAC: the cheapest
             // strong ones first (AES-128 in CTR mode runs on AES-NI).
             for (int m : {LIBSSH2_METHOD_CRYPT_CS, LIBSSH2_METHOD_CRYPT_SC}) {
-                if (ciphers_.empty()) break;
+                if (ciphers_.empty()) break;  // "": libssh2's own order
                 std::string c = supported_only(m, ciphers_);
                 if (c.empty()) return fail(SPORE_EINVAL, "ssh: none of the ciphers '" + ciphers_ + "' is supported by this libssh2");
                 libssh2_session_method_pref(session_, m, c.c_str());

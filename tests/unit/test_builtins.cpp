@@ -51,6 +51,7 @@ public:
         unregistered.push_back(pid);
     }
     std::string context_name() const override { return "test.ctx"; }
+    ChannelTable *channels() override { return &table; }
 
     std::vector<std::string> lines(const std::string &logger) {
         std::lock_guard<std::mutex> lock(mu);
@@ -63,6 +64,7 @@ public:
     std::mutex mu;
     int min_level = 0;
     int refuse_spawns = SPORE_OK;  // what begin_spawn answers
+    ChannelTable table;
     std::vector<LogRecord> logs;
     std::vector<pid_t> registered, unregistered;
 };
@@ -472,6 +474,62 @@ TEST_F(Builtins, RunUsesPathOfChildEnv) {
 TEST_F(Builtins, RunBadCwd) {
     ErrorInfo e = call_err("proc.run", R"({"argv":["true"],"cwd":)" + js(p("nope")) + "}");
     EXPECT_REMOTE(e, "FileNotFoundError", p("nope"));
+    EXPECT_TRUE(svc.registered.empty());
+}
+
+// Prepare steps register a call's channels as it arrives, refuse channels
+// in use without touching them, and undo themselves when dropped.
+TEST_F(Builtins, PrepareRegistersChannelsAndUndoesItself) {
+    const Builtin *put = find_builtin("fs.put"), *start = find_builtin("proc.start");
+    ASSERT_TRUE(put && put->prepare && start && start->prepare);
+    Json at10 = json_parse(R"({"ch":10})", kDefaultMaxJsonDepth, nullptr);
+    Json at11 = json_parse(R"({"ch":11})", kDefaultMaxJsonDepth, nullptr);
+    std::shared_ptr<void> first = start->prepare(CallRequest{"proc.start", at10.get(), {}, 7, nullptr}, svc);
+    EXPECT_EQ(svc.table.size(), 3u);
+    auto refused = [&](const Builtin *b, const cJSON *args, const char *want) {
+        try {
+            b->prepare(CallRequest{b->name, args, {}, 7, nullptr}, svc);
+            ADD_FAILURE() << b->name << ": no error";
+        } catch (const Error &e) {
+            EXPECT_EQ(e.info().code, SPORE_EPROTO);
+            EXPECT_NE(e.info().message.find(want), std::string::npos) << e.info().message;
+        }
+        EXPECT_EQ(svc.table.size(), 3u);  // the channels in use are left alone
+    };
+    refused(start, at11.get(), "proc.start: channels 11-13 are already in use");
+    refused(put, at11.get(), "fs.put: channel 11 is already in use");
+    // The same numbers from another caller are other channels.
+    std::shared_ptr<void> other = start->prepare(CallRequest{"proc.start", at10.get(), {}, 8, nullptr}, svc);
+    std::shared_ptr<void> file = put->prepare(CallRequest{"fs.put", at11.get(), {}, 9, nullptr}, svc);
+    EXPECT_EQ(svc.table.size(), 7u);
+    first.reset();
+    EXPECT_EQ(svc.table.size(), 4u);
+    other.reset();
+    file.reset();
+    EXPECT_EQ(svc.table.size(), 0u);
+    // Without ch fs.put has nothing to prepare.
+    Json none = json_parse("{}", kDefaultMaxJsonDepth, nullptr);
+    EXPECT_EQ(put->prepare(CallRequest{"fs.put", none.get(), {}, 7, nullptr}, svc), nullptr);
+}
+
+// A caller that gave up before its process started (its abort failed the
+// output channels): proc.start starts nothing and fails with that error.
+TEST_F(Builtins, ProcStartGivenUpBeforeItRunsStartsNothing) {
+    const Builtin *start = find_builtin("proc.start");
+    Json args = json_parse(R"({"argv":["true"],"ch":20})", kDefaultMaxJsonDepth, nullptr);
+    CallRequest req{"proc.start", args.get(), {}, 7, nullptr};
+    req.prepared = start->prepare(req, svc);
+    auto out = svc.table.find(7, 21);
+    ASSERT_TRUE(out && out->window);
+    out->window->fail(ErrorInfo{SPORE_EDISCONNECTED, "the caller gave up on the process", "", "", ""});
+    CallReply reply;
+    try {
+        start->fn(req, reply, svc);
+        ADD_FAILURE() << "proc.start ran";
+    } catch (const Error &e) {
+        EXPECT_EQ(e.info().code, SPORE_EDISCONNECTED);
+        EXPECT_EQ(e.info().message, "the caller gave up on the process");
+    }
     EXPECT_TRUE(svc.registered.empty());
 }
 

@@ -740,14 +740,7 @@ module Spore
       @mutex.synchronize do
         check_open
         return self unless @buf.empty? && !@eof
-        remaining = timeout && (timeout * 1000).to_i
-        loop do
-          slice = remaining ? [[WAIT_SLICE_MS, remaining].min, 0].max : WAIT_SLICE_MS
-          return self unless poll(slice) == :timeout
-          next unless remaining
-          remaining -= slice
-          return nil if remaining <= 0
-        end
+        poll_within(timeout) == :timeout ? nil : self
       end
     end
 
@@ -873,22 +866,27 @@ module Spore
       Spore.check(rc)
     end
 
-    # Reads what comes next into the buffer; false at the end. Waits in
-    # slices, for at most timeout.
-    def fill
-      remaining = @timeout && (@timeout * 1000).to_i
+    # poll in slices (so that close is not kept waiting) until something
+    # comes, for at most timeout seconds (nil: for ever).
+    def poll_within(timeout)
+      remaining = timeout && (timeout * 1000).to_i
       loop do
         slice = remaining ? [[WAIT_SLICE_MS, remaining].min, 0].max : WAIT_SLICE_MS
-        case poll(slice)
-        when :data then return true
-        when :eof then return false
-        end
+        result = poll(slice)
+        return result unless result == :timeout
         next unless remaining
         remaining -= slice
-        if remaining <= 0
-          raise Timeout.new("#{@process.context.name}: nothing on #{@name} within #{@timeout} s",
-                            C::SPORE_ETIMEDOUT)
-        end
+        return :timeout if remaining <= 0
+      end
+    end
+
+    # Reads what comes next into the buffer; false at the end. Waits for at
+    # most timeout.
+    def fill
+      case poll_within(@timeout)
+      when :data then true
+      when :eof then false
+      else raise Timeout.new("#{@process.context.name}: nothing on #{@name} within #{@timeout} s", C::SPORE_ETIMEDOUT)
       end
     end
   end
