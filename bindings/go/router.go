@@ -51,6 +51,12 @@ func WithLogQueueSize(n int) RouterOption {
 	return func(c *routerConfig) { c.opts["log_queue_size"] = n }
 }
 
+// WithLogQueueBytes bounds the bytes the waiting records may take (default
+// 4 MiB); older records are dropped and counted once it is reached.
+func WithLogQueueBytes(n int64) RouterOption {
+	return func(c *routerConfig) { c.opts["log_queue_bytes"] = n }
+}
+
 // WithLogger sends the agents' records to l's handler instead of
 // slog.Default's.
 func WithLogger(l *slog.Logger) RouterOption {

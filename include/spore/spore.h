@@ -140,7 +140,10 @@ SPORE_EXTERN(void) spore_options_free(spore_options *opts) SPORE_NOEXCEPT;
  *    then the installed one), "max_message_size" (int bytes, default 128 MiB,
  *    inherited by every context), "log_level" (int, default SPORE_LOG_INFO),
  *    "log_queue_size" (int records kept for spore_router_next_log, default
- *    10000; older records are dropped and counted when it is full).
+ *    10000) and "log_queue_bytes" (int, default 4 MiB, at least 1024): when
+ *    either bound is reached the oldest records are dropped and counted
+ *    (spore_router_dropped_logs); a record's message over 64 KiB is cut
+ *    and ends with "[... truncated by spore: N more bytes]".
  *  Unknown keys and values of the wrong type give SPORE_EINVAL.
  *  @return SPORE_OK, SPORE_EINVAL, SPORE_ENOMEM, SPORE_EINTERNAL. */
 SPORE_EXTERN(int) spore_router_new(spore_router **out, const spore_options *opts) SPORE_NOEXCEPT;
@@ -223,7 +226,8 @@ SPORE_EXTERN(int) spore_router_next_log(spore_router *router, spore_log_record *
  *  router: do not read from or close it. @return the fd, or SPORE_EINVAL. */
 SPORE_EXTERN(int) spore_router_log_fd(spore_router *router) SPORE_NOEXCEPT;
 
-/** Number of log records dropped because the queue was full. */
+/** Number of log records dropped because the queue was full (in records or
+ *  in bytes). */
 SPORE_EXTERN(uint64_t) spore_router_dropped_logs(const spore_router *router) SPORE_NOEXCEPT;
 
 /* -------------------------------------------------------------- log records */

@@ -207,6 +207,12 @@ int take_log_option(const std::string &key, const cJSON *item, spore::Master::Op
         mo.log_queue_size = size_t(item->valuedouble);
         return SPORE_OK;
     }
+    if (key == "log_queue_bytes") {
+        SPORE_REQUIRE(cJSON_IsNumber(item) && item->valuedouble >= 1024 && item->valuedouble <= 1e15,
+                      (kind + " option 'log_queue_bytes' must be an integer of at least 1024").c_str());
+        mo.log_queue_bytes = size_t(item->valuedouble);
+        return SPORE_OK;
+    }
     return 1;
 }
 }  // namespace

@@ -1,6 +1,9 @@
 #include "core/frame.h"
 
+#include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <new>
 
 namespace spore {
 namespace {
@@ -76,27 +79,63 @@ std::string check_header(const Header &h, const Limits &limits) {
     return {};
 }
 
+ByteBuffer::~ByteBuffer() { release(); }
+
+void ByteBuffer::release() {
+    std::free(data_);
+    data_ = nullptr;
+    cap_ = 0;
+}
+
+void ByteBuffer::reserve(size_t n, size_t keep) {
+    if (n <= cap_) return;
+    size_t cap = std::max(n, cap_ * 2);
+    // realloc moves large blocks by remapping pages, without copying them.
+    void *p = keep ? std::realloc(data_, cap) : nullptr;
+    if (!keep) {
+        p = std::malloc(cap);
+        if (p) std::free(data_);
+    }
+    if (!p) throw std::bad_alloc();
+    data_ = static_cast<char *>(p);
+    cap_ = cap;
+}
+
 void FrameDecoder::feed(const char *data, size_t len) {
     if (len == 0) return;  // data may be null then, and memcpy(null) is UB
     std::memcpy(prepare(len), data, len);
     commit(len);
 }
 
+size_t FrameDecoder::read_window(size_t max_read) const {
+    constexpr size_t kMinWindow = 64 * 1024;
+    return std::min(max_read, std::max(kMinWindow, buffered()));
+}
+
 char *FrameDecoder::prepare(size_t want) {
+    want = std::max<size_t>(want, 1);  // a valid pointer even for an empty read
     if (begin_ == end_) begin_ = end_ = 0;
-    if (buf_.size() - end_ < want) {
+    if (buf_.capacity() - end_ < want) {
         // Compact first; grow only if the live bytes plus the request do not fit.
         if (begin_ > 0) {
             std::memmove(buf_.data(), buf_.data() + begin_, end_ - begin_);
             end_ -= begin_;
             begin_ = 0;
         }
-        if (buf_.size() - end_ < want) buf_.resize(end_ + want);
+        buf_.reserve(end_ + want, end_);
     }
     return buf_.data() + end_;
 }
 
-void FrameDecoder::commit(size_t n) { end_ += n; }
+void FrameDecoder::commit(size_t n) {
+    end_ += n;
+    if (begin_ == end_) consumed_all();
+}
+
+void FrameDecoder::consumed_all() {
+    begin_ = end_ = 0;
+    buf_.release();
+}
 
 FrameDecoder::Status FrameDecoder::next(Message &out) {
     if (!error_.empty()) return Status::kError;
@@ -104,7 +143,7 @@ FrameDecoder::Status FrameDecoder::next(Message &out) {
     if (avail < kHeaderSize) {
         // A bad magic is reported as soon as two bytes are there, so garbage
         // shorter than a header is not waited for forever.
-        if (avail >= 2 && (uint8_t(buf_[begin_]) << 8 | uint8_t(buf_[begin_ + 1])) != kMagic) {
+        if (avail >= 2 && (uint8_t(buf_.data()[begin_]) << 8 | uint8_t(buf_.data()[begin_ + 1])) != kMagic) {
             error_ = "bad frame magic (stream corrupt or not a spore peer)";
             bad_bytes_.assign(buf_.data() + begin_, avail);
             return Status::kError;
@@ -120,32 +159,15 @@ FrameDecoder::Status FrameDecoder::next(Message &out) {
         return Status::kError;
     }
     uint64_t total = kHeaderSize + uint64_t(h.json_len) + uint64_t(h.bin_len);
-    if (avail < total) {
-        // Reserve room for the rest of this frame only now that its size is
-        // known to be within the limits.
-        if (buf_.size() - begin_ < total) {
-            if (begin_ > 0) {
-                std::memmove(buf_.data(), buf_.data() + begin_, avail);
-                end_ = avail;
-                begin_ = 0;
-            }
-            if (buf_.size() < total) buf_.resize(size_t(total));
-        }
-        return Status::kNeedMore;
-    }
+    // Nothing is reserved for the rest of the frame: the buffer grows as its
+    // bytes arrive (read_window), so a header alone costs no memory.
+    if (avail < total) return Status::kNeedMore;
     out.h = h;
     const char *body = buf_.data() + begin_ + kHeaderSize;
     out.json.assign(body, h.json_len);
     out.bin.assign(body + h.json_len, h.bin_len);
     begin_ += size_t(total);
-    if (begin_ == end_) {
-        begin_ = end_ = 0;
-        // Do not keep a huge buffer around after one big message.
-        if (buf_.size() > (1u << 20)) {
-            buf_.clear();
-            buf_.shrink_to_fit();
-        }
-    }
+    if (begin_ == end_) consumed_all();
     return Status::kMessage;
 }
 

@@ -78,7 +78,42 @@ std::string encode_message(const Message &m);
 // is acceptable, else the reason (bad magic, unsupported version, too large).
 std::string check_header(const Header &h, const Limits &limits);
 
+// A growable byte buffer that neither zero-fills nor keeps memory while empty.
+class ByteBuffer {
+public:
+    ByteBuffer() = default;
+    ByteBuffer(const ByteBuffer &) = delete;
+    ByteBuffer &operator=(const ByteBuffer &) = delete;
+    ByteBuffer(ByteBuffer &&o) noexcept { swap(o); }
+    ByteBuffer &operator=(ByteBuffer &&o) noexcept {
+        ByteBuffer tmp(std::move(o));
+        swap(tmp);
+        return *this;
+    }
+    ~ByteBuffer();
+
+    char *data() const { return data_; }
+    size_t capacity() const { return cap_; }
+    // Makes room for at least n bytes, keeping the first `keep` bytes.
+    // Capacity at least doubles, so appending is amortised O(1). Throws
+    // std::bad_alloc.
+    void reserve(size_t n, size_t keep);
+    void release();
+
+private:
+    void swap(ByteBuffer &o) noexcept {
+        std::swap(data_, o.data_);
+        std::swap(cap_, o.cap_);
+    }
+    char *data_ = nullptr;
+    size_t cap_ = 0;
+};
+
 // Incremental decoder over a byte stream. Feed it bytes, then take messages.
+//
+// Memory follows the bytes that arrived, never a peer's header: a header
+// claiming 127 MiB costs nothing until the bytes are there, and the buffer
+// is released whenever it holds no byte (an idle stream keeps none).
 class FrameDecoder {
 public:
     enum class Status { kNeedMore, kMessage, kError };
@@ -87,10 +122,16 @@ public:
 
     // Appends bytes to the internal buffer.
     void feed(const char *data, size_t len);
+    // How many bytes a read straight into the buffer may take now: at most
+    // max_read, and at most as many as are buffered already (but 64 KiB at
+    // least), so a slow trickle cannot make the buffer outgrow its data.
+    size_t read_window(size_t max_read) const;
     // Exposes spare capacity for reading straight into the buffer: returns a
     // pointer to at least `want` writable bytes; call commit(n) after.
     char *prepare(size_t want);
     void commit(size_t n);
+    // Bytes the decoder holds memory for (for tests and the memory benchmark).
+    size_t capacity() const { return buf_.capacity(); }
 
     // Takes the next complete message. On kError, error() says why and the
     // stream must be closed (framing is lost).
@@ -103,8 +144,10 @@ public:
     void set_limits(const Limits &l) { limits_ = l; }
 
 private:
+    void consumed_all();
+
     Limits limits_;
-    std::string buf_;
+    ByteBuffer buf_;
     size_t begin_ = 0, end_ = 0;
     std::string error_;
     std::string bad_bytes_;

@@ -1,6 +1,7 @@
 #include "core/json.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -35,9 +36,104 @@ int json_depth(std::string_view text, int limit) {
     return max_depth;
 }
 
+namespace {
+
+// Length of the well-formed UTF-8 sequence starting at p[0] (of n bytes
+// left), or 0 if it is not one. ASCII NUL counts as not well-formed.
+size_t utf8_sequence(const unsigned char *p, size_t n) {
+    unsigned char c = p[0];
+    if (c < 0x80) return c ? 1 : 0;
+    size_t len = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+    if (!len || len > n) return 0;
+    unsigned char lo = 0x80, hi = 0xBF;
+    if (c == 0xE0) lo = 0xA0;       // overlong
+    else if (c == 0xED) hi = 0x9F;  // surrogates
+    else if (c == 0xF0) lo = 0x90;  // overlong
+    else if (c == 0xF4) hi = 0x8F;  // above U+10FFFF
+    if (p[1] < lo || p[1] > hi) return 0;
+    for (size_t k = 2; k < len; ++k)
+        if ((p[k] & 0xC0) != 0x80) return 0;
+    return len;
+}
+
+int hex4(const unsigned char *p, size_t n) {
+    if (n < 4) return -1;
+    int v = 0;
+    for (size_t k = 0; k < 4; ++k) {
+        int d = std::isxdigit(p[k]) ? (std::isdigit(p[k]) ? p[k] - '0' : (p[k] | 0x20) - 'a' + 10) : -1;
+        if (d < 0) return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+// Checks a \u escape at p (just after the backslash-u); returns the bytes it
+// spans after "\u" (4, or 10 for a surrogate pair), or 0 with *why set.
+size_t check_unicode_escape(const unsigned char *p, size_t n, std::string *why) {
+    int v = hex4(p, n);
+    if (v < 0) return *why = "malformed \\u escape", 0;
+    if (v == 0) return *why = "a \\u0000 (NUL) inside a string", 0;
+    if (v >= 0xDC00 && v <= 0xDFFF) return *why = "a lone low surrogate escape", 0;
+    if (v < 0xD800 || v > 0xDBFF) return 4;
+    int lo = n >= 10 && p[4] == '\\' && p[5] == 'u' ? hex4(p + 6, n - 6) : -1;
+    if (lo < 0xDC00 || lo > 0xDFFF) return *why = "a lone high surrogate escape", 0;
+    return 10;
+}
+
+}  // namespace
+
+bool valid_utf8(std::string_view s) {
+    const auto *p = reinterpret_cast<const unsigned char *>(s.data());
+    for (size_t i = 0, n = s.size(); i < n;) {
+        size_t len = utf8_sequence(p + i, n - i);
+        if (!len) return false;
+        i += len;
+    }
+    return true;
+}
+
+std::string json_text_problem(std::string_view text, int max_depth) {
+    const auto *p = reinterpret_cast<const unsigned char *>(text.data());
+    size_t n = text.size();
+    while (n > 0 && p[n - 1] == 0) --n;  // a C string's terminator after the value is harmless
+    int depth = 0;
+    bool in_string = false;
+    for (size_t i = 0; i < n;) {
+        unsigned char c = p[i];
+        if (c >= 0x80 || c == 0) {
+            size_t len = utf8_sequence(p + i, n - i);
+            if (!len) return (c ? "invalid UTF-8" : "a NUL byte") + std::string(" at byte ") + std::to_string(i);
+            i += len;
+            continue;
+        }
+        if (in_string) {
+            if (c == '"') in_string = false;
+            if (c == '\\' && i + 1 < n) {
+                if (p[i + 1] != 'u') {
+                    i += 2;
+                    continue;
+                }
+                std::string why;
+                size_t span = check_unicode_escape(p + i + 2, n - i - 2, &why);
+                if (!span) return why + " at byte " + std::to_string(i);
+                i += 2 + span;
+                continue;
+            }
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '[' || c == '{') {
+            if (++depth > max_depth) return "JSON nested deeper than " + std::to_string(max_depth) + " levels";
+        } else if ((c == ']' || c == '}') && depth > 0) {
+            --depth;
+        }
+        ++i;
+    }
+    return {};
+}
+
 Json json_parse(std::string_view text, int max_depth, std::string *err) {
-    if (json_depth(text, max_depth) > max_depth) {
-        if (err) *err = "JSON nested deeper than " + std::to_string(max_depth) + " levels";
+    if (std::string why = json_text_problem(text, max_depth); !why.empty()) {
+        if (err) *err = std::move(why);
         return nullptr;
     }
     const char *end = nullptr;

@@ -17,9 +17,20 @@ using Json = std::unique_ptr<cJSON, JsonDeleter>;
 
 inline constexpr int kDefaultMaxJsonDepth = 64;
 
-// Parses text as one JSON value. The nesting depth is checked by a linear scan
-// before cJSON sees the text, so hostile input ("[[[[...") never recurses.
-// Returns null and sets *err on failure.
+// The checks every JSON text that crosses a stream passes before anyone
+// parses it, in one linear scan: well-formed UTF-8 (no overlong forms, no
+// surrogates, nothing above U+10FFFF), no NUL either raw or escaped
+// (\u0000, which C strings and cJSON would silently cut short), no lone
+// escaped surrogate, and nesting at most max_depth deep. So no binding's
+// parser can be crashed or misled by what a child sends. Returns an empty
+// string when the text passes, else the reason.
+std::string json_text_problem(std::string_view text, int max_depth);
+
+// True if s is well-formed UTF-8 without NUL bytes.
+bool valid_utf8(std::string_view s);
+
+// Parses text as one JSON value, after json_text_problem (so hostile input
+// such as "[[[[..." never recurses). Returns null and sets *err on failure.
 Json json_parse(std::string_view text, int max_depth, std::string *err);
 
 // Deepest nesting of arrays/objects in text (strings are skipped); stops

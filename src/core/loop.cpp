@@ -112,4 +112,12 @@ void Timer::on_fire(evutil_socket_t, short, void *arg) {
     fn();
 }
 
+char *Loop::read_scratch(size_t n) {
+    if (scratch_size_ < n) {
+        scratch_ = std::make_unique_for_overwrite<char[]>(n);
+        scratch_size_ = n;
+    }
+    return scratch_.get();
+}
+
 }  // namespace spore

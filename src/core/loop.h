@@ -42,6 +42,12 @@ public:
 
     bool in_loop_thread() const { return std::this_thread::get_id() == loop_thread_.load(); }
 
+    // A buffer of at least n bytes that the loop thread's readers share: a
+    // stream reads into it and keeps only what it must, so a thousand idle
+    // streams do not hold a thousand read buffers. Loop thread only; valid
+    // until the next call.
+    char *read_scratch(size_t n);
+
 
 private:
     static void on_wake(evutil_socket_t fd, short what, void *arg);
@@ -55,6 +61,8 @@ private:
     bool wake_pending_ = false;
     std::atomic<bool> stop_{false};
     std::atomic<std::thread::id> loop_thread_{};
+    std::unique_ptr<char[]> scratch_;
+    size_t scratch_size_ = 0;
 };
 
 // A one-shot timer on a loop; destroying it cancels it. It may be destroyed

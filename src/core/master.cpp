@@ -508,6 +508,15 @@ std::shared_ptr<PendingCall> Master::call_async(const std::shared_ptr<ContextSta
         m.json += "\"";
     }
     m.json += "}";
+    // Every limit the receiving hops apply is checked here, so an oversized
+    // call fails alone instead of making a hop drop the whole stream.
+    uint32_t max_json = router_.limits().max_json_size;
+    if (m.json.size() > max_json)
+        throw Error(ErrorInfo{SPORE_ETOOBIG,
+                              "arguments of " + function + " for " + ctx->name + " are " +
+                                  std::to_string(m.json.size()) + " bytes of JSON, over the limit of " +
+                                  std::to_string(max_json) + " (send bulk data as the call's binary part)",
+                              "", ctx->name, function});
     if (data && len) m.bin.assign(static_cast<const char *>(data), len);
     if (m.wire_size() > opts_.max_message_size)
         throw Error(ErrorInfo{SPORE_ETOOBIG,
@@ -716,13 +725,36 @@ void Master::on_alloc_ids(Message &&m) {
     router_.send(r);
 }
 
+namespace {
+
+// What a queued record costs, counted for the queue's byte bound.
+size_t queued_size(const LogRecord &r) { return sizeof r + r.context.size() + r.logger.size() + r.message.size(); }
+
+// Cuts an over-long message at a UTF-8 character boundary and says so.
+void truncate_log_message(std::string &msg) {
+    if (msg.size() <= kMaxLogMessageBytes) return;
+    size_t cut = kMaxLogMessageBytes;
+    while (cut > 0 && (static_cast<unsigned char>(msg[cut]) & 0xC0) == 0x80) --cut;
+    size_t dropped = msg.size() - cut;
+    // A fresh string: resize() would keep the whole capacity queued.
+    msg = msg.substr(0, cut) + " [... truncated by spore: " + std::to_string(dropped) + " more bytes]";
+}
+
+}  // namespace
+
 void Master::push_log(LogRecord rec) {
+    truncate_log_message(rec.message);
+    size_t size = queued_size(rec);
     std::lock_guard<std::mutex> lk(log_mu_);
-    if (logs_.size() >= opts_.log_queue_size) {
+    // Bounded in records and in bytes: the oldest records make room.
+    while (!logs_.empty() &&
+           (logs_.size() >= opts_.log_queue_size || log_bytes_ + size > opts_.log_queue_bytes)) {
+        log_bytes_ -= queued_size(logs_.front());
         logs_.pop_front();
         dropped_logs_.fetch_add(1);
     }
     bool was_empty = logs_.empty();
+    log_bytes_ += size;
     logs_.push_back(std::move(rec));
     if (was_empty) {
         uint64_t one = 1;
@@ -739,6 +771,7 @@ int Master::next_log(LogRecord &out, int timeout_ms) {
     else log_cv_.wait_for(lk, std::chrono::milliseconds(timeout_ms), ready);
     if (logs_.empty()) return logs_closed_ ? SPORE_ESHUTDOWN : SPORE_ETIMEDOUT;
     out = std::move(logs_.front());
+    log_bytes_ -= queued_size(out);
     logs_.pop_front();
     if (logs_.empty()) {
         uint64_t v;

@@ -26,6 +26,11 @@
 
 namespace spore {
 
+// The log queue's default bound in bytes, and the longest message a record
+// keeps (longer ones are cut at a character boundary and marked).
+inline constexpr size_t kDefaultLogQueueBytes = 4u << 20;
+inline constexpr size_t kMaxLogMessageBytes = 64u << 10;
+
 struct LogRecord {
     uint32_t context_id = 0;
     std::string context;
@@ -103,6 +108,7 @@ public:
         uint64_t max_message_size = kDefaultMaxMessageSize;
         int log_level = 20;
         size_t log_queue_size = 10000;
+        size_t log_queue_bytes = kDefaultLogQueueBytes;
     };
 
     static std::shared_ptr<Master> create(Options opts);
@@ -233,6 +239,7 @@ private:
     std::mutex log_mu_;
     std::condition_variable log_cv_;
     std::deque<LogRecord> logs_;
+    size_t log_bytes_ = 0;      // guarded by log_mu_: what logs_ holds, as counted by queued_size()
     bool logs_closed_ = false;  // guarded by log_mu_
     int log_efd_ = -1;
     std::atomic<uint64_t> dropped_logs_{0};

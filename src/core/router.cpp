@@ -107,14 +107,15 @@ std::vector<Router::StreamPtr> Router::child_streams() const {
 
 int Router::send(const Message &m) {
     StreamPtr s;
-    uint64_t max;
+    Limits lim;
     {
         std::lock_guard<std::mutex> lk(mu_);
         auto it = routes_.find(m.h.dst_id);
         s = it != routes_.end() ? it->second : parent_;
-        max = limits_.max_message_size;
+        lim = limits_;
     }
-    if (m.wire_size() > max) return SPORE_ETOOBIG;
+    // The receiver's decoder would drop the whole stream over either limit.
+    if (m.wire_size() > lim.max_message_size || m.json.size() > lim.max_json_size) return SPORE_ETOOBIG;
     if (!s) return SPORE_ENOROUTE;
     return s->send(m) ? SPORE_OK : SPORE_EDISCONNECTED;
 }
@@ -193,6 +194,12 @@ void Router::dispatch(Message &&m, const StreamPtr &ingress) {
     if (ingress->attached()) m.h.auth_id = id_;
 
     if (m.h.dst_id == id_) {
+        // What is delivered here is parsed here (or handed to a caller's
+        // parser): it passes the same checks as every request first.
+        if (!m.json.empty()) {
+            std::string why = json_text_problem(m.json, limits().max_json_depth);
+            if (!why.empty()) return refuse_unacceptable_json(std::move(m), ingress, why);
+        }
         if (m.h.handle >= kFirstDynamicHandle) {
             if (reply_handler_) reply_handler_(std::move(m), ingress);
             else drop(m, *ingress, "no reply handler");
@@ -242,6 +249,24 @@ void Router::dispatch(Message &&m, const StreamPtr &ingress) {
     }
     if (!out->send(m))
         send_dead(m.h, SPORE_EDISCONNECTED, "context " + std::to_string(m.h.dst_id) + " is disconnected");
+}
+
+void Router::refuse_unacceptable_json(Message &&m, const StreamPtr &ingress, const std::string &why) {
+    drop(m, *ingress, "unacceptable JSON: " + why);
+    if (m.h.handle < kFirstDynamicHandle) {
+        send_dead(m.h, SPORE_EPROTO,
+                  "context " + name_ + " refused a message on handle " + std::to_string(m.h.handle) +
+                      " with unacceptable JSON: " + why);
+        return;
+    }
+    // A reply: the caller waiting on the handle learns why instead.
+    ErrorInfo e;
+    e.code = SPORE_EPROTO;
+    e.message = "the reply from context " + std::to_string(m.h.src_id) + " is not acceptable JSON: " + why;
+    m.h.flags |= kFlagError;
+    m.json = error_json(e);
+    m.bin.clear();
+    if (reply_handler_) reply_handler_(std::move(m), ingress);
 }
 
 void Router::handle_add_route(Message &&m, const StreamPtr &ingress) {

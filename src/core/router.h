@@ -117,6 +117,7 @@ private:
     void handle_add_route(Message &&m, const StreamPtr &ingress);
     void handle_del_route(Message &&m, const StreamPtr &ingress);
     void drop(const Message &m, const Stream &ingress, const std::string &why);
+    void refuse_unacceptable_json(Message &&m, const StreamPtr &ingress, const std::string &why);
     void log(int level, const std::string &msg) const {
         if (log_) log_(level, msg);
     }

@@ -276,13 +276,20 @@ void Stream::handle_read() {
                 continue;
             }
         } else {
-            char *p = decoder_.prepare(kReadChunk);
-            n = ::read(rfd_, p, kReadChunk);
+            // An empty decoder reads into the loop's scratch buffer and keeps
+            // only the bytes of an unfinished frame, so an idle stream holds
+            // no read buffer; a frame in progress is read straight into the
+            // decoder, which grows with what arrives.
+            bool direct = decoder_.buffered() > 0;
+            size_t window = direct ? decoder_.read_window(kReadChunk) : kReadChunk;
+            char *p = direct ? decoder_.prepare(window) : loop_.read_scratch(window);
+            n = ::read(rfd_, p, window);
             if (n > 0) {
-                decoder_.commit(size_t(n));
+                if (direct) decoder_.commit(size_t(n));
+                else decoder_.feed(p, size_t(n));
                 bytes_in_ += uint64_t(n);
                 total += size_t(n);
-                if (size_t(n) < kReadChunk) break;
+                if (size_t(n) < window) break;
                 continue;
             }
         }

@@ -300,20 +300,6 @@ std::string parent_rel(const std::string &rel) {
     return slash == std::string::npos ? "" : rel.substr(0, slash);
 }
 
-bool valid_utf8(const std::string &s) {
-    size_t i = 0, n = s.size();
-    auto u = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
-    while (i < n) {
-        unsigned char c = u(i);
-        size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-        if (!len || c == 0 || i + len > n) return false;
-        for (size_t k = 1; k < len; ++k)
-            if ((u(i + k) & 0xC0) != 0x80) return false;
-        i += len;
-    }
-    return true;
-}
-
 // mkdir that accepts an existing directory, and nothing else (a symlink
 // there is refused, so nothing is ever written through one).
 void make_real_dir(const std::string &path) {

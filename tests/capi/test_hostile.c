@@ -1,5 +1,5 @@
 /* A context can never make its parent, a sibling or the master run
- * anything. A hostile child (tests/capi/data/hostile_child.py, started as
+ * anything, nor make it allocate or hand its caller what it should not. A hostile child (tests/capi/data/hostile_child.py, started as
  * the command prefix of a connect through an agent) answers the bootstrap
  * itself and then injects forged frames on its parent stream: calls with
  * honest and forged source and authority ids, and route messages for ids
@@ -25,12 +25,11 @@ static char *read_all(const char *path) {
     return buf;
 }
 
+static int have_python(void);
+
 static void test_forged_frames_run_nothing(void **state) {
     (void)state;
-    if (access("/usr/bin/python3", X_OK) != 0) {
-        print_message("SKIPPED: /usr/bin/python3 is needed for the hostile child\n");
-        skip();
-    }
+    if (!have_python()) skip();
     th_baseline b = th_begin();
     char *dir = th_mkdtemp("hostile");
     char markers[512], report[512], script[1024];
@@ -97,9 +96,203 @@ static void test_forged_frames_run_nothing(void **state) {
     th_end(&b);
 }
 
+
+/* ------------------------------------------------ hostile answers (hostile_peer.py) */
+
+static int have_python(void) {
+    if (access("/usr/bin/python3", X_OK) == 0) return 1;
+    print_message("SKIPPED: /usr/bin/python3 is needed for the hostile child\n");
+    return 0;
+}
+
+/* Connects a hostile_peer.py child in `mode` (with its arguments) under via
+ * (NULL: directly under the master). */
+static spore_context *connect_peer(spore_router *r, spore_context *via, const char *mode) {
+    char prefix[4096];
+    snprintf(prefix, sizeof prefix, "/usr/bin/python3 '%s/tests/capi/data/hostile_peer.py' %s ;",
+             getenv("SPORE_SOURCE_DIR"), mode);
+    spore_options *o = NULL;
+    TH_OK(spore_options_new(&o));
+    TH_OK(spore_options_set_str(o, "command_prefix", prefix));
+    spore_context *c = NULL;
+    TH_OK(spore_connect(&c, r, "local", o, via));
+    spore_options_free(o);
+    return c;
+}
+
+/* A child that sends only a frame header announcing 127 MiB makes neither
+ * the master nor an agent allocate it: memory grows with bytes received. */
+static void test_header_alone_allocates_nothing(void **state) {
+    (void)state;
+    if (!have_python()) skip();
+    th_baseline b = th_begin();
+    spore_router *r = th_router(NULL);
+    spore_context *parent = th_connect(r, "local", NULL);
+    pid_t agent = th_agent_pid(parent);
+
+    enum { kDirect = 6, kBehindAgent = 4 };
+    long master_before = th_rss_kib(getpid()), agent_before = th_rss_kib(agent);
+    spore_context *peers[kDirect + kBehindAgent];
+    for (int i = 0; i < kDirect; i++) peers[i] = connect_peer(r, NULL, "huge-header");
+    for (int i = 0; i < kBehindAgent; i++) peers[kDirect + i] = connect_peer(r, parent, "huge-header");
+    th_sleep_ms(500);  /* the headers have arrived and been looked at */
+    long master_growth = th_rss_kib(getpid()) - master_before;
+    long agent_growth = th_rss_kib(agent) - agent_before;
+    print_message("RSS growth with %d huge headers: master %ld KiB, agent %ld KiB (%d headers)\n",
+                  kDirect + kBehindAgent, master_growth, agent_growth, kBehindAgent);
+    /* Before the fix: 6 x 127 MiB in the master, 4 x 127 MiB in the agent. */
+    assert_true(master_growth < 48 * 1024);
+    assert_true(agent_growth < 16 * 1024);
+
+    /* Everything else still works. */
+    char *json = th_call(parent, "sys.ping", NULL);
+    free(json);
+    for (int i = 0; i < kDirect + kBehindAgent; i++) spore_context_free(peers[i]);
+    spore_context_free(parent);
+    spore_router_free(r);
+    th_end(&b);
+}
+
+/* Replies nested 10,000 deep, with invalid UTF-8 or with a NUL in a string
+ * fail their call with EPROTO, directly and through an agent, and nothing
+ * else is disturbed. */
+static void test_unacceptable_replies_fail_the_call(void **state) {
+    (void)state;
+    if (!have_python()) skip();
+    th_baseline b = th_begin();
+    spore_router *r = th_router(NULL);
+    spore_context *parent = th_connect(r, "local", NULL);
+    const char *modes[] = {"deep-reply", "deep-error", "bad-utf8-reply", "nul-reply"};
+    const char *reasons[] = {"nested deeper than 64", "nested deeper than 64", "invalid UTF-8", "NUL"};
+    for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
+        for (int behind = 0; behind < 2; behind++) {
+            spore_context *peer = connect_peer(r, behind ? parent : NULL, modes[i]);
+            spore_result *res = NULL;
+            TH_ERR(spore_call(&res, peer, "sys.ping", NULL, NULL, 0, 10000), SPORE_EPROTO);
+            assert_null(res);
+            const char *msg = spore_last_error()->message;
+            print_message("%s%s: %s\n", modes[i], behind ? " (behind an agent)" : "", msg);
+            TH_CONTAINS(msg, spore_context_name(peer));
+            TH_CONTAINS(msg, "not acceptable JSON");
+            TH_CONTAINS(msg, reasons[i]);
+            assert_true(spore_context_alive(peer));
+            spore_context_free(peer);
+        }
+    }
+    char *json = th_call(parent, "sys.ping", NULL);
+    free(json);
+    spore_context_free(parent);
+    spore_router_free(r);
+    th_end(&b);
+}
+
+/* A log record nested 10,000 deep is dropped (with a warning), and the
+ * honest record after it arrives. */
+static void test_unacceptable_log_record_is_dropped(void **state) {
+    (void)state;
+    if (!have_python()) skip();
+    th_baseline b = th_begin();
+    spore_router *r = th_router(NULL);
+    spore_context *peer = connect_peer(r, NULL, "deep-log");
+    char *json = th_call(peer, "sys.ping", NULL);  /* answered after both records */
+    free(json);
+    int honest = 0, warned = 0;
+    spore_log_record *rec = NULL;
+    while (spore_router_next_log(r, &rec, 200) == SPORE_OK) {
+        const char *m = spore_log_record_message(rec);
+        if (strcmp(m, "after the deep one") == 0) honest++;
+        if (strstr(m, "unacceptable JSON") && strstr(m, "nested deeper")) warned++;
+        assert_null(strstr(m, "[[[["));
+        spore_log_record_free(rec);
+    }
+    assert_int_equal(honest, 1);
+    assert_int_equal(warned, 1);
+    spore_context_free(peer);
+    spore_router_free(r);
+    th_end(&b);
+}
+
+/* 25 records of 15 MB: the queue stays bounded in bytes, long messages are
+ * cut with a marker, and what was dropped is counted. */
+static void test_huge_log_records_are_bounded(void **state) {
+    (void)state;
+    if (!have_python()) skip();
+    th_baseline b = th_begin();
+    spore_options *o = NULL;
+    TH_OK(spore_options_new(&o));
+    TH_OK(spore_options_set_int(o, "log_queue_bytes", 256 * 1024));
+    spore_router *r = th_router(o);
+    spore_options_free(o);
+    long before = th_rss_kib(getpid());
+    spore_context *peer = connect_peer(r, NULL, "big-logs 25 15000000");
+    char *json = th_call(peer, "sys.ping", NULL);  /* answered after every record */
+    free(json);
+    long growth = th_rss_kib(getpid()) - before;
+    uint64_t dropped = spore_router_dropped_logs(r);
+    print_message("25 records of 15 MB: RSS growth %ld KiB, %llu dropped\n", growth, (unsigned long long)dropped);
+    assert_true(growth < 150 * 1024); /* before: every record kept, 375 MB */
+    assert_true(dropped >= 20);       /* 256 KiB hold three cut records */
+    int kept = 0, newest = 0;
+    spore_log_record *rec = NULL;
+    while (spore_router_next_log(r, &rec, 0) == SPORE_OK) {
+        const char *m = spore_log_record_message(rec);
+        if (strcmp(spore_log_record_logger(rec), "hostile") == 0) {
+            kept++;
+            assert_true(strlen(m) < 65536 + 100);
+            TH_CONTAINS(m, "[... truncated by spore: 14934467 more bytes]");
+            newest = strncmp(m, "24:", 3) == 0;
+        }
+        spore_log_record_free(rec);
+    }
+    assert_true(kept >= 1 && kept <= 4);
+    assert_true(newest); /* the oldest made room for the newest */
+    spore_context_free(peer);
+    spore_router_free(r);
+    th_end(&b);
+}
+
+/* Arguments over the receivers' JSON limit fail alone with ETOOBIG; a call
+ * in flight on the same context is not disturbed. */
+static void test_oversized_arguments_fail_alone(void **state) {
+    (void)state;
+    th_baseline b = th_begin();
+    spore_router *r = th_router(NULL);
+    spore_context *ctx = th_connect(r, "local", NULL);
+    spore_pending *slow = NULL;
+    TH_OK(spore_call_async(&slow, ctx, "proc.run", "{\"argv\": [\"sleep\", \"0.3\"]}", NULL, 0));
+
+    size_t n = (17u << 20);
+    char *args = malloc(n + 16);
+    assert_non_null(args);
+    strcpy(args, "{\"s\":\"");
+    memset(args + 6, 'a', n);
+    strcpy(args + 6 + n, "\"}");
+    spore_result *res = NULL;
+    TH_ERR(spore_call(&res, ctx, "sys.echo", args, NULL, 0, 10000), SPORE_ETOOBIG);
+    TH_CONTAINS(spore_last_error()->message, "over the limit");
+    spore_pending *big = NULL;
+    TH_ERR(spore_call_async(&big, ctx, "sys.echo", args, NULL, 0), SPORE_ETOOBIG);
+    assert_null(big);
+    free(args);
+
+    TH_OK(spore_call_wait(slow, NULL, 10000));
+    spore_call_free(slow);
+    assert_true(spore_context_alive(ctx));
+    char *json = th_call(ctx, "sys.ping", NULL);
+    free(json);
+    spore_context_free(ctx);
+    spore_router_free(r);
+    th_end(&b);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_forged_frames_run_nothing),
+        cmocka_unit_test(test_header_alone_allocates_nothing),
+        cmocka_unit_test(test_unacceptable_replies_fail_the_call),
+        cmocka_unit_test(test_unacceptable_log_record_is_dropped),
+        cmocka_unit_test(test_huge_log_records_are_bounded),
+        cmocka_unit_test(test_oversized_arguments_fail_alone),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

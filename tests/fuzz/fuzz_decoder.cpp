@@ -202,9 +202,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     lim.max_json_depth = 64;
     std::string_view stream(reinterpret_cast<const char *>(data), size);
 
-    // Any single allocation the decoder makes is bounded by the limits, the
-    // bytes actually fed and the prepare() window - never by a peer's header.
-    const size_t bound = 2 * (size_t(lim.max_message_size) + size + 4096) + 4096;
+    // Any single allocation the decoder makes is bounded by the bytes
+    // actually fed and the prepare() window (the buffer at most doubles) -
+    // never by a peer's header or the message size limit.
+    const size_t bound = 2 * (size + 4096) + 4096;
     g_largest = 0;
     g_armed = true;
     Outcome whole = run(stream, lim, Mode::kWhole, rng);

@@ -769,20 +769,58 @@ TEST(FrameDecoder, BufferReleasedAfterLargeMessage) {
     EXPECT_EQ(m.h.handle, 6u);
 }
 
-TEST(FrameDecoder, ReservationIsBoundedByTheAnnouncedFrame) {
-    // A frame within limits may reserve its own size, but no more.
+TEST(FrameDecoder, AHeaderAloneReservesNothing) {
+    // A header within the limits announcing 127 MiB: nothing is reserved for
+    // the body until its bytes arrive (issue: a header alone made the
+    // controller allocate and zero the announced size).
     if (!HeapProbe::can_measure_largest()) GTEST_SKIP() << "needs ASan allocation hooks";
     Limits lim;
-    lim.max_message_size = 1 << 20;
     FrameDecoder d(lim);
-    std::string hdr = announce(10, 200000);
-    d.feed(hdr.data(), hdr.size());
-    Message m;
+    std::string hdr = announce(10, 127u << 20);
     HeapProbe probe;
     probe.arm();
+    d.feed(hdr.data(), hdr.size());
+    Message m;
     EXPECT_EQ(d.next(m), Status::kNeedMore);
     size_t largest = probe.disarm();
-    EXPECT_LE(largest, 2 * (kHeaderSize + 10 + 200000) + 64);
+    EXPECT_LE(largest, 4096u);
+}
+
+TEST(FrameDecoder, MemoryGrowsOnlyWithTheBytesThatArrived) {
+    // Read like a socket reader (read_window/prepare/commit) a frame that
+    // announces 127 MiB but trickles in: the buffer stays within a small
+    // multiple of what arrived, whatever the header says.
+    FrameDecoder d;
+    std::string hdr = announce(10, 127u << 20);
+    d.feed(hdr.data(), hdr.size());
+    Message m;
+    EXPECT_EQ(d.next(m), Status::kNeedMore);
+    EXPECT_LE(d.capacity(), 64u * 1024);
+    size_t arrived = hdr.size();
+    for (int i = 0; i < 40; ++i) {
+        size_t window = d.read_window(256 * 1024);
+        char *p = d.prepare(window);
+        std::memset(p, 'x', window);
+        d.commit(window);
+        arrived += window;
+        EXPECT_EQ(d.next(m), Status::kNeedMore);
+        EXPECT_LE(d.capacity(), 2 * (2 * arrived + 64 * 1024)) << "after " << arrived << " bytes";
+    }
+    EXPECT_GT(arrived, size_t(8) << 20);
+}
+
+TEST(FrameDecoder, AnEmptyDecoderHoldsNoBuffer) {
+    // An idle stream keeps no read buffer (memory per direct child).
+    FrameDecoder d;
+    std::string wire = encode_message(make_msg(7, R"({"a":1})", std::string(300000, 'b')));
+    d.feed(wire.data(), wire.size() - 1);
+    EXPECT_GT(d.capacity(), 0u);
+    d.feed(wire.data() + wire.size() - 1, 1);
+    Message m;
+    ASSERT_EQ(d.next(m), Status::kMessage);
+    EXPECT_EQ(d.capacity(), 0u);
+    EXPECT_EQ(d.next(m), Status::kNeedMore);
+    EXPECT_EQ(d.capacity(), 0u);
 }
 
 }  // namespace

@@ -98,12 +98,50 @@ TEST(JsonParse, Malformed) {
         "{",          "}",           "[1,]",        R"({"a":1,})", R"({"a":})",
         R"({a:1})",   R"({'a':1})",  "[1 2]",       "tru",         "nul",
         "nan",        "+1",          ".5",          "-",           R"("\x")",
-        R"({"a" 1})", "[\"a\"",      "{\"a\":[}",   "\x01",        "\xff\xfe",
+        R"({"a" 1})", "[\"a\"",      "{\"a\":[}",   "\x01",
     };
     for (const char *d : docs) {
         std::string err = parse_err(d);
         EXPECT_NE(err.find("malformed JSON"), std::string::npos) << d << " -> " << err;
     }
+}
+
+TEST(JsonParse, InvalidUtf8IsRefused) {
+    // Raw bytes that are not UTF-8, overlong forms, encoded surrogates and
+    // code points above U+10FFFF, inside and outside strings.
+    const char *docs[] = {"\xff\xfe", "\"\xff\"", "[\"a\xc0\x80\"]", "\"\xed\xa0\x80\"",
+                          "\"\xf4\x90\x80\x80\"", "\"\xe2\x82\"", "{\"\x80\":1}"};
+    for (const char *d : docs) {
+        std::string err = parse_err(d);
+        EXPECT_NE(err.find("invalid UTF-8"), std::string::npos) << d << " -> " << err;
+    }
+    parse_ok("\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x8d\x84\"");
+}
+
+TEST(JsonParse, NulInsideAStringIsRefused) {
+    // cJSON would cut the string at the NUL and every C caller with it.
+    EXPECT_NE(parse_err(R"({"s":"a\u0000b"})").find("NUL"), std::string::npos);
+    EXPECT_NE(parse_err(std::string_view("{\"s\":\"a\0b\"}", 10)).find("NUL"), std::string::npos);
+    EXPECT_NE(parse_err(R"(["\u0000"])").find("NUL"), std::string::npos);
+    parse_ok(R"(["\u0001", "\\u0000"])");  // an escaped backslash, then text
+}
+
+TEST(JsonParse, LoneSurrogateEscapesAreRefused) {
+    EXPECT_NE(parse_err(R"(["\ud800"])").find("lone high surrogate"), std::string::npos);
+    EXPECT_NE(parse_err(R"(["\ud800\u0041"])").find("lone high surrogate"), std::string::npos);
+    EXPECT_NE(parse_err(R"(["\udc00"])").find("lone low surrogate"), std::string::npos);
+    EXPECT_NE(parse_err(R"(["\u12"])").find("malformed"), std::string::npos);
+    parse_ok(R"(["\ud83c\udf44", "\u00e9"])");
+}
+
+TEST(JsonTextProblem, DepthAndPassingText) {
+    EXPECT_EQ(json_text_problem(R"({"a":[1,{"b":"]]]]"}]})", 3), "");
+    EXPECT_NE(json_text_problem(std::string(65, '[') + std::string(65, ']'), 64).find("deeper than 64"),
+              std::string::npos);
+    EXPECT_EQ(json_text_problem(std::string(64, '[') + std::string(64, ']'), 64), "");
+    EXPECT_TRUE(valid_utf8("plain \xc3\xa9"));
+    EXPECT_FALSE(valid_utf8(std::string_view("a\0b", 3)));
+    EXPECT_FALSE(valid_utf8("\xc3"));
 }
 
 TEST(JsonParse, MalformedReportsAPosition) {

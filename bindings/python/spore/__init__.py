@@ -424,7 +424,7 @@ class Router(_Closing):
     """One spore router: owns the I/O thread and every context opened from
     it. Use it as a context manager, or call close(). Keyword options are
     router options (agent_path, max_message_size, log_level,
-    log_queue_size); log_level defaults to the effective level of the
+    log_queue_size, log_queue_bytes); log_level defaults to the effective level of the
     "spore" logger, and forward_logs=False keeps records out of `logging`."""
 
     def __init__(self, forward_logs=True, **options):

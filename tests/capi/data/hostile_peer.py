@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""A hostile child context for test_hostile.c: hostile *answers*, not calls.
+
+Run as the command_prefix of a connect, it answers the bootstrap itself
+(the hello line), takes the init message and then behaves as MODE says:
+
+  huge-header       sends one frame header announcing a 127 MiB body and
+                    never the body (the parent must not allocate for it)
+  deep-reply        answers every call with JSON nested 10,000 deep
+  deep-error        answers every call with an *error* nested 10,000 deep
+  bad-utf8-reply    answers every call with a string of invalid UTF-8
+  nul-reply         answers every call with a string holding \\u0000
+  big-logs N BYTES  sends N log records of BYTES characters each, then
+                    answers calls with true
+  deep-log          sends a log record nested 10,000 deep, then one honest
+                    record "after the deep one", and answers calls with true
+
+It stays until the parent closes the stream (or sends shutdown).
+"""
+import json
+import os
+import struct
+import sys
+
+HDR = struct.Struct(">HBBIIIIIII")
+MAGIC, VERSION = 0x5350, 1
+CALL, LOG, SHUTDOWN, INIT = 100, 101, 105, 110
+FLAG_ERROR = 1
+
+mode = sys.argv[1]
+rfd, wfd = 0, 1
+
+
+def read_exact(n):
+    buf = b""
+    while len(buf) < n:
+        chunk = os.read(rfd, n - len(buf))
+        if not chunk:
+            raise EOFError
+        buf += chunk
+    return buf
+
+
+def read_frame():
+    h = HDR.unpack(read_exact(HDR.size))
+    body = read_exact(h[8]) if h[8] else b""
+    if h[9]:
+        read_exact(h[9])
+    return h, body
+
+
+def send(dst, src, handle, body, flags=0, bin_len=None):
+    n_bin = 0 if bin_len is None else bin_len
+    os.write(wfd, HDR.pack(MAGIC, VERSION, flags, dst, src, src, handle, 0, len(body), n_bin) + body)
+
+
+def deep(n):
+    return b"[" * n + b"]" * n
+
+
+os.write(wfd, b"\nSPORE-HELLO 0.1.0\n")
+h, body = read_frame()
+assert h[6] == INIT, h
+me = json.loads(body)["id"]
+
+if mode == "huge-header":
+    send(0, me, LOG, b"", bin_len=127 << 20)
+elif mode == "big-logs":
+    count, size = int(sys.argv[2]), int(sys.argv[3])
+    for i in range(count):
+        rec = {"logger": "hostile", "level": 30, "msg": "%d:" % i + "x" * size}
+        send(0, me, LOG, json.dumps(rec).encode())
+elif mode == "deep-log":
+    send(0, me, LOG, b'{"logger":"hostile","level":30,"msg":' + deep(10000) + b"}")
+    send(0, me, LOG, json.dumps({"logger": "hostile", "level": 30, "msg": "after the deep one"}).encode())
+
+answers = {
+    "deep-reply": (0, deep(10000)),
+    "deep-error": (FLAG_ERROR, b'{"code":"EREMOTE","message":' + deep(10000) + b"}"),
+    "bad-utf8-reply": (0, b'{"s":"\xff\xfe\xc0\x80"}'),
+    "nul-reply": (0, b'{"s":"a\\u0000b"}'),
+}
+try:
+    while True:
+        h, body = read_frame()
+        if h[6] == SHUTDOWN:
+            break
+        if h[6] != CALL or not h[7]:
+            continue
+        flags, reply = answers.get(mode, (0, b"true"))
+        # A reply goes to the caller's handle (reply_to), from this context.
+        os.write(wfd, HDR.pack(MAGIC, VERSION, flags, h[4], me, me, h[7], 0, len(reply), 0) + reply)
+except (EOFError, OSError):
+    pass
