@@ -12,6 +12,10 @@ tests/bench/core_bench.c measures with spore, under the same metric names:
   contexts_concurrent  NOT measured with 100 contexts: 10 router.local() in
                        sequence, the total multiplied by 10 (extrapolated)
   agent_rss            VmRSS of an idle Mitogen child after a few calls (MiB)
+  master_kib_per_child VmRSS growth of the master per idle router.local()
+                       child, with 100 children at once (KiB; spore's figure
+                       holds 1,000, which Mitogen's ~20 MiB children would
+                       make ~20 GiB)
 
 Output is one line each, for scripts/bench to parse:
   sample <metric> <unit> <v1> <v2> ...
@@ -148,6 +152,23 @@ def bench_rss(router):
     emit("agent_rss", "MiB", values)
 
 
+def bench_children(router):
+    n = 20 if QUICK else 100
+    values = []
+    for _ in range(1 if QUICK else 2):
+        before = vmrss_kib(os.getpid())
+        ctxs = []
+        for _ in range(n):
+            ctx = router.local()
+            ctx.call(noop)
+            ctxs.append(ctx)
+        values.append((vmrss_kib(os.getpid()) - before) / float(n))
+        for c in ctxs:
+            c.shutdown(wait=True)
+    info("master_kib_per_child", "children", n)
+    emit("master_kib_per_child", "KiB", values)
+
+
 def main(router):
     print("info mitogen version %s" % ".".join(str(x) for x in mitogen.__version__))
     print("info mitogen python %s" % sys.version.split()[0])
@@ -164,6 +185,7 @@ def main(router):
     ctx.shutdown(wait=True)
     bench_contexts(router)
     bench_rss(router)
+    bench_children(router)
 
 
 if __name__ == "__main__":

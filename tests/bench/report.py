@@ -53,6 +53,11 @@ SUITES = {
          "100 local contexts opened at once from 100 threads"),
         ("agent_rss", "<=", 4.0, "agent_rss",
          "VmRSS of an idle agent after a few calls"),
+        ("master_kib_per_child", "<=", 64.0, "master_kib_per_child",
+         "controller VmRSS growth per idle direct local child, 1,000 held at once; "
+         "baseline: Mitogen's master with 100 router.local() children"),
+        ("master_kib_per_child_tree", None, None, None,
+         "the same 1,000 contexts as 20 local children with 49 forks each"),
     ],
     "bindings": [
         ("call_rtt", None, None, None,
