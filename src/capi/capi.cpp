@@ -108,6 +108,19 @@ int guarded(Fn &&fn) noexcept {
         if (!(cond)) return set_error(SPORE_EINVAL, what); \
     } while (0)
 
+// Every wait takes -1 (no limit) or a number of milliseconds; any other
+// negative number is a mistake, not "forever".
+int check_timeout(const char *function, int timeout_ms) {
+    if (timeout_ms >= -1) return SPORE_OK;
+    return set_error(SPORE_EINVAL, std::string(function) + ": timeout_ms must be -1 (no limit) or at least 0, not " +
+                                       std::to_string(timeout_ms));
+}
+
+#define SPORE_REQUIRE_TIMEOUT(function, timeout_ms)                              \
+    do {                                                                         \
+        if (int rc_ = check_timeout(function, timeout_ms); rc_ != SPORE_OK) return rc_; \
+    } while (0)
+
 }  // namespace
 
 extern "C" {
@@ -315,6 +328,7 @@ int spore_router_set_log_level(spore_router *router, int level) noexcept {
 int spore_router_next_log(spore_router *router, spore_log_record **out, int timeout_ms) noexcept {
     return guarded([&]() -> int {
         SPORE_REQUIRE(router && out, "spore_router_next_log: router and out are required");
+        SPORE_REQUIRE_TIMEOUT("spore_router_next_log", timeout_ms);
         *out = nullptr;
         spore::LogRecord r;
         router->log_waiters.fetch_add(1);
@@ -396,6 +410,7 @@ int spore_context_alive(const spore_context *ctx) noexcept { return ctx && ctx->
 int spore_context_shutdown(spore_context *ctx, int timeout_ms) noexcept {
     return guarded([&]() -> int {
         SPORE_REQUIRE(ctx, "spore_context_shutdown: ctx is NULL");
+        SPORE_REQUIRE_TIMEOUT("spore_context_shutdown", timeout_ms);
         int rc = ctx->m->shutdown_context(ctx->c, timeout_ms);
         if (rc != SPORE_OK)
             return set_error(ErrorInfo{rc, ctx->c->name + " did not shut down within " + std::to_string(timeout_ms) + " ms",
@@ -422,6 +437,7 @@ int spore_call(spore_result **out, spore_context *ctx, const char *function, con
     return guarded([&]() -> int {
         if (out) *out = nullptr;
         SPORE_REQUIRE(out && ctx && function, "spore_call: out, ctx and function are required");
+        SPORE_REQUIRE_TIMEOUT("spore_call", timeout_ms);
         SPORE_REQUIRE(data || len == 0, "spore_call: data is NULL but len is not 0");
         auto r = ctx->m->call(ctx->c, function, args_json, data, len, "", timeout_ms);
         return make_result(out, std::move(r.first), std::move(r.second));
@@ -532,6 +548,7 @@ int spore_proc_start(spore_process **out, spore_context *ctx, const char *args_j
 int spore_process_write(spore_process *p, const void *data, size_t len, int timeout_ms) noexcept {
     return guarded([&]() -> int {
         SPORE_REQUIRE(p && (data || len == 0), "spore_process_write: p is required, and data unless len is 0");
+        SPORE_REQUIRE_TIMEOUT("spore_process_write", timeout_ms);
         spore::ErrorInfo e;
         int rc = p->p->write(static_cast<const char *>(data), len, timeout_ms, e);
         return rc == SPORE_OK ? rc : set_error(e);
@@ -550,6 +567,7 @@ int spore_process_close_stdin(spore_process *p) noexcept {
 int spore_process_read(spore_process *p, int fd, void *buf, size_t cap, int timeout_ms) noexcept {
     return guarded([&]() -> int {
         SPORE_REQUIRE(p && (buf || cap == 0), "spore_process_read: p and buf are required");
+        SPORE_REQUIRE_TIMEOUT("spore_process_read", timeout_ms);
         spore::ErrorInfo e;
         long n = p->p->read(fd, static_cast<char *>(buf), std::min<size_t>(cap, INT_MAX), timeout_ms, e);
         return n >= 0 ? int(n) : set_error(e);
@@ -577,6 +595,7 @@ int spore_process_resize(spore_process *p, int rows, int cols) noexcept {
 int spore_process_wait(spore_process *p, int *exit_code, int *signal, int timeout_ms) noexcept {
     return guarded([&]() -> int {
         SPORE_REQUIRE(p, "spore_process_wait: p is NULL");
+        SPORE_REQUIRE_TIMEOUT("spore_process_wait", timeout_ms);
         spore::ErrorInfo e;
         int rc = p->p->wait(exit_code, signal, timeout_ms, e);
         return rc == SPORE_OK ? rc : set_error(e);
@@ -621,6 +640,7 @@ int spore_call_wait(spore_pending *call, spore_result **out, int timeout_ms) noe
     return guarded([&]() -> int {
         if (out) *out = nullptr;
         SPORE_REQUIRE(call, "spore_call_wait: call is NULL");
+        SPORE_REQUIRE_TIMEOUT("spore_call_wait", timeout_ms);
         if (call->finished) {
             if (call->err.code != SPORE_OK) return set_error(call->err);
             return set_error(SPORE_EINVAL, "spore_call_wait: the result was already taken");
@@ -692,6 +712,7 @@ int spore_chain_call(spore_result **out, spore_chain *chain, const char *functio
     return guarded([&]() -> int {
         if (out) *out = nullptr;
         SPORE_REQUIRE(out && chain && function, "spore_chain_call: out, chain and function are required");
+        SPORE_REQUIRE_TIMEOUT("spore_chain_call", timeout_ms);
         SPORE_REQUIRE(data || len == 0, "spore_chain_call: data is NULL but len is not 0");
         auto r = chain->m->call(chain->c, function, args_json, data, len, chain->id, timeout_ms);
         return make_result(out, std::move(r.first), std::move(r.second));

@@ -71,6 +71,22 @@ const std::vector<OptionSpec> &common_options() {
     return opts;
 }
 
+namespace {
+
+// A context's name labels its log records, errors and `ps` line: a control
+// character there could forge a line of someone's log or terminal.
+void check_name_option(const std::string &key, const char *value) {
+    std::string_view v(value);
+    if (v.empty()) throw Error(SPORE_EINVAL, "option '" + key + "' must not be empty");
+    if (!valid_utf8(v)) throw Error(SPORE_EINVAL, "option '" + key + "' is not valid UTF-8");
+    for (unsigned char c : v)
+        if (c < 0x20 || c == 0x7f)
+            throw Error(SPORE_EINVAL, "option '" + key + "' must not contain control characters (found byte " +
+                                          std::to_string(unsigned(c)) + ")");
+}
+
+}  // namespace
+
 void validate_options(const MethodInfo &m, const cJSON *opts) {
     const cJSON *item;
     cJSON_ArrayForEach(item, opts) {
@@ -91,6 +107,7 @@ void validate_options(const MethodInfo &m, const cJSON *opts) {
             throw Error(SPORE_EINVAL, "option '" + key + "' must be " + want);
         }
         if (type == 'l') option_words(opts, key.c_str());  // parse errors surface now
+        if (key == "name" || key == "remote_name") check_name_option(key, item->valuestring);
     }
 }
 

@@ -9,6 +9,7 @@
  *   EPROTO (the API validates everything it sends), ENOMEM, EINTERNAL,
  *   EUNKNOWN (an unknown code name in a reply), ENOTFOUND and EBUSY (not
  *   produced by the library at all). */
+#include <limits.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -66,8 +67,12 @@ static void assert_alive(spore_context *c) {
 
 static void test_einval_arguments_and_names(void **state) {
     struct fixture *f = *state;
+    /* The last four: a NUL inside a string (escaped, which cJSON would cut
+     * short), invalid UTF-8, an overlong form and a lone surrogate escape:
+     * refused, not truncated or echoed. */
     const char *bad_args[] = {"[1,2]", "3", "\"text\"", "null", "true", "{", "{\"a\":}", "nope",
-                              "{\"a\":1} trailing", "{\"a\":1,}"};
+                              "{\"a\":1} trailing", "{\"a\":1,}", "{\"value\":\"a\\u0000b\"}",
+                              "{\"value\":\"\xff\xfe\"}", "{\"value\":\"\xc0\x80\"}", "{\"value\":\"\\ud800\"}"};
     spore_chain *ch = NULL;
     TH_OK(spore_chain_new(&ch, f->c));
     for (size_t i = 0; i < sizeof bad_args / sizeof bad_args[0]; i++) {
@@ -101,6 +106,41 @@ static void test_einval_arguments_and_names(void **state) {
         TH_ERR(spore_call_no_reply(f->c, bad_names[i], NULL, NULL, 0), SPORE_EINVAL);
     }
     assert_alive(f->c);
+
+    /* Negative timeouts other than -1 are mistakes, not "forever". */
+    const int bad_timeouts[] = {-2, -1000, INT_MIN};
+    for (size_t i = 0; i < sizeof bad_timeouts / sizeof bad_timeouts[0]; i++) {
+        int t = bad_timeouts[i];
+        TH_ERR(spore_call(&res, f->c, "sys.ping", NULL, NULL, 0, t), SPORE_EINVAL);
+        TH_CONTAINS(spore_last_error()->message, "timeout_ms must be -1");
+        spore_pending *p = NULL;
+        TH_OK(spore_call_async(&p, f->c, "sys.ping", NULL, NULL, 0));
+        TH_ERR(spore_call_wait(p, NULL, t), SPORE_EINVAL);
+        TH_OK(spore_call_wait(p, NULL, -1));
+        spore_call_free(p);
+        TH_OK(spore_chain_new(&ch, f->c));
+        TH_ERR(spore_chain_call(&res, ch, "sys.ping", NULL, NULL, 0, t), SPORE_EINVAL);
+        spore_chain_free(ch);
+        spore_log_record *none = NULL;
+        TH_ERR(spore_router_next_log(f->r, &none, t), SPORE_EINVAL);
+        TH_ERR(spore_context_shutdown(f->f, t), SPORE_EINVAL);
+    }
+    assert_alive(f->f);
+
+    /* Control characters in context names (they label logs, errors, ps). */
+    const char *bad_ctx_names[] = {"tab\there", "new\nline", "esc\x1b[31m", "del\x7f", "", "\xff\xfe"};
+    for (size_t i = 0; i < sizeof bad_ctx_names / sizeof bad_ctx_names[0]; i++) {
+        for (int k = 0; k < 2; k++) {
+            spore_options *o = NULL;
+            TH_OK(spore_options_new(&o));
+            TH_OK(spore_options_set_str(o, k ? "remote_name" : "name", bad_ctx_names[i]));
+            spore_context *c = NULL;
+            TH_ERR(spore_connect(&c, f->r, "local", o, NULL), SPORE_EINVAL);
+            TH_CONTAINS(spore_last_error()->message, k ? "'remote_name'" : "'name'");
+            assert_null(c);
+            spore_options_free(o);
+        }
+    }
     /* nothing was logged by the context: none of those calls reached it */
     spore_log_record *rec = NULL;
     TH_ERR(spore_router_next_log(f->r, &rec, 50), SPORE_ETIMEDOUT);
