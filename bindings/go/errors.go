@@ -40,6 +40,7 @@ const (
 	ErrPermission       Code = -21 // permission denied (file transfers)
 	ErrNoSpace          Code = -22 // no space left on device (file transfers)
 	ErrChanged          Code = -23 // the source file changed size during a transfer
+	ErrUnresponsive     Code = -24 // a hop on the way stopped answering keepalives
 )
 
 var codeNames = map[Code]string{
@@ -49,12 +50,13 @@ var codeNames = map[Code]string{
 	ErrShutdown: "ESHUTDOWN", ErrInternal: "EINTERNAL", ErrUnknown: "EUNKNOWN", ErrAuth: "EAUTH",
 	ErrPasswordRequired: "EPASSREQ", ErrHostKey: "EHOSTKEY", ErrDenied: "EDENIED",
 	ErrNotFound: "ENOENT", ErrPermission: "EACCES", ErrNoSpace: "ENOSPC", ErrChanged: "ECHANGED",
+	ErrUnresponsive: "EUNRESPONSIVE",
 }
 
 // Codes lists every error code, in the C library's order.
 func Codes() []Code {
 	out := make([]Code, 0, len(codeNames))
-	for c := ErrInvalid; c >= ErrChanged; c-- {
+	for c := ErrInvalid; c >= ErrUnresponsive; c-- {
 		out = append(out, c)
 	}
 	return out

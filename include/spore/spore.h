@@ -143,7 +143,12 @@ SPORE_EXTERN(void) spore_options_free(spore_options *opts) SPORE_NOEXCEPT;
  *    10000) and "log_queue_bytes" (int, default 4 MiB, at least 1024): when
  *    either bound is reached the oldest records are dropped and counted
  *    (spore_router_dropped_logs); a record's message over 64 KiB is cut
- *    and ends with "[... truncated by spore: N more bytes]".
+ *    and ends with "[... truncated by spore: N more bytes]"),
+ *    "liveness_interval" (int ms, default 10000, 0: off) and
+ *    "liveness_count" (int, default 3): a child that sends nothing for
+ *    that many intervals is declared dead with everything behind it
+ *    (SPORE_EUNRESPONSIVE); the same keys on spore_connect set them for
+ *    one context.
  *  Unknown keys and values of the wrong type give SPORE_EINVAL.
  *  @return SPORE_OK, SPORE_EINVAL, SPORE_ENOMEM, SPORE_EINTERNAL. */
 SPORE_EXTERN(int) spore_router_new(spore_router **out, const spore_options *opts) SPORE_NOEXCEPT;

@@ -136,7 +136,7 @@ int Agent::run(int parent_in, int parent_out) {
         auto it = children_.find(s->remote_id());
         if (it == children_.end()) return;
         auto conn = it->second;
-        conn->reap(1.0, 3.0, [this, id = s->remote_id()] {
+        conn->reap_after_close(s->close_code(), [this, id = s->remote_id()] {
             children_.erase(id);
             if (shutting_down_ && children_.empty()) loop_.stop();
         });
@@ -191,6 +191,11 @@ void Agent::on_init(Message &&m) {
     parent_->set_limits(lim);
     router_.set_identity(uint32_t(id), parents, name);
     router_.set_unidirectional(json_bool(cfg.get(), "unidirectional", true));
+    try {
+        router_.set_keepalive_default(keepalive_from_options(cfg.get(), KeepaliveSettings{}));
+    } catch (const Error &e) {
+        log(SPORE_LOG_WARNING, "spore.agent", std::string("init: ") + e.what() + "; keeping the default keepalive");
+    }
     parent_->set_remote_id(parents.front());
     level_.store(int(json_int(cfg.get(), "log_level", SPORE_LOG_INFO)));
     std::vector<Message> corked;
@@ -390,6 +395,12 @@ void Agent::internal_connect(Job &&job) {
     req.local_agent = "/proc/" + std::to_string(getpid()) + "/exe";
     const cJSON *opts = cJSON_GetObjectItemCaseSensitive(a, "options");
     req.options.reset(opts ? cJSON_Duplicate(opts, 1) : cJSON_CreateObject());
+    try {
+        req.keepalive = keepalive_from_options(req.options.get(), router_.keepalive_default());
+    } catch (const Error &e) {
+        ErrorInfo err{SPORE_EBADARGS, std::string("spore.connect: ") + e.what(), "", context_name(), job.fn};
+        return finish_job(job, CallReply{}, &err);
+    }
     if (req.method.empty() || id <= 0 || id > int64_t(UINT32_MAX) || req.name.empty()) {
         ErrorInfo e{SPORE_EBADARGS, "spore.connect needs method, id and name", "", context_name(), job.fn};
         return finish_job(job, CallReply{}, &e);
@@ -420,7 +431,7 @@ void Agent::internal_connect(Job &&job) {
             conn->on_stderr_line([this](const std::string &line) { log(SPORE_LOG_INFO, "spore.agent.stderr", line); });
             // Route first, announce upward, then configure the child: every
             // ancestor learns the route before any reply from behind it.
-            router_.attach_child(stream);
+            router_.attach_child(stream, rq.keepalive);
             Json aj = json_object();
             cJSON_AddNumberToObject(aj.get(), "id", rq.id);
             cJSON_AddStringToObject(aj.get(), "name", rq.name.c_str());
@@ -439,6 +450,8 @@ void Agent::internal_connect(Job &&job) {
             cJSON_AddNumberToObject(ij.get(), "log_level", level_.load());
             cJSON_AddNumberToObject(ij.get(), "max_message_size", double(router_.limits().max_message_size));
             cJSON_AddBoolToObject(ij.get(), "unidirectional", router_.unidirectional());
+            cJSON_AddNumberToObject(ij.get(), "liveness_interval", router_.keepalive_default().interval_ms);
+            cJSON_AddNumberToObject(ij.get(), "liveness_count", router_.keepalive_default().count);
             init.json = json_print(ij.get());
             stream->send(init);
 
@@ -505,7 +518,10 @@ void Agent::on_peer_gone(Message &&m) {
         for (auto &kv : procs_)
             if (kv.second == gone) pids.push_back(kv.first);
     }
-    for (pid_t p : pids) ::kill(-p, SIGTERM);
+    for (pid_t p : pids) {
+        ::kill(-p, SIGTERM);
+        ::kill(-p, SIGCONT);
+    }
     if (!pids.empty()) {
         auto slot = peer_timers_.emplace(peer_timers_.end());
         *slot = std::make_unique<Timer>(loop_, 2.0, [this, pids, gone, slot] {
@@ -539,6 +555,7 @@ void Agent::on_shutdown_request() {
         return;
     }
     router_.send_down(kHandleShutdown, "");
+    for (auto &kv : children_) kv.second->resume();
     // The parent sends SIGTERM after 2 s: leave well before that.
     shutdown_timer_ = std::make_unique<Timer>(loop_, 1.0, [this] { loop_.stop(); });
 }
@@ -612,6 +629,7 @@ void Agent::final_cleanup() {
     // Children first: closing their streams makes their agents exit; then
     // make sure of it and reap them, along with processes of built-ins.
     for (auto &s : router_.child_streams()) s->close("parent exiting");
+    for (auto &kv : children_) kv.second->resume();  // a stopped child sees the close once continued
     std::set<pid_t> procs;
     {
         // Workers may be inside posix_spawn: wait for what they start (a
@@ -621,7 +639,10 @@ void Agent::final_cleanup() {
         spawns_done_.wait_for(lk, std::chrono::seconds(5), [this] { return spawning_ == 0; });
         for (auto &kv : procs_) procs.insert(kv.first);
     }
-    for (pid_t p : procs) ::kill(-p, SIGTERM);
+    for (pid_t p : procs) {
+        ::kill(-p, SIGTERM);
+        ::kill(-p, SIGCONT);  // a stopped group acts on SIGTERM only once continued
+    }
     std::vector<std::shared_ptr<Connection>> kids;
     for (auto &kv : children_) kids.push_back(kv.second);
     for (int i = 0; i < 100; ++i) {

@@ -246,6 +246,8 @@ int spore_router_new(spore_router **out, const spore_options *opts) noexcept {
                     SPORE_REQUIRE(cJSON_IsNumber(item) && item->valuedouble >= 4096 && item->valuedouble <= 4294967295.0,
                                   "router option 'max_message_size' must be an integer from 4096 to 4294967295");
                     mo.max_message_size = uint64_t(item->valuedouble);
+                } else if (key == "liveness_interval" || key == "liveness_count") {
+                    mo.keepalive = spore::keepalive_from_options(opts->j.get(), mo.keepalive);
                 } else if (int rc = take_log_option(key, item, mo, "router"); rc <= 0) {
                     if (rc < 0) return rc;
                 } else {

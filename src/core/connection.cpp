@@ -619,6 +619,11 @@ void Connection::reap(double term_after_s, double kill_after_s, std::function<vo
     reap_step();
 }
 
+void Connection::reap_after_close(int close_code, std::function<void()> on_reaped) {
+    if (close_code == SPORE_EUNRESPONSIVE) reap(0.0, 1.0, std::move(on_reaped));
+    else reap(1.0, 3.0, std::move(on_reaped));
+}
+
 void Connection::reap_step() {
     if (pid_ > 0) {
         int st = 0;
@@ -640,7 +645,9 @@ void Connection::reap_step() {
     }
     if (!termed_ && reap_elapsed_ >= term_after_) {
         termed_ = true;
+        // A stopped agent acts on SIGTERM only once continued.
         ::kill(pid_, SIGTERM);
+        ::kill(pid_, SIGCONT);
     }
     if (!killed_ && reap_elapsed_ >= kill_after_) {
         killed_ = true;
@@ -673,6 +680,10 @@ bool Connection::try_reap() {
         return true;
     }
     return false;
+}
+
+void Connection::resume() {
+    if (pid_ > 0) ::kill(pid_, SIGCONT);
 }
 
 void Connection::kill_and_wait() {

@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "core/image.h"
 #include "core/json.h"
+#include "core/keepalive.h"
 #include "core/loop.h"
 #include "core/prompts.h"
 #include "core/stream.h"
@@ -32,6 +33,9 @@ struct ConnectRequest {
     std::string remote_name;
     // A spore-agent executable on this machine (setns runs it as a helper).
     std::string local_agent;
+    // How the parent watches the new context's stream (read from the
+    // options before they are dropped with their secrets).
+    KeepaliveSettings keepalive;
 };
 
 class Connection : public std::enable_shared_from_this<Connection> {
@@ -63,8 +67,16 @@ public:
     // SIGTERM after term_after_s, SIGKILL after kill_after_s. on_reaped runs
     // once the pid is collected.
     void reap(double term_after_s, double kill_after_s, std::function<void()> on_reaped);
+    // Reaps the child once its stream has closed with close_code: an agent
+    // that merely disconnected gets time to leave on its own (SIGTERM after
+    // 1 s, SIGKILL after 3 s); one that stopped responding gets SIGTERM at
+    // once and SIGKILL after 1 s.
+    void reap_after_close(int close_code, std::function<void()> on_reaped);
     // SIGKILL and a blocking wait; for final shutdown.
     void kill_and_wait();
+    // SIGCONT to the child process, if there is one: a stopped agent reads
+    // no shutdown request and sees no stream close until it is continued.
+    void resume();
     // Collects the child if it has exited; true once it is reaped.
     bool try_reap();
     bool reaped() const { return pid_ <= 0 && !ssh_; }

@@ -37,6 +37,8 @@ enum Handle : uint32_t {
     kHandleSetLogLevel = 111, // {"level"}: minimum level to forward, pushed down the tree
     kHandlePeerGone = 112,    // {"id","reason"}: a caller (attached router) or context is gone;
                               // parent -> children, listener -> attached routers
+    kHandleKeepalive = 113,   // parent -> child: are you there? (empty)
+    kHandleKeepaliveAck = 114,  // child -> parent: yes (empty)
     kFirstDynamicHandle = 1000,
 };
 

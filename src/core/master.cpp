@@ -176,13 +176,15 @@ void Master::start() {
                         [this](Message &&m, const Router::StreamPtr &) { on_chan_data(std::move(m)); });
     router_.set_handler(kHandleChanAck, Policy::kAny,
                         [this](Message &&m, const Router::StreamPtr &) { on_chan_ack(std::move(m)); });
-    router_.set_on_route_lost([this](uint32_t id, const std::string &reason) { on_route_lost(id, reason); });
+    router_.set_keepalive_default(opts_.keepalive);
+    router_.set_on_route_lost(
+        [this](uint32_t id, int code, const std::string &reason) { on_route_lost(id, code, reason); });
     router_.set_on_child_closed([this](const Router::StreamPtr &s, const std::string &) {
         auto it = children_.find(s->remote_id());
         if (it == children_.end()) return;
         auto conn = it->second;
         uint32_t id = it->first;
-        conn->reap(1.0, 3.0, [this, id] { children_.erase(id); });
+        conn->reap_after_close(s->close_code(), [this, id] { children_.erase(id); });
     });
     thread_ = std::thread([this] { loop_.run(); });
 }
@@ -231,6 +233,7 @@ void Master::shutdown_on_loop() {
     for (auto &kv : connecting) kv.second->kill_and_wait();
     connecting_.clear();
     router_.send_down(kHandleShutdown, "");
+    for (auto &kv : children_) kv.second->resume();
     shutdown_deadline_ = now_seconds() + 3.0;
     shutdown_check();
 }
@@ -249,7 +252,10 @@ void Master::shutdown_check() {
     }
     if (now >= shutdown_deadline_ - 1.0) {
         for (auto &kv : children_)
-            if (!kv.second->reaped() && kv.second->pid() > 0) ::kill(kv.second->pid(), SIGTERM);
+            if (!kv.second->reaped() && kv.second->pid() > 0) {
+                ::kill(kv.second->pid(), SIGTERM);
+                kv.second->resume();
+            }
     }
     shutdown_timer_ = std::make_unique<Timer>(loop_, 0.002, [this] { shutdown_check(); });
 }
@@ -282,6 +288,8 @@ void Master::send_init(const std::shared_ptr<Stream> &s, const ContextState &ctx
     cJSON_AddNumberToObject(j.get(), "log_level", level_.load());
     cJSON_AddNumberToObject(j.get(), "max_message_size", double(opts_.max_message_size));
     cJSON_AddBoolToObject(j.get(), "unidirectional", true);
+    cJSON_AddNumberToObject(j.get(), "liveness_interval", opts_.keepalive.interval_ms);
+    cJSON_AddNumberToObject(j.get(), "liveness_count", opts_.keepalive.count);
     init.json = json_print(j.get());
     s->send(init);
 }
@@ -298,6 +306,7 @@ std::shared_ptr<ContextState> Master::connect(const std::string &method, Json op
     const MethodInfo *mi = find_method(method);
     if (!mi) throw Error(SPORE_EINVAL, "unknown connection method '" + method + "'");
     validate_options(*mi, options.get());
+    keepalive_from_options(options.get(), opts_.keepalive);  // its range errors surface now
     if (mi->needs_agent && !via)
         throw Error(SPORE_EINVAL, "method '" + method + "' is only possible through another context (via)");
     if (via && !via->alive.load())
@@ -386,6 +395,7 @@ std::shared_ptr<ContextState> Master::connect_fresh(const std::string &method, J
     rq.agent_cache = json_bool(options.get(), "agent_cache", true);
     rq.agent_compress = json_bool(options.get(), "agent_compress", true);
     rq.remote_name = json_str(options.get(), "remote_name");
+    rq.keepalive = keepalive_from_options(options.get(), opts_.keepalive);
     rq.local_agent = opts_.agent_path.empty() ? default_agent_path() : opts_.agent_path;
 
     if (via) {
@@ -455,7 +465,7 @@ std::shared_ptr<ContextState> Master::connect_fresh(const std::string &method, J
                     if (SPORE_LOG_INFO >= level_.load())
                         push_log(LogRecord{ctx->id, ctx->name, "spore.agent.stderr", line, SPORE_LOG_INFO, now_seconds()});
                 });
-                router_.attach_child(conn->stream());
+                router_.attach_child(conn->stream(), conn->request().keepalive);
                 send_init(conn->stream(), *ctx);
                 finish(ErrorInfo{});
             });
@@ -633,7 +643,7 @@ void Master::on_chan_ack(Message &&m) {
     if (ep && ep->notify) ep->notify();
 }
 
-void Master::on_route_lost(uint32_t id, const std::string &reason) {
+void Master::on_route_lost(uint32_t id, int code, const std::string &reason) {
     if (listener_ && listener_->on_route_lost(id, reason)) return;  // an attached router went away
     {
         std::lock_guard<std::mutex> lk(shared_mu_);
@@ -642,7 +652,9 @@ void Master::on_route_lost(uint32_t id, const std::string &reason) {
             else ++it;
         }
     }
-    channels_.fail_peer(id, ErrorInfo{SPORE_EDISCONNECTED, "context disconnected: " + reason, "", "", ""});
+    bool unresponsive = code == SPORE_EUNRESPONSIVE;
+    channels_.fail_peer(id, ErrorInfo{code, (unresponsive ? "context stopped responding: " : "context disconnected: ") + reason,
+                                      "", "", ""});
     std::shared_ptr<ContextState> ctx;
     {
         std::lock_guard<std::mutex> lk(ctx_mu_);
@@ -678,10 +690,9 @@ void Master::on_route_lost(uint32_t id, const std::string &reason) {
                          {}, {});
         return;
     }
+    const char *what = unresponsive ? " stopped responding during " : " disconnected during ";
     for (auto &pc : failed)
-        pc->complete(ErrorInfo{SPORE_EDISCONNECTED, name + " disconnected during " + pc->function() + " (" + reason + ")",
-                               "", name, pc->function()},
-                     {}, {});
+        pc->complete(ErrorInfo{code, name + what + pc->function() + " (" + reason + ")", "", name, pc->function()}, {}, {});
 }
 
 void Master::fail_all_pending(int code, const std::string &why) {
@@ -917,7 +928,7 @@ void Master::on_listener_lost(const std::string &reason) {
         std::lock_guard<std::mutex> lk(ctx_mu_);
         for (auto &kv : contexts_) ids.push_back(kv.first);
     }
-    for (uint32_t id : ids) on_route_lost(id, why);
+    for (uint32_t id : ids) on_route_lost(id, SPORE_EDISCONNECTED, why);
     int code = closing_.load() ? SPORE_ESHUTDOWN : SPORE_EDISCONNECTED;
     fail_all_pending(code, closing_.load() ? "the router was freed" : why);
     channels_.fail_all(ErrorInfo{code, why, "", "", ""});
@@ -931,7 +942,7 @@ void Master::on_peer_gone(Message &&m) {
     Json j = json_parse(m.json, kDefaultMaxJsonDepth, &err);
     int64_t id = j ? json_int(j.get(), "id", -1) : -1;
     if (id <= 0 || id > int64_t(UINT32_MAX)) return;
-    on_route_lost(uint32_t(id), json_str(j.get(), "reason", "disconnected"));
+    on_route_lost(uint32_t(id), SPORE_EDISCONNECTED, json_str(j.get(), "reason", "disconnected"));
 }
 
 std::shared_ptr<ContextState> Master::adopt_context(const std::string &info_json) {

@@ -109,6 +109,7 @@ public:
         int log_level = 20;
         size_t log_queue_size = 10000;
         size_t log_queue_bytes = kDefaultLogQueueBytes;
+        KeepaliveSettings keepalive;  // for every child without settings of its own
     };
 
     static std::shared_ptr<Master> create(Options opts);
@@ -200,7 +201,7 @@ private:
     void on_listener_lost(const std::string &reason);
     void on_peer_gone(Message &&m);
     void push_log(LogRecord rec);
-    void on_route_lost(uint32_t id, const std::string &reason);
+    void on_route_lost(uint32_t id, int code, const std::string &reason);
     void on_reply(Message &&m);
     void on_log(Message &&m);
     void on_alloc_ids(Message &&m);

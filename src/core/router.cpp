@@ -10,11 +10,29 @@ namespace {
 constexpr size_t kMaxRoutesPerStream = 100000;
 }  // namespace
 
-Router::Router(Loop &loop) : loop_(loop) {
+Router::Router(Loop &loop)
+    : loop_(loop),
+      keepalive_(
+          loop, [this](Stream &s) { send_keepalive(s); },
+          [](Stream &s, const std::string &why) { s.close(why, SPORE_EUNRESPONSIVE); }) {
     set_handler(kHandleAddRoute, Policy::kImmediateChild,
                 [this](Message &&m, const StreamPtr &in) { handle_add_route(std::move(m), in); });
     set_handler(kHandleDelRoute, Policy::kImmediateChild,
                 [this](Message &&m, const StreamPtr &in) { handle_del_route(std::move(m), in); });
+    // Liveness: a parent's ping is answered at once from the I/O loop, so a
+    // child whose calls are all busy still answers. Any bytes count as the
+    // answer, so the acknowledgement needs no handling.
+    set_handler(kHandleKeepalive, Policy::kParentAuthority,
+                [this](Message &&, const StreamPtr &) { send_up(kHandleKeepaliveAck, ""); });
+    set_handler(kHandleKeepaliveAck, Policy::kImmediateChild, [](Message &&, const StreamPtr &) {});
+}
+
+void Router::send_keepalive(Stream &s) {
+    Message ping;
+    ping.h.dst_id = s.remote_id();
+    ping.h.src_id = ping.h.auth_id = id_;
+    ping.h.handle = kHandleKeepalive;
+    s.send(ping);
 }
 
 void Router::set_identity(uint32_t id, std::vector<uint32_t> parent_ids, std::string name) {
@@ -51,7 +69,7 @@ Router::StreamPtr Router::parent() const {
     return parent_;
 }
 
-void Router::attach_child(const StreamPtr &s) {
+void Router::attach_child(const StreamPtr &s, std::optional<KeepaliveSettings> keepalive) {
     {
         std::lock_guard<std::mutex> lk(mu_);
         children_.push_back(s);
@@ -61,6 +79,7 @@ void Router::attach_child(const StreamPtr &s) {
     });
     s->on_close([this](Stream &st, const std::string &reason) { on_stream_closed(st, reason); });
     add_route(s->remote_id(), s);
+    keepalive_.watch(s, keepalive.value_or(keepalive_default_));
 }
 
 bool Router::attach_peer(const StreamPtr &s) { return add_route(s->remote_id(), s); }
@@ -307,6 +326,9 @@ void Router::handle_del_route(Message &&m, const StreamPtr &ingress) {
     int64_t id = j ? json_int(j.get(), "id", -1) : -1;
     if (id <= 0 || id > int64_t(UINT32_MAX)) return drop(m, *ingress, "malformed del-route");
     std::string reason = j ? json_str(j.get(), "reason", "disconnected") : "disconnected";
+    // Only the two codes a loss can have; anything else a child claims is a
+    // plain disconnect.
+    int code = json_str(j.get(), "code") == "EUNRESPONSIVE" ? SPORE_EUNRESPONSIVE : SPORE_EDISCONNECTED;
     {
         std::lock_guard<std::mutex> lk(mu_);
         auto it = routes_.find(uint32_t(id));
@@ -316,13 +338,15 @@ void Router::handle_del_route(Message &&m, const StreamPtr &ingress) {
         routes_.erase(it);
         ids_by_stream_[ingress.get()].erase(uint32_t(id));
     }
-    if (on_route_lost_) on_route_lost_(uint32_t(id), reason);
+    if (on_route_lost_) on_route_lost_(uint32_t(id), code, reason);
     send_up(kHandleDelRoute, std::move(m.json));
 }
 
 void Router::on_stream_closed(Stream &s, const std::string &reason) {
+    keepalive_.forget(&s);
+    int code = s.close_code();
     // Failures are worth a record; EOF and closes this side chose are not.
-    for (const char *failure : {"protocol error", "read failed", "write failed"})
+    for (const char *failure : {"protocol error", "read failed", "write failed", "unresponsive"})
         if (reason.rfind(failure, 0) == 0) log(SPORE_LOG_WARNING, "stream " + s.name() + " closed: " + reason);
     std::vector<uint32_t> gone;
     StreamPtr keep;
@@ -352,10 +376,11 @@ void Router::on_stream_closed(Stream &s, const std::string &reason) {
         return;
     }
     for (uint32_t id : gone) {
-        if (on_route_lost_) on_route_lost_(id, reason);
+        if (on_route_lost_) on_route_lost_(id, code, reason);
         Json j = json_object();
         cJSON_AddNumberToObject(j.get(), "id", id);
         cJSON_AddStringToObject(j.get(), "reason", reason.c_str());
+        if (code == SPORE_EUNRESPONSIVE) cJSON_AddStringToObject(j.get(), "code", "EUNRESPONSIVE");
         send_up(kHandleDelRoute, json_print(j.get()));
     }
     if (keep && on_child_closed_) on_child_closed_(keep, reason);

@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <unordered_map>
@@ -16,6 +17,7 @@
 #include "core/error.h"
 #include "core/frame.h"
 #include "core/json.h"
+#include "core/keepalive.h"
 #include "core/loop.h"
 #include "core/stream.h"
 
@@ -56,8 +58,12 @@ public:
     StreamPtr parent() const;
 
     // Attaches a framed stream to a child context (its id is s->remote_id())
-    // and routes that id through it. Loop thread.
-    void attach_child(const StreamPtr &s);
+    // and routes that id through it; the child is kept under keepalive with
+    // the given settings (else this router's default). Loop thread.
+    void attach_child(const StreamPtr &s, std::optional<KeepaliveSettings> keepalive = std::nullopt);
+    // The keepalive of children attached without settings of their own.
+    void set_keepalive_default(KeepaliveSettings k) { keepalive_default_ = k; }
+    KeepaliveSettings keepalive_default() const { return keepalive_default_; }
     // Routes the id of an attached router (s->attached() is set) through its
     // stream. It is not a child (no SHUTDOWN, no log level pushed to it), and
     // its owner passes its messages to dispatch() and its close to
@@ -83,8 +89,10 @@ public:
     void set_handler(uint32_t handle, Policy policy, Handler fn);
     // Messages to this context on dynamic handles (>= 1000).
     void set_reply_handler(Handler fn) { reply_handler_ = std::move(fn); }
-    // Called once per context id that becomes unreachable.
-    void set_on_route_lost(std::function<void(uint32_t id, const std::string &reason)> fn) {
+    // Called once per context id that becomes unreachable; code is
+    // SPORE_EDISCONNECTED, or SPORE_EUNRESPONSIVE when a keepalive gave up
+    // on the hop it lived behind.
+    void set_on_route_lost(std::function<void(uint32_t id, int code, const std::string &reason)> fn) {
         on_route_lost_ = std::move(fn);
     }
     void set_on_parent_lost(std::function<void(const std::string &reason)> fn) { on_parent_lost_ = std::move(fn); }
@@ -114,6 +122,7 @@ public:
 
 private:
     void on_stream_closed(Stream &s, const std::string &reason);
+    void send_keepalive(Stream &s);
     void handle_add_route(Message &&m, const StreamPtr &ingress);
     void handle_del_route(Message &&m, const StreamPtr &ingress);
     void drop(const Message &m, const Stream &ingress, const std::string &why);
@@ -142,7 +151,9 @@ private:
 
     std::unordered_map<uint32_t, HandlerEntry> handlers_;
     Handler reply_handler_;
-    std::function<void(uint32_t, const std::string &)> on_route_lost_;
+    std::function<void(uint32_t, int, const std::string &)> on_route_lost_;
+    KeepaliveSettings keepalive_default_;
+    Keepalive keepalive_;
     std::function<void(const std::string &)> on_parent_lost_;
     std::function<void(const StreamPtr &, const std::string &)> on_child_closed_;
     LogFn log_;

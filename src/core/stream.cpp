@@ -9,6 +9,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "core/keepalive.h"
+
 namespace spore {
 namespace {
 constexpr size_t kReadChunk = 256 * 1024;
@@ -270,6 +272,7 @@ void Stream::handle_read() {
             if (n > 0) {
                 bytes_in_ += uint64_t(n);
                 total += size_t(n);
+                last_read_ms_ = monotonic_ms();
                 if (on_raw_) on_raw_(*this, std::string_view(buf, size_t(n)));
                 if (closed()) return;
                 if (!raw_mode_) break;  // switched to frames: decode below
@@ -285,6 +288,7 @@ void Stream::handle_read() {
             char *p = direct ? decoder_.prepare(window) : loop_.read_scratch(window);
             n = ::read(rfd_, p, window);
             if (n > 0) {
+                last_read_ms_ = monotonic_ms();
                 if (direct) decoder_.commit(size_t(n));
                 else decoder_.feed(p, size_t(n));
                 bytes_in_ += uint64_t(n);
@@ -343,12 +347,13 @@ void Stream::uncork() {
     if (!ok) close(std::string("write failed: ") + std::strerror(err));
 }
 
-void Stream::close(const std::string &reason) {
+void Stream::close(const std::string &reason, int code) {
     auto keep = shared_from_this();
     {
         std::lock_guard<std::mutex> lk(wmu_);
         if (closed_) return;
         closed_ = true;
+        close_code_ = code;
         cur_.clear();
         pq_.clear();
         bq_.clear();

@@ -13,6 +13,7 @@
 #include <string_view>
 
 #include "core/frame.h"
+#include "spore/errors.h"
 #include "core/loop.h"
 
 namespace spore {
@@ -49,7 +50,10 @@ public:
     size_t queued_bytes() const;
 
     // Closes the stream (loop thread): fds closed, on_close called once.
-    void close(const std::string &reason);
+    // code says why for those who learn of it later (close_code()):
+    // SPORE_EDISCONNECTED, or SPORE_EUNRESPONSIVE when a keepalive gave up.
+    void close(const std::string &reason, int code = SPORE_EDISCONNECTED);
+    int close_code() const { return close_code_; }
     // Closes from any thread.
     void close_async(const std::string &reason);
     bool closed() const;
@@ -70,6 +74,8 @@ public:
     const Limits &limits() const { return decoder_.limits(); }
 
     uint64_t bytes_in() const { return bytes_in_; }
+    // When bytes last arrived (monotonic_ms()); loop thread.
+    int64_t last_read_ms() const { return last_read_ms_; }
     uint64_t bytes_out() const { return bytes_out_; }
 
 private:
@@ -114,6 +120,8 @@ private:
     bool closed_ = false;      // guarded by wmu_
     bool close_notified_ = false;
     uint64_t bytes_in_ = 0, bytes_out_ = 0;
+    int64_t last_read_ms_ = 0;
+    int close_code_ = SPORE_EDISCONNECTED;
 };
 
 }  // namespace spore

@@ -67,6 +67,7 @@ const std::vector<OptionSpec> &common_options() {
     static const std::vector<OptionSpec> opts = {
         {"name", 's'},        {"connect_timeout", 'i'}, {"remote_name", 's'},
         {"agent_cache", 'b'}, {"agent_compress", 'b'},  {"command_prefix", 'l'},
+        {"liveness_interval", 'i'}, {"liveness_count", 'i'},
     };
     return opts;
 }

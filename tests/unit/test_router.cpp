@@ -56,7 +56,7 @@ protected:
         router = std::make_unique<Router>(loop);
         router->set_identity(5, {1, 0}, "agent5");
         router->set_log([this](int, const std::string &m) { logs.push_back(m); });
-        router->set_on_route_lost([this](uint32_t id, const std::string &) { lost.insert(id); });
+        router->set_on_route_lost([this](uint32_t id, int, const std::string &) { lost.insert(id); });
         parent = make_stream(parent_peer, 1, "parent");
         router->set_parent(parent);
         child7 = make_stream(peer7, 7, "child7");

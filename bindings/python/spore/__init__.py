@@ -76,7 +76,7 @@ _CLASS_NAMES = {
     "ESHUTDOWN": "ShutDown", "EINTERNAL": "InternalError", "EUNKNOWN": "UnknownError",
     "EAUTH": "AuthenticationFailed", "EPASSREQ": "PasswordRequired", "EHOSTKEY": "HostKeyError",
     "EDENIED": "Denied", "ENOENT": "NotFound", "EACCES": "PermissionDenied", "ENOSPC": "NoSpace",
-    "ECHANGED": "FileChanged",
+    "ECHANGED": "FileChanged", "EUNRESPONSIVE": "Unresponsive",
 }
 _CODE_NAMES = {}
 _BY_CODE = {}

@@ -51,7 +51,7 @@ module Spore
     "ESHUTDOWN" => "ShutDown", "EINTERNAL" => "InternalError", "EUNKNOWN" => "UnknownError",
     "EAUTH" => "AuthenticationFailed", "EPASSREQ" => "PasswordRequired", "EHOSTKEY" => "HostKeyError",
     "EDENIED" => "Denied", "ENOENT" => "NotFound", "EACCES" => "PermissionDenied", "ENOSPC" => "NoSpace",
-    "ECHANGED" => "FileChanged"
+    "ECHANGED" => "FileChanged", "EUNRESPONSIVE" => "Unresponsive"
   }.freeze
   BY_CODE = {}
   CLASS_NAMES.each do |name, class_name|
