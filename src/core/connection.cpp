@@ -524,7 +524,7 @@ void Connection::on_ready_line(const std::string &line) {
     } catch (const Error &e) {
         return fail(e.code(), e.what());
     }
-    if (img->is_encoded(codec)) return send_image(*img, codec);
+    if (img->is_encoded(codec)) return send_image(*img, codec, false);
     // The first compression of the image with a codec takes up to half a
     // second (xz): on the loop it would hold up every other stream, so a
     // thread of its own does it and hands the result back.
@@ -544,17 +544,17 @@ void Connection::on_ready_line(const std::string &line) {
                 if (!self || self->finished_) return;
                 self->image_handoff_.reset();
                 if (!error.empty()) return self->fail(SPORE_EINTERNAL, error);
-                self->send_image(*img, codec);
+                self->send_image(*img, codec, true);
             });
         }).detach();
     } catch (...) {  // std::system_error
         // No thread to be had (a process limit): compress here after all.
         image_handoff_.reset();
-        send_image(*img, codec);
+        send_image(*img, codec, true);
     }
 }
 
-void Connection::send_image(const AgentImage &img, ImageCodec codec) {
+void Connection::send_image(const AgentImage &img, ImageCodec codec, bool made_now) {
     std::string out;
     try {
         const std::string &bytes = img.encoded(codec);
@@ -566,9 +566,11 @@ void Connection::send_image(const AgentImage &img, ImageCodec codec) {
         return fail(SPORE_EINTERNAL, compress_failure(codec, e));
     }
     stream_->send_raw(std::move(out));
-    if (on_debug_)
-        on_debug_("first contact with " + req_.name + ": sent the agent image, " + std::to_string(image_bytes_sent_) +
-                  " bytes " + codec_word(codec) + " (sha256 " + img.sha256().substr(0, 16) + "...)");
+    if (!on_debug_) return;
+    std::string made;
+    if (made_now) made = ", compressed in " + std::to_string(int(img.encode_seconds(codec) * 1000 + 0.5)) + " ms";
+    on_debug_("first contact with " + req_.name + ": sent the agent image, " + std::to_string(image_bytes_sent_) +
+              " bytes " + codec_word(codec) + " (sha256 " + img.sha256().substr(0, 16) + "..." + made + ")");
 }
 
 std::string Connection::early_exit_reason() const {

@@ -85,7 +85,8 @@ private:
     void stderr_line(const std::string &line);
     int spawn(const LaunchSpec &spec, UniqueFd &stream_fd, UniqueFd &err_fd);
     void on_ready_line(const std::string &line);
-    void send_image(const AgentImage &img, ImageCodec codec);
+    // made_now: this connect waited while the form was made.
+    void send_image(const AgentImage &img, ImageCodec codec, bool made_now);
     void read_stderr();
     void drain_stderr_now();
     // Why the child closed its stream before the hello, from its output.

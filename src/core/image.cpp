@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cerrno>
 #include <cstring>
 
@@ -48,6 +49,7 @@ bool looks_executable(const std::string &data) {
 struct ImageForms {
     std::once_flag once[kImageCodecs];
     std::string form[kImageCodecs];
+    double seconds[kImageCodecs] = {};
     std::atomic<bool> made[kImageCodecs] = {};
 };
 
@@ -83,10 +85,16 @@ const std::string &AgentImage::encoded(ImageCodec codec) const {
     if (codec == ImageCodec::raw) return raw_;
     auto i = size_t(codec);
     std::call_once(forms_->once[i], [this, codec, i] {
+        auto start = std::chrono::steady_clock::now();
         forms_->form[i] = compress_image(raw_, codec);
+        forms_->seconds[i] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         forms_->made[i].store(true, std::memory_order_release);
     });
     return forms_->form[i];
+}
+
+double AgentImage::encode_seconds(ImageCodec codec) const {
+    return is_encoded(codec) ? forms_->seconds[size_t(codec)] : 0.0;
 }
 
 bool AgentImage::is_encoded(ImageCodec codec) const {

@@ -61,6 +61,8 @@ public:
     const std::string &encoded(ImageCodec codec) const;
     // True once encoded(codec) returns at once.
     bool is_encoded(ImageCodec codec) const;
+    // How long making codec's form took (0 for raw or before it is made).
+    double encode_seconds(ImageCodec codec) const;
 
 private:
     std::string raw_;
