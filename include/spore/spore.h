@@ -261,8 +261,10 @@ SPORE_EXTERN(void) spore_log_record_free(spore_log_record *rec) SPORE_NOEXCEPT;
  *  @param opts NULL or: "name" (str), "connect_timeout" (int ms, default
  *         30000), "remote_name" (str shown in ps), "agent_cache" (bool,
  *         default true: keep the agent in a private cache directory),
- *         "agent_compress" (bool, default true: gzip the image when the
- *         target has gzip), "reuse" (bool, default false, true for an
+ *         "agent_compress" (true or "auto", the default: send the image
+ *         in the strongest form the target can unpack, xz, zstd or gzip,
+ *         else raw; "xz", "zstd" or "gzip": that form only, the connect
+ *         fails if the target lacks it; false or "none": raw), "reuse" (bool, default false, true for an
  *         attached router: return the live context opened before with the
  *         same method, options and via instead of opening another; callers
  *         asking at once share one connect; connect_timeout does not count

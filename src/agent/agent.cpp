@@ -389,7 +389,6 @@ void Agent::internal_connect(Job &&job) {
     req.name = json_str(a, "name");
     req.timeout_s = double(json_int(a, "timeout_ms", 30000)) / 1000.0;
     req.agent_cache = json_bool(a, "agent_cache", true);
-    req.agent_compress = json_bool(a, "agent_compress", true);
     req.remote_name = json_str(a, "remote_name");
     req.in_agent = true;
     req.local_agent = "/proc/" + std::to_string(getpid()) + "/exe";
@@ -403,6 +402,12 @@ void Agent::internal_connect(Job &&job) {
     }
     if (req.method.empty() || id <= 0 || id > int64_t(UINT32_MAX) || req.name.empty()) {
         ErrorInfo e{SPORE_EBADARGS, "spore.connect needs method, id and name", "", context_name(), job.fn};
+        return finish_job(job, CallReply{}, &e);
+    }
+    try {
+        req.agent_compress = parse_agent_compress(a);
+    } catch (const Error &err) {
+        ErrorInfo e{SPORE_EBADARGS, std::string("spore.connect: ") + err.what(), "", context_name(), job.fn};
         return finish_job(job, CallReply{}, &e);
     }
     req.id = uint32_t(id);

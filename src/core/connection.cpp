@@ -14,6 +14,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <thread>
 
 #include "core/shlex.h"
 #include "methods/method.h"
@@ -74,7 +76,26 @@ std::string sanitize_name(const std::string &name) {
 Connection::Connection(Loop &loop, ConnectRequest req, Limits limits, ImageFn image, DoneFn done)
     : loop_(loop), req_(std::move(req)), limits_(limits), image_fn_(std::move(image)), done_(std::move(done)) {}
 
+// Carries the end of work done on another thread back to the loop, unless
+// the connection that started it is gone by then (and the loop may be too).
+struct LoopHandoff {
+    explicit LoopHandoff(Loop &loop) : loop_(&loop) {}
+    void post(std::function<void()> fn) {
+        std::lock_guard<std::mutex> lk(mu_);
+        if (loop_) loop_->post(std::move(fn));
+    }
+    void disarm() {
+        std::lock_guard<std::mutex> lk(mu_);
+        loop_ = nullptr;
+    }
+
+private:
+    std::mutex mu_;
+    Loop *loop_;
+};
+
 Connection::~Connection() {
+    if (image_handoff_) image_handoff_->disarm();
     err_ev_.reset();
     stop_ssh();
     // A child must never outlive its parent's bookkeeping.
@@ -147,7 +168,8 @@ void Connection::start() {
     try {
         if (method->name != "fork") {
             auto img = image_fn_();
-            in.first_stage = first_stage_script(img->sha256(), req_.agent_cache, agent_args, req_.agent_compress);
+            offered_codecs_ = codecs_to_offer(req_.agent_compress);
+            in.first_stage = first_stage_script(img->sha256(), req_.agent_cache, agent_args, offered_codecs_);
         }
         spec_ = method->build(in);
         if (!spec_.prompts.empty()) prompts_ = std::make_unique<PromptMatcher>(spec_.prompts, spec_.secrets);
@@ -191,7 +213,7 @@ void Connection::start() {
         if (!self || self->finished_) return;
         self->drain_stderr_now();
         if (self->pending_code_) return self->fail_pending();
-        std::string why = reason == "EOF" ? "the child exited before the agent answered" : reason;
+        std::string why = reason == "EOF" ? self->early_exit_reason() : reason;
         self->fail(SPORE_ECONNECT, why);
     });
     stream_->start(true);
@@ -399,7 +421,7 @@ void Connection::handle_line(const std::string &raw_line, bool &hello_seen) {
     std::string line = raw_line;
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.rfind(kReadyMarker, 0) == 0) {
-        send_image(line.find(" gz") != std::string::npos);
+        on_ready_line(line);
         return;
     }
     if (line.rfind(kHelloMarker, 0) == 0) {
@@ -487,21 +509,76 @@ void Connection::send_to_terminal(std::string bytes) {
     wipe(bytes);
 }
 
-void Connection::send_image(bool gz) {
+namespace {
+std::string compress_failure(ImageCodec codec, const std::exception &e) {
+    return std::string("cannot compress the agent image with ") + codec_word(codec) + ": " + e.what();
+}
+}  // namespace
+
+void Connection::on_ready_line(const std::string &line) {
     std::shared_ptr<AgentImage> img;
+    ImageCodec codec;
     try {
         img = image_fn_();
+        codec = choose_codec(line, offered_codecs_, req_.agent_compress);
     } catch (const Error &e) {
         return fail(e.code(), e.what());
     }
-    const std::string &bytes = gz ? img->gzipped() : img->raw();
-    std::string out = std::to_string(bytes.size()) + "\n";
-    out += bytes;
-    image_bytes_sent_ = bytes.size();
+    if (img->is_encoded(codec)) return send_image(*img, codec, false);
+    // The first compression of the image with a codec takes up to half a
+    // second (xz): on the loop it would hold up every other stream, so a
+    // thread of its own does it and hands the result back.
+    auto handoff = std::make_shared<LoopHandoff>(loop_);
+    image_handoff_ = handoff;
+    std::weak_ptr<Connection> weak = weak_from_this();
+    try {
+        std::thread([handoff, img, codec, weak] {
+            std::string error;
+            try {
+                img->encoded(codec);
+            } catch (const std::exception &e) {
+                error = compress_failure(codec, e);
+            }
+            handoff->post([weak, img, codec, error] {
+                auto self = weak.lock();
+                if (!self || self->finished_) return;
+                self->image_handoff_.reset();
+                if (!error.empty()) return self->fail(SPORE_EINTERNAL, error);
+                self->send_image(*img, codec, true);
+            });
+        }).detach();
+    } catch (...) {  // std::system_error
+        // No thread to be had (a process limit): compress here after all.
+        image_handoff_.reset();
+        send_image(*img, codec, true);
+    }
+}
+
+void Connection::send_image(const AgentImage &img, ImageCodec codec, bool made_now) {
+    std::string out;
+    try {
+        const std::string &bytes = img.encoded(codec);
+        // The first stage reads the byte count and the codec it unpacks with.
+        out = std::to_string(bytes.size()) + " " + codec_word(codec) + "\n";
+        out += bytes;
+        image_bytes_sent_ = bytes.size();
+    } catch (const std::exception &e) {
+        return fail(SPORE_EINTERNAL, compress_failure(codec, e));
+    }
     stream_->send_raw(std::move(out));
-    if (on_debug_)
-        on_debug_("first contact with " + req_.name + ": sent the agent image, " + std::to_string(bytes.size()) +
-                  " bytes" + (gz ? " gzipped" : " uncompressed") + " (sha256 " + img->sha256().substr(0, 16) + "...)");
+    if (!on_debug_) return;
+    std::string made;
+    if (made_now) made = ", compressed in " + std::to_string(int(img.encode_seconds(codec) * 1000 + 0.5)) + " ms";
+    on_debug_("first contact with " + req_.name + ": sent the agent image, " + std::to_string(image_bytes_sent_) +
+              " bytes " + codec_word(codec) + " (sha256 " + img.sha256().substr(0, 16) + "..." + made + ")");
+}
+
+std::string Connection::early_exit_reason() const {
+    for (auto &line : last_lines_)
+        if (line.find(kImageDoesNotRun) != std::string::npos)
+            return "the agent image " + req_.local_agent +
+                   " does not run on the target (is it a program for the target's machine?)";
+    return "the child exited before the agent answered";
 }
 
 void Connection::read_stderr() {

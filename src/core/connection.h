@@ -9,6 +9,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/error.h"
 #include "core/image.h"
@@ -29,7 +30,7 @@ struct ConnectRequest {
     double timeout_s = 30.0;
     bool in_agent = false;
     bool agent_cache = true;
-    bool agent_compress = true;
+    CompressOption agent_compress = CompressOption::automatic;
     std::string remote_name;
     // A spore-agent executable on this machine (setns runs it as a helper).
     std::string local_agent;
@@ -37,6 +38,8 @@ struct ConnectRequest {
     // options before they are dropped with their secrets).
     KeepaliveSettings keepalive;
 };
+
+struct LoopHandoff;
 
 class Connection : public std::enable_shared_from_this<Connection> {
 public:
@@ -93,9 +96,13 @@ private:
     void send_to_terminal(std::string bytes);
     void stderr_line(const std::string &line);
     int spawn(const LaunchSpec &spec, UniqueFd &stream_fd, UniqueFd &err_fd);
-    void send_image(bool gz);
+    void on_ready_line(const std::string &line);
+    // made_now: this connect waited while the form was made.
+    void send_image(const AgentImage &img, ImageCodec codec, bool made_now);
     void read_stderr();
     void drain_stderr_now();
+    // Why the child closed its stream before the hello, from its output.
+    std::string early_exit_reason() const;
     std::string last_output() const;
     void remember(const std::string &line);
     void reap_step();
@@ -129,6 +136,10 @@ private:
     bool finished_ = false;
     bool booted_ = false;
     size_t image_bytes_sent_ = 0;
+    // The codecs the first stage was asked to look for, strongest first.
+    std::vector<ImageCodec> offered_codecs_;
+    // Set while a thread compresses the image for this connection.
+    std::shared_ptr<LoopHandoff> image_handoff_;
     // reaping state
     TimerPtr reap_timer_;
     double reap_elapsed_ = 0, reap_delay_ = 0.001, term_after_ = 1, kill_after_ = 3;

@@ -393,7 +393,7 @@ std::shared_ptr<ContextState> Master::connect_fresh(const std::string &method, J
     rq.name = ctx->name;
     rq.timeout_s = double(timeout_ms) / 1000.0;
     rq.agent_cache = json_bool(options.get(), "agent_cache", true);
-    rq.agent_compress = json_bool(options.get(), "agent_compress", true);
+    rq.agent_compress = parse_agent_compress(options.get());
     rq.remote_name = json_str(options.get(), "remote_name");
     rq.keepalive = keepalive_from_options(options.get(), opts_.keepalive);
     rq.local_agent = opts_.agent_path.empty() ? default_agent_path() : opts_.agent_path;
@@ -405,7 +405,7 @@ std::shared_ptr<ContextState> Master::connect_fresh(const std::string &method, J
         cJSON_AddStringToObject(args.get(), "name", ctx->name.c_str());
         cJSON_AddNumberToObject(args.get(), "timeout_ms", double(timeout_ms));
         cJSON_AddBoolToObject(args.get(), "agent_cache", rq.agent_cache);
-        cJSON_AddBoolToObject(args.get(), "agent_compress", rq.agent_compress);
+        cJSON_AddStringToObject(args.get(), "agent_compress", agent_compress_name(rq.agent_compress));
         if (!rq.remote_name.empty()) cJSON_AddStringToObject(args.get(), "remote_name", rq.remote_name.c_str());
         cJSON_AddItemToObject(args.get(), "options", options.release());
         std::string text = json_print(args.get());

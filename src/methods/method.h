@@ -80,7 +80,8 @@ struct LaunchInput {
 using BuildLaunchFn = LaunchSpec (*)(const LaunchInput &);
 
 // Option value types: 's' string, 'i' integer, 'b' boolean, 'l' list of
-// strings (a JSON array, or a string split by split_words).
+// strings (a JSON array, or a string split by split_words), 'z' the
+// agent_compress value (a boolean or a codec name, parse_agent_compress).
 struct OptionSpec {
     std::string_view key;
     char type;

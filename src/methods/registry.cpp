@@ -66,7 +66,7 @@ const MethodInfo *find_method(std::string_view name) {
 const std::vector<OptionSpec> &common_options() {
     static const std::vector<OptionSpec> opts = {
         {"name", 's'},        {"connect_timeout", 'i'}, {"remote_name", 's'},
-        {"agent_cache", 'b'}, {"agent_compress", 'b'},  {"command_prefix", 'l'},
+        {"agent_cache", 'b'}, {"agent_compress", 'z'},  {"command_prefix", 'l'},
         {"liveness_interval", 'i'}, {"liveness_count", 'i'},
     };
     return opts;
@@ -99,7 +99,8 @@ void validate_options(const MethodInfo &m, const cJSON *opts) {
             if (c.key == key) type = c.type;
         if (!type) throw Error(SPORE_EINVAL, "unknown option '" + key + "' for method " + std::string(m.name));
         bool ok = (type == 's' && cJSON_IsString(item)) || (type == 'i' && cJSON_IsNumber(item)) ||
-                  (type == 'b' && cJSON_IsBool(item)) || (type == 'l' && (cJSON_IsString(item) || cJSON_IsArray(item)));
+                  (type == 'b' && cJSON_IsBool(item)) || (type == 'l' && (cJSON_IsString(item) || cJSON_IsArray(item))) ||
+                  type == 'z';
         if (!ok) {
             const char *want = type == 's'   ? "a string"
                                : type == 'i' ? "an integer"
@@ -109,6 +110,7 @@ void validate_options(const MethodInfo &m, const cJSON *opts) {
         }
         if (type == 'l') option_words(opts, key.c_str());  // parse errors surface now
         if (key == "name" || key == "remote_name") check_name_option(key, item->valuestring);
+        if (type == 'z') parse_agent_compress(opts);         // so do bad compressions
     }
 }
 

@@ -7,9 +7,9 @@
  * a raw pipe round trip, a raw 1 MiB pipe echo).
  *
  * Usage: core_bench all            every metric that uses the cached agent
- *        core_bench first-contact  one connect with an empty agent cache
- *                                  (the caller gives a fresh XDG_RUNTIME_DIR
- *                                  and HOME)
+ *        core_bench first-contact  connects with an empty agent cache, with
+ *                                  each compression of the image (the caller
+ *                                  gives a fresh XDG_RUNTIME_DIR and HOME)
  *        core_bench NAME           one metric of "all" (see usage())
  * The agent is the one named by $SPORE_AGENT_PATH.
  *
@@ -467,53 +467,126 @@ static int agent_cached_in(const char *dir) {
     return found;
 }
 
-/* One connect + first call with an empty cache (the caller made
- * XDG_RUNTIME_DIR and HOME fresh), then another into a second empty cache
- * with the same router, then, through the first context, a connect with
- * agent_cache off via spore.connect, whose result tells the image bytes. */
+/* The master's debug note of the last first contact, "...: sent the agent
+ * image, N bytes CODEC (sha256 ...[, compressed in M ms])": *bytes and
+ * *compress_ms (-1 when the image was already compressed). 0 if none. */
+static int first_contact_note(spore_router *r, long *bytes, long *compress_ms) {
+    int found = 0;
+    spore_log_record *rec;
+    while (spore_router_next_log(r, &rec, 0) == SPORE_OK) {
+        const char *m = spore_log_record_message(rec), *p;
+        if (strcmp(spore_log_record_logger(rec), "spore.connect") == 0 && (p = strstr(m, "agent image, "))) {
+            *bytes = strtol(p + 13, NULL, 10);
+            p = strstr(m, "compressed in ");
+            *compress_ms = p ? strtol(p + 14, NULL, 10) : -1;
+            found = 1;
+        }
+        spore_log_record_free(rec);
+    }
+    return found;
+}
+
+/* A fresh empty cache: XDG_RUNTIME_DIR and HOME point at a new directory
+ * under the first one (the local agent inherits this environment; no
+ * connect is in progress while it changes). Returns its spore/ path. */
+static const char *fresh_cache(const char *base, const char *name) {
+    static char dir[4096], cache[4200];
+    snprintf(dir, sizeof dir, "%s/%s", base, name);
+    if (mkdir(dir, 0700) != 0) die_errno("mkdir");
+    setenv("XDG_RUNTIME_DIR", dir, 1);
+    setenv("HOME", dir, 1);
+    snprintf(cache, sizeof cache, "%s/spore", dir);
+    return cache;
+}
+
+/* Connect + first call into a fresh cache with agent_compress = compress
+ * (NULL: the default); the time in ms. */
+static double timed_first_contact(spore_router *r, const char *base, const char *name, const char *compress,
+                                  const char *metric) {
+    const char *cache = fresh_cache(base, name);
+    spore_options *o = NULL;
+    int rc = spore_options_new(&o);
+    if (rc != SPORE_OK) die_spore("spore_options_new", rc);
+    if (compress) spore_options_set_str(o, "agent_compress", compress);
+    double t0 = now_s();
+    spore_context *c = NULL;
+    rc = spore_connect(&c, r, "local", o, NULL);
+    spore_options_free(o);
+    if (rc != SPORE_OK) die_spore("spore_connect", rc);
+    ping(c);
+    double ms = (now_s() - t0) * 1e3;
+    /* If the agent came from another cache (e.g. /dev/shm/spore-UID), no
+     * image was sent and the figure is not a first contact. */
+    if (!agent_cached_in(cache)) printf("check %s cached-elsewhere\n", metric);
+    close_ctx(c);
+    return ms;
+}
+
+/* First contacts, each into an empty cache, in a new process (the caller
+ * made XDG_RUNTIME_DIR and HOME fresh):
+ * - connect_first_contact: the default compression (the strongest the
+ *   target has), the image compressed during this connect;
+ * - connect_first_contact_later: the same router again, image already made;
+ * - connect_first_contact_<codec> for xz, zstd, gzip, raw: agent_compress
+ *   set to that codec, measured once the form is made (a first connect
+ *   with it made it); info image_bytes and compress_ms;
+ * then, through the first context, a connect with agent_cache off via
+ * spore.connect, whose result tells the bytes an agent ships its child. */
 static void bench_first_contact(void) {
+    static const struct {
+        const char *option, *metric;
+    } codecs[] = {{"xz", "connect_first_contact_xz"},
+                  {"zstd", "connect_first_contact_zstd"},
+                  {"gzip", "connect_first_contact_gzip"},
+                  {"none", "connect_first_contact_raw"}};
     const char *xdg = getenv("XDG_RUNTIME_DIR");
-    char cache[4096];
+    char cache[4096], base[4096];
     if (!xdg || !*xdg) {
         fprintf(stderr, "core_bench: first-contact needs a fresh XDG_RUNTIME_DIR\n");
         exit(1);
     }
+    snprintf(base, sizeof base, "%s", xdg);
     snprintf(cache, sizeof cache, "%s/spore", xdg);
     if (agent_cached_in(cache)) {
         fprintf(stderr, "core_bench: %s already holds an agent: not a first contact\n", cache);
         exit(1);
     }
+    /* Debug level for the master's note of the bytes sent; agents send
+     * nothing more at it during a connect and ping. */
     spore_router *r = new_router();
+    spore_router_set_log_level(r, SPORE_LOG_DEBUG);
+    long bytes = 0, compress_ms = -1;
     double t0 = now_s();
     spore_context *c = connect_local(r);
     ping(c);
     double ms = (now_s() - t0) * 1e3;
-    /* If the agent came from another cache (e.g. /dev/shm/spore-UID), no
-     * image was sent and the figure is not a first contact. */
     if (!agent_cached_in(cache)) printf("check connect_first_contact cached-elsewhere\n");
     printf("sample connect_first_contact ms %.6g\n", ms);
-
-    /* A later first contact: the same router, so the image is already
-     * compressed, and another empty cache (the local agent inherits this
-     * environment; no connect is in progress while it changes). */
-    char second[4096], cache2[4200];
-    snprintf(second, sizeof second, "%s/second", xdg);
-    snprintf(cache2, sizeof cache2, "%s/spore", second);
-    if (mkdir(second, 0700) != 0) die_errno("mkdir");
-    setenv("XDG_RUNTIME_DIR", second, 1);
-    setenv("HOME", second, 1);
-    t0 = now_s();
-    spore_context *c2 = connect_local(r);
-    ping(c2);
-    ms = (now_s() - t0) * 1e3;
-    if (!agent_cached_in(cache2)) printf("check connect_first_contact_later cached-elsewhere\n");
+    if (first_contact_note(r, &bytes, &compress_ms)) {
+        printf("info connect_first_contact image_bytes %ld\n", bytes);
+        if (compress_ms >= 0) printf("info connect_first_contact compress_ms %ld\n", compress_ms);
+    }
+    ms = timed_first_contact(r, base, "later", NULL, "connect_first_contact_later");
     printf("sample connect_first_contact_later ms %.6g\n", ms);
     fflush(stdout);
-    close_ctx(c2);
 
-    /* Image bytes: ask the agent to open a sibling with the cache off (so the
-     * image is always sent) and read "image_bytes" from spore.connect. The id
-     * is picked far above the ids the router hands out. */
+    for (size_t i = 0; i < sizeof codecs / sizeof codecs[0]; i++) {
+        char name[64];
+        long made_ms = -1;
+        snprintf(name, sizeof name, "%s.make", codecs[i].option);
+        timed_first_contact(r, base, name, codecs[i].option, codecs[i].metric);
+        if (first_contact_note(r, &bytes, &compress_ms)) made_ms = compress_ms;
+        snprintf(name, sizeof name, "%s.sent", codecs[i].option);
+        ms = timed_first_contact(r, base, name, codecs[i].option, codecs[i].metric);
+        printf("sample %s ms %.6g\n", codecs[i].metric, ms);
+        if (first_contact_note(r, &bytes, &compress_ms)) printf("info %s image_bytes %ld\n", codecs[i].metric, bytes);
+        if (made_ms >= 0) printf("info %s compress_ms %ld\n", codecs[i].metric, made_ms);
+        fflush(stdout);
+    }
+
+    /* Agent to child: ask the agent to open a sibling with the cache off (so
+     * the image is always sent) and read "image_bytes" from spore.connect. The
+     * id is picked far above the ids the router hands out. */
     char args[256];
     snprintf(args, sizeof args,
              "{\"method\":\"local\",\"id\":%u,\"name\":\"bench-image\",\"agent_cache\":false}",
@@ -523,10 +596,11 @@ static void bench_first_contact(void) {
     if (rc == SPORE_OK) {
         const char *j = spore_result_json(res);
         const char *p = strstr(j, "\"image_bytes\"");
-        if (p && (p = strchr(p, ':'))) printf("info connect_first_contact image_bytes %ld\n", strtol(p + 1, NULL, 10));
+        if (p && (p = strchr(p, ':')))
+            printf("info connect_first_contact agent_to_child_bytes %ld\n", strtol(p + 1, NULL, 10));
         spore_result_free(res);
     } else {
-        fprintf(stderr, "core_bench: spore.connect through the agent failed (%s): image bytes unknown\n",
+        fprintf(stderr, "core_bench: spore.connect through the agent failed (%s): agent-to-child bytes unknown\n",
                 spore_last_error()->message);
     }
     fflush(stdout);

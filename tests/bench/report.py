@@ -26,9 +26,17 @@ SUITES = {
         ("connect_first_call", "<=", 5.0, "connect_first_call",
          "local connect (cached agent) + first sys.ping"),
         ("connect_first_contact", None, None, None,
-         "local connect + first sys.ping with an empty agent cache (image sent)"),
+         "local connect + first sys.ping with an empty agent cache (image sent with the strongest compression "
+         "the target has, compressed during this connect); info: image_bytes, compress_ms, agent_to_child_bytes "
+         "(what an agent ships its own child, gzip)"),
         ("connect_first_contact_later", None, None, None,
          "as connect_first_contact, into a second empty cache, from a router that already compressed the image"),
+    ] + [
+        ("connect_first_contact_" + form, None, None, None,
+         "as connect_first_contact_later with agent_compress \"%s\", the form already made; info: image_bytes, "
+         "compress_ms (making the form, once per process)" % option)
+        for form, option in (("xz", "xz"), ("zstd", "zstd"), ("gzip", "gzip"), ("raw", "none"))
+    ] + [
         ("floor_sh_spawn", None, None, None,
          "floor: posix_spawn of `/bin/sh -c true` + waitpid"),
         ("call_rtt", "<=", 30.0, "call_rtt",

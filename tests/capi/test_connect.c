@@ -393,26 +393,122 @@ static void test_connect_agent_version_mismatch(void **state) {
 }
 
 /* An image that fails its --version check is refused in every directory. */
+/* The candidate directories shared with other users of this uid, after the
+ * private ones: a first stage that tells a bad image from a noexec mount
+ * never gets to them. */
+struct shared_dirs {
+    char path[3][64];
+    int existed[3];
+};
+
+static void shared_dirs_note(struct shared_dirs *d) {
+    snprintf(d->path[0], sizeof d->path[0], "/dev/shm/spore-%u", (unsigned)getuid());
+    snprintf(d->path[1], sizeof d->path[1], "/tmp/spore-%u", (unsigned)getuid());
+    snprintf(d->path[2], sizeof d->path[2], "/var/tmp/spore-%u", (unsigned)getuid());
+    for (int i = 0; i < 3; i++) d->existed[i] = th_file_exists(d->path[i]);
+}
+
+/* Asserts that no shared directory was made, and removes any that was. */
+static void shared_dirs_check(const struct shared_dirs *d) {
+    int made = 0;
+    for (int i = 0; i < 3; i++)
+        if (!d->existed[i] && th_file_exists(d->path[i])) {
+            print_error("made %s\n", d->path[i]);
+            rmdir(d->path[i]);
+            made = 1;
+        }
+    assert_false(made);
+}
+
+/* Connects with an image that does not run; asserts the failure names it
+ * and the context, and that the first stage left no directory of its own. */
+static void expect_image_does_not_run(const char *dir, const char *name, const void *image, size_t len) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    assert_int_equal(th_write_file(path, image, len, 0755), 0);
+    spore_options *o;
+    TH_OK(spore_options_new(&o));
+    TH_OK(spore_options_set_str(o, "agent_path", path));
+    spore_router *r = th_router(o);
+    spore_options_free(o);
+    TH_OK(spore_options_new(&o));
+    TH_OK(spore_options_set_str(o, "name", name));
+    spore_context *c = NULL;
+    TH_ERR(spore_connect(&c, r, "local", o, NULL), SPORE_ECONNECT);
+    spore_options_free(o);
+    assert_null(c);
+    const spore_error *e = spore_last_error();
+    TH_CONTAINS(e->message, "does not run on the target");
+    TH_CONTAINS(e->message, path);
+    TH_CONTAINS(e->message, name);
+    assert_string_equal(e->context, name);
+    assert_null(strstr(e->message, "no writable directory"));
+    spore_router_free(r);
+    /* $XDG_RUNTIME_DIR/spore was made for the image and is gone again; the
+     * later candidates were never tried. */
+    snprintf(path, sizeof path, "%s/run/spore", dir);
+    assert_false(th_file_exists(path));
+    snprintf(path, sizeof path, "%s/home/.cache", dir);
+    assert_false(th_file_exists(path));
+}
+
+/* A copy of the agent's first `keep` bytes (all if 0), with its ELF machine
+ * changed to `machine` unless that is 0; malloc'd, length in *len. */
+static char *agent_copy(size_t keep, uint16_t machine, size_t *len) {
+    FILE *f = fopen(getenv("SPORE_AGENT_PATH"), "rb");
+    assert_non_null(f);
+    size_t cap = 4u << 20, n = 0;
+    char *buf = malloc(cap);
+    size_t got;
+    while ((got = fread(buf + n, 1, cap - n, f)) > 0) n += got;
+    fclose(f);
+    assert_true(n > 4096 && n < cap);
+    if (keep && keep < n) n = keep;
+    if (machine) memcpy(buf + 18, &machine, 2);
+    *len = n;
+    return buf;
+}
+
 static void test_connect_image_that_does_not_run(void **state) {
     (void)state;
     th_baseline b = th_begin();
-    /* the first stage falls back to these; remove the ones it creates */
-    char shared[3][64];
-    int existed[3];
-    snprintf(shared[0], sizeof shared[0], "/dev/shm/spore-%u", (unsigned)getuid());
-    snprintf(shared[1], sizeof shared[1], "/tmp/spore-%u", (unsigned)getuid());
-    snprintf(shared[2], sizeof shared[2], "/var/tmp/spore-%u", (unsigned)getuid());
-    for (int i = 0; i < 3; i++) existed[i] = th_file_exists(shared[i]);
+    struct shared_dirs sd;
+    shared_dirs_note(&sd);
     struct fake_env fe;
     fake_env_enter(&fe);
-    spore_router *r = router_with_fake(fe.dir, "broken-agent", "#!/bin/sh\nexit 1\n");
+    /* A program whose --version fails: it runs nowhere. */
+    const char *failing = "#!/bin/sh\nexit 1\n";
+    expect_image_does_not_run(fe.dir, "failing-agent", failing, strlen(failing));
+    /* The agent built for another machine (aarch64, or x86-64 on aarch64). */
+    size_t len;
+    char *img = agent_copy(0, 0, &len);
+    uint16_t other = (uint8_t)img[18] == 183 ? 62 : 183;
+    free(img);
+    img = agent_copy(0, other, &len);
+    expect_image_does_not_run(fe.dir, "foreign-agent", img, len);
+    free(img);
+    /* The agent cut short after 64 KiB. */
+    img = agent_copy(65536, 0, &len);
+    expect_image_does_not_run(fe.dir, "truncated-agent", img, len);
+    free(img);
+    fake_env_leave(&fe);
+    shared_dirs_check(&sd);
+    th_end(&b);
+}
+
+/* A file that is no program at all is refused before anything is started:
+ * sh would run it as a script. */
+static void test_connect_image_that_is_no_program(void **state) {
+    (void)state;
+    th_baseline b = th_begin();
+    struct fake_env fe;
+    fake_env_enter(&fe);
+    spore_router *r = router_with_fake(fe.dir, "notes.txt", "echo this is text, not a program\n");
     spore_context *c = NULL;
     TH_ERR(spore_connect(&c, r, "local", NULL, NULL), SPORE_ECONNECT);
-    TH_CONTAINS(spore_last_error()->message, "no writable directory allows executing the agent");
+    TH_CONTAINS(spore_last_error()->message, "notes.txt is not an executable program");
     spore_router_free(r);
     fake_env_leave(&fe);
-    for (int i = 0; i < 3; i++)
-        if (!existed[i]) rmdir(shared[i]);
     th_end(&b);
 }
 
@@ -499,6 +595,162 @@ static void test_connect_agent_compress_off(void **state) {
 }
 
 /* ------------------------------------------------------------ shutdown */
+
+/* The debug note of the router's last first contact ("... sent the agent
+ * image, N bytes xz ..."), malloc'd; NULL if there was none. */
+static char *first_contact_note(spore_router *r) {
+    char *note = NULL;
+    spore_log_record *rec;
+    while (spore_router_next_log(r, &rec, 0) == SPORE_OK) {
+        const char *m = spore_log_record_message(rec);
+        if (strcmp(spore_log_record_logger(rec), "spore.connect") == 0 && strstr(m, "sent the agent image")) {
+            free(note);
+            note = strdup(m);
+        }
+        spore_log_record_free(rec);
+    }
+    return note;
+}
+
+/* Connects (agent_cache off, so the image always travels) with
+ * agent_compress set by `set`, pings, and returns the first contact's note. */
+static char *connect_compressed(spore_router *r, int (*set)(spore_options *, const char *, const char *),
+                                const char *value, spore_context *via) {
+    spore_options *o;
+    TH_OK(spore_options_new(&o));
+    TH_OK(spore_options_set_bool(o, "agent_cache", 0));
+    if (set) TH_OK(set(o, "agent_compress", value));
+    spore_context *c = NULL;
+    int rc = spore_connect(&c, r, "local", o, via);
+    spore_options_free(o);
+    if (rc != SPORE_OK) fail_msg("agent_compress %s: %s", value, spore_last_error()->message);
+    char *json = th_call(c, "sys.ping", NULL);
+    assert_string_equal(json, "true");
+    free(json);
+    spore_context_free(c);
+    return first_contact_note(r);
+}
+
+static int set_bool_word(spore_options *o, const char *key, const char *value) {
+    return spore_options_set_bool(o, key, strcmp(value, "true") == 0);
+}
+
+/* Every value of agent_compress sends the image in its form; xz is the
+ * smallest and what "auto" picks here (xz-utils is installed). */
+static void test_connect_agent_compress_values(void **state) {
+    (void)state;
+    th_baseline b = th_begin();
+    spore_options *ro;
+    TH_OK(spore_options_new(&ro));
+    TH_OK(spore_options_set_int(ro, "log_level", SPORE_LOG_DEBUG));
+    spore_router *r = th_router(ro);
+    spore_options_free(ro);
+    static const struct {
+        const char *value, *word;
+        int boolean;
+    } cases[] = {{"xz", " xz ", 0},     {"zstd", " zstd ", 0}, {"gzip", " gz ", 0}, {"none", " raw ", 0},
+                 {"auto", " xz ", 0},   {"true", " xz ", 1},   {"false", " raw ", 1}};
+    long bytes[5] = {0};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *note = connect_compressed(r, cases[i].boolean ? set_bool_word : spore_options_set_str, cases[i].value, NULL);
+        assert_non_null(note);
+        if (!strstr(note, cases[i].word)) fail_msg("agent_compress %s: %s", cases[i].value, note);
+        const char *n = strstr(note, "image, ");
+        assert_non_null(n);
+        if (i < 5) bytes[i] = strtol(n + 7, NULL, 10);
+        free(note);
+    }
+    /* xz < zstd < gzip < raw, and auto is xz */
+    assert_true(bytes[0] < bytes[1] && bytes[1] < bytes[2] && bytes[2] < bytes[3]);
+    assert_int_equal(bytes[4], bytes[0]);
+    spore_router_free(r);
+    th_end(&b);
+}
+
+static void test_connect_agent_compress_invalid(void **state) {
+    (void)state;
+    th_baseline b = th_begin();
+    spore_router *r = th_router(NULL);
+    spore_options *o;
+    TH_OK(spore_options_new(&o));
+    TH_OK(spore_options_set_str(o, "agent_compress", "lz4"));
+    expect_connect_einval(r, "local", o, NULL, "option 'agent_compress' must be true, false, \"auto\"");
+    TH_CONTAINS(spore_last_error()->message, "not \"lz4\"");
+    TH_OK(spore_options_set_int(o, "agent_compress", 9));
+    expect_connect_einval(r, "local", o, NULL, "'agent_compress' must be a boolean or a string");
+    spore_options_free(o);
+    spore_router_free(r);
+    th_end(&b);
+}
+
+/* A codec asked for by name that the target has no command for fails the
+ * connect (no silent fallback); "auto" falls back to what it has. */
+static void test_connect_agent_compress_missing_on_target(void **state) {
+    (void)state;
+    th_baseline b = th_begin();
+    char *bin = th_mkdtemp("nobin");
+    assert_non_null(bin);
+    static const char *tools[] = {"id", "head", "mkdir", "chmod", "rm", "rmdir", "mv", "cp", "cat", "sha256sum", "gzip"};
+    char link[512], target[512];
+    for (size_t i = 0; i < sizeof tools / sizeof tools[0]; i++) {
+        snprintf(link, sizeof link, "%s/%s", bin, tools[i]);
+        snprintf(target, sizeof target, "/usr/bin/%s", tools[i]);
+        if (access(target, X_OK) != 0) snprintf(target, sizeof target, "/bin/%s", tools[i]);
+        assert_int_equal(symlink(target, link), 0);
+    }
+    char *old_path = strdup(getenv("PATH"));
+    setenv("PATH", bin, 1); /* the local agent's first stage inherits it */
+    spore_options *ro;
+    TH_OK(spore_options_new(&ro));
+    TH_OK(spore_options_set_int(ro, "log_level", SPORE_LOG_DEBUG));
+    spore_router *r = th_router(ro);
+    spore_options_free(ro);
+    spore_options *o;
+    TH_OK(spore_options_new(&o));
+    TH_OK(spore_options_set_bool(o, "agent_cache", 0));
+    TH_OK(spore_options_set_str(o, "agent_compress", "xz"));
+    TH_OK(spore_options_set_str(o, "name", "no-xz"));
+    spore_context *c = NULL;
+    int rc = spore_connect(&c, r, "local", o, NULL);
+    spore_options_free(o);
+    char *msg = strdup(spore_last_error()->message);
+    char *note = rc == SPORE_ECONNECT ? connect_compressed(r, spore_options_set_str, "auto", NULL) : NULL;
+    spore_router_free(r);
+    setenv("PATH", old_path, 1);
+    free(old_path);
+    th_rm_rf(bin);
+    free(bin);
+    assert_int_equal(rc, SPORE_ECONNECT);
+    TH_CONTAINS(msg, "no-xz");
+    TH_CONTAINS(msg, "agent_compress is \"xz\" but the target has no xz command (it offered: raw)");
+    free(msg);
+    assert_non_null(note);
+    TH_CONTAINS(note, " gz ");
+    free(note);
+    th_end(&b);
+}
+
+/* An agent ships its own image with gzip: asked for xz by name it says so,
+ * and "auto" and "gzip" work through it. */
+static void test_connect_agent_compress_via_agent(void **state) {
+    (void)state;
+    th_baseline b = th_begin();
+    spore_router *r = th_router(NULL);
+    spore_context *via = th_connect(r, "local", NULL);
+    char *note = connect_compressed(r, spore_options_set_str, "gzip", via);
+    free(note);
+    note = connect_compressed(r, spore_options_set_str, "auto", via);
+    free(note);
+    spore_options *o;
+    TH_OK(spore_options_new(&o));
+    TH_OK(spore_options_set_str(o, "agent_compress", "xz"));
+    expect_connect_einval(r, "local", o, via, "agent_compress \"xz\" is not available here");
+    TH_CONTAINS(spore_last_error()->message, "gzip only");
+    spore_options_free(o);
+    spore_context_free(via);
+    spore_router_free(r);
+    th_end(&b);
+}
 
 static void test_context_shutdown_then_calls(void **state) {
     (void)state;
@@ -603,8 +855,13 @@ int main(void) {
         cmocka_unit_test(test_connect_failure_shows_child_output),
         cmocka_unit_test(test_connect_agent_version_mismatch),
         cmocka_unit_test(test_connect_image_that_does_not_run),
+        cmocka_unit_test(test_connect_image_that_is_no_program),
         cmocka_unit_test(test_connect_agent_cache_option),
         cmocka_unit_test(test_connect_agent_compress_off),
+        cmocka_unit_test(test_connect_agent_compress_values),
+        cmocka_unit_test(test_connect_agent_compress_invalid),
+        cmocka_unit_test(test_connect_agent_compress_missing_on_target),
+        cmocka_unit_test(test_connect_agent_compress_via_agent),
         cmocka_unit_test(test_context_shutdown_then_calls),
         cmocka_unit_test(test_context_shutdown_with_children),
     };

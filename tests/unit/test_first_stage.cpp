@@ -8,9 +8,13 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <string>
 
+#include "core/error.h"
 #include "core/image.h"
 
 namespace fs = std::filesystem;
@@ -27,6 +31,7 @@ struct RunResult {
     std::string out;
     int status = -1;
     bool saw_ready = false;
+    std::string ready_line;
 };
 
 class FirstStage : public ::testing::TestWithParam<const char *> {
@@ -48,9 +53,11 @@ protected:
             fs::remove_all(root);
         }
     }
-    // Runs the script; answers the ready marker with `payload` (or the image,
-    // gzipped when the script says gz and gz_ok).
-    RunResult run(const std::string &script, const std::string *payload = nullptr, bool gz_ok = true) {
+    // Runs the script; answers the ready marker with `payload` (or the image
+    // in the first form the line names, raw when !compressed) and tells the
+    // script it is `word` (the chosen codec's word by default).
+    RunResult run(const std::string &script, const std::string *payload = nullptr, bool compressed = true,
+                  const char *word = nullptr, const std::string &path = "/usr/bin:/bin") {
         int in[2], out[2];
         EXPECT_EQ(pipe(in), 0);
         EXPECT_EQ(pipe(out), 0);
@@ -61,8 +68,9 @@ protected:
             dup2(out[1], 2);
             close(in[0]); close(in[1]); close(out[0]); close(out[1]);
             std::string home = "HOME=" + root + "/home", xdg = "XDG_RUNTIME_DIR=" + root + "/run";
+            std::string path_env = "PATH=" + path;
             char *env[] = {const_cast<char *>(home.c_str()), const_cast<char *>(xdg.c_str()),
-                           const_cast<char *>("PATH=/usr/bin:/bin"), nullptr};
+                           const_cast<char *>(path_env.c_str()), nullptr};
             execle(GetParam(), GetParam(), "-c", script.c_str(), (char *)nullptr, env);
             _exit(127);
         }
@@ -75,11 +83,17 @@ protected:
         while ((n = read(out[0], tmp, sizeof tmp)) > 0) {
             buf.append(tmp, size_t(n));
             size_t pos = buf.find("SPORE-READY");
-            if (!r.saw_ready && pos != std::string::npos && buf.find('\n', pos) != std::string::npos) {
+            size_t eol = pos == std::string::npos ? pos : buf.find('\n', pos);
+            if (!r.saw_ready && eol != std::string::npos) {
                 r.saw_ready = true;
-                bool gz = buf.find("SPORE-READY gz") != std::string::npos && gz_ok;
-                std::string body = payload ? *payload : (gz ? gzip_compress(image) : image);
-                std::string msg = std::to_string(body.size()) + "\n" + body;
+                r.ready_line = buf.substr(pos, eol - pos);
+                ImageCodec codec = ImageCodec::raw;
+                for (ImageCodec c : {ImageCodec::xz, ImageCodec::zstd, ImageCodec::gzip})
+                    if (compressed && codec == ImageCodec::raw &&
+                        (" " + r.ready_line + " ").find(std::string(" ") + codec_word(c) + " ") != std::string::npos)
+                        codec = c;
+                std::string body = payload ? *payload : compress_image(image, codec);
+                std::string msg = std::to_string(body.size()) + " " + (word ? word : codec_word(codec)) + "\n" + body;
                 EXPECT_EQ(write(in[1], msg.data(), msg.size()), ssize_t(msg.size()));
             }
         }
@@ -88,6 +102,23 @@ protected:
         waitpid(pid, &r.status, 0);
         r.out = buf;
         return r;
+    }
+    // Each entry left in dir, as a failure.
+    static void expect_empty(const std::string &dir) {
+        for (auto &e : fs::directory_iterator(dir)) ADD_FAILURE() << "left behind: " << e.path();
+    }
+    // A copy of /bin/true changed so that it runs nowhere: "foreign" claims
+    // to be for another machine, "truncated" stops after its headers.
+    static std::string unrunnable_elf(const std::string &how) {
+        std::ifstream f("/bin/true", std::ios::binary);
+        std::string elf((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+        if (elf.size() < 4096) return elf;
+        if (how == "foreign") {
+            uint16_t machine = uint8_t(elf[18]) == 183 ? 62 : 183;  // EM_AARCH64, or EM_X86_64 on arm64
+            std::memcpy(&elf[18], &machine, 2);
+            return elf;
+        }
+        return elf.substr(0, 4096);
     }
     std::string cached(const std::string &dir) { return dir + "/spore-agent-" + hash; }
     static int mode_of(const std::string &p) {
@@ -119,30 +150,112 @@ TEST_P(FirstStage, WarmCacheRunsWithoutTransfer) {
     EXPECT_NE(r.out.find("FAKE-AGENT-RAN"), std::string::npos) << r.out;
 }
 
-TEST_P(FirstStage, RawTransferWhenGzipIsNotUsed) {
-    RunResult r = run(first_stage_script(hash, true, "spore:raw", false), nullptr, false);
+TEST_P(FirstStage, RawTransferWhenNoCompressionIsOffered) {
+    RunResult r = run(first_stage_script(hash, true, "spore:raw", {}));
     EXPECT_TRUE(r.saw_ready);
-    EXPECT_NE(r.out.find("SPORE-READY raw"), std::string::npos) << r.out;
+    EXPECT_EQ(r.ready_line, "SPORE-READY raw");
     EXPECT_NE(r.out.find("FAKE-AGENT-RAN"), std::string::npos) << r.out;
+}
+
+TEST_P(FirstStage, AnnouncesTheOfferedDecompressorsItFinds) {
+    const std::vector<ImageCodec> all = {ImageCodec::xz, ImageCodec::zstd, ImageCodec::gzip};
+    for (const char *tool : {"xz", "zstd", "gzip"})
+        if (access((std::string("/usr/bin/") + tool).c_str(), X_OK) != 0) GTEST_SKIP() << tool << " is not installed";
+    RunResult r = run(first_stage_script(hash, true, "spore:all", all));
+    EXPECT_EQ(r.ready_line, "SPORE-READY xz zstd gz raw");
+    EXPECT_NE(r.out.find("FAKE-AGENT-RAN"), std::string::npos) << r.out;
+    // Only the offered ones are looked for.
+    fs::remove_all(root + "/run/spore");
+    r = run(first_stage_script(hash, true, "spore:one", {ImageCodec::zstd}));
+    EXPECT_EQ(r.ready_line, "SPORE-READY zstd raw");
+    // A PATH without xz and zstd: only gzip is announced.
+    std::string bin = root + "/bin";
+    fs::create_directories(bin);
+    for (const char *tool : {"id", "head", "mkdir", "chmod", "rm", "rmdir", "mv", "cp", "cat", "sha256sum", "gzip"})
+        fs::create_symlink(std::string("/usr/bin/") + tool, bin + "/" + tool);
+    fs::remove_all(root + "/run/spore");
+    r = run(first_stage_script(hash, true, "spore:gz", all), nullptr, true, nullptr, bin);
+    EXPECT_EQ(r.ready_line, "SPORE-READY gz raw");
+    EXPECT_NE(r.out.find("FAKE-AGENT-RAN"), std::string::npos) << r.out;
+}
+
+TEST_P(FirstStage, EveryCodecRoundTrips) {
+    for (ImageCodec c : {ImageCodec::xz, ImageCodec::zstd, ImageCodec::gzip, ImageCodec::raw}) {
+        if (!can_compress(c)) continue;
+        fs::remove_all(root + "/run/spore");
+        std::string body = compress_image(image, c);
+        RunResult r = run(first_stage_script(hash, true, "spore:rt", {ImageCodec::xz, ImageCodec::zstd, ImageCodec::gzip}),
+                          &body, true, codec_word(c));
+        EXPECT_NE(r.out.find("FAKE-AGENT-RAN"), std::string::npos) << codec_word(c) << ": " << r.out;
+        EXPECT_EQ(mode_of(cached(root + "/run/spore")), 0700) << codec_word(c);
+    }
+}
+
+TEST_P(FirstStage, UnknownEncodingIsRefused) {
+    std::string raw = image;
+    RunResult r = run(first_stage_script(hash, true, "spore:u", {ImageCodec::gzip}), &raw, true, "lz4");
+    EXPECT_NE(WEXITSTATUS(r.status), 0);
+    EXPECT_NE(r.out.find("unknown image encoding 'lz4'"), std::string::npos) << r.out;
+    EXPECT_EQ(r.out.find("FAKE-AGENT-RAN"), std::string::npos) << r.out;
 }
 
 TEST_P(FirstStage, CorruptTransferFailsFastInsteadOfWaiting) {
     // Raw bytes where gzip was announced: the script must give up at once
     // rather than wait for more input.
     std::string raw = image;
-    RunResult r = run(first_stage_script(hash, true, "spore:bad"), &raw);
+    RunResult r = run(first_stage_script(hash, true, "spore:bad"), &raw, true, "gz");
     EXPECT_NE(WEXITSTATUS(r.status), 0);
     EXPECT_EQ(r.out.find("FAKE-AGENT-RAN"), std::string::npos) << r.out;
 }
 
 TEST_P(FirstStage, HashMismatchIsRefusedAndLeavesNothing) {
     std::string evil = "#!/bin/sh\necho EVIL-RAN\n";
-    RunResult r = run(first_stage_script(hash, true, "spore:x", false), &evil);
+    RunResult r = run(first_stage_script(hash, true, "spore:x", {}), &evil);
     EXPECT_EQ(r.out.find("EVIL-RAN"), std::string::npos);
     EXPECT_NE(r.out.find("hash mismatch"), std::string::npos) << r.out;
     EXPECT_NE(WEXITSTATUS(r.status), 0);
-    EXPECT_FALSE(fs::exists(cached(root + "/run/spore")));
-    for (auto &e : fs::directory_iterator(root + "/run/spore")) ADD_FAILURE() << "left behind: " << e.path();
+    // The directory it made is gone again.
+    EXPECT_FALSE(fs::exists(root + "/run/spore"));
+}
+
+TEST_P(FirstStage, FailureRemovesOnlyTheEmptyDirectoriesItMade) {
+    // XDG_RUNTIME_DIR unusable (a file): the image goes to $HOME/.cache/spore,
+    // and the script makes .cache too.
+    fs::remove_all(root + "/run");
+    std::ofstream(root + "/run") << "not a directory";
+    std::string evil = "#!/bin/sh\necho EVIL-RAN\n";
+    RunResult r = run(first_stage_script(hash, true, "spore:x", {}), &evil);
+    EXPECT_NE(r.out.find("hash mismatch"), std::string::npos) << r.out;
+    EXPECT_FALSE(fs::exists(root + "/home/.cache")) << r.out;
+    // A directory that was there before is kept, and so is one with content.
+    fs::create_directories(root + "/home/.cache/spore");
+    std::ofstream(root + "/home/.cache/other") << "x";
+    r = run(first_stage_script(hash, true, "spore:x", {}), &evil);
+    EXPECT_NE(r.out.find("hash mismatch"), std::string::npos) << r.out;
+    EXPECT_TRUE(fs::is_directory(root + "/home/.cache/spore"));
+    expect_empty(root + "/home/.cache/spore");
+}
+
+TEST_P(FirstStage, ImageThatDoesNotRunIsReportedAsSuch) {
+    // A program for another machine, a truncated one, and one whose
+    // --version fails: each runs in no directory, so the script says so in
+    // the first directory that does run programs and tries no other.
+    for (const char *how : {"foreign", "truncated", "failing"}) {
+        SCOPED_TRACE(how);
+        image = std::string(how) == "failing" ? std::string("#!/bin/sh\nexit 3\n") : unrunnable_elf(how);
+        hash = sha256_hex(image);
+        RunResult r = run(first_stage_script(hash, true, "spore:nx", {ImageCodec::gzip}));
+        EXPECT_TRUE(r.saw_ready);
+        EXPECT_NE(WEXITSTATUS(r.status), 0);
+        EXPECT_NE(r.out.find(std::string("spore: ") + kImageDoesNotRun), std::string::npos) << r.out;
+        EXPECT_EQ(r.out.find("no writable directory"), std::string::npos) << r.out;
+        if (std::string(how) == "failing") {
+            EXPECT_NE(r.out.find("exit status 3"), std::string::npos) << r.out;
+        }
+        // Neither the directory it made nor any later candidate is left.
+        EXPECT_FALSE(fs::exists(root + "/run/spore")) << r.out;
+        EXPECT_FALSE(fs::exists(root + "/home/.cache")) << r.out;
+    }
 }
 
 TEST_P(FirstStage, CacheOffUnlinksTheImage) {
@@ -189,7 +302,17 @@ TEST_P(FirstStage, NoexecDirectoryFallsBackToTheNextOne) {
     EXPECT_TRUE(fs::exists(cached(root + "/home/.cache/spore")));
     EXPECT_FALSE(fs::exists(cached(root + "/run/spore")));
     // Nothing is left in the noexec directory either.
-    for (auto &e : fs::directory_iterator(root + "/run/spore")) ADD_FAILURE() << "left behind: " << e.path();
+    expect_empty(root + "/run/spore");
+    // An image that does not run: the noexec directory is passed over, and
+    // the next one, which runs programs, tells that the image is at fault.
+    image = unrunnable_elf("foreign");
+    hash = sha256_hex(image);
+    fs::remove_all(root + "/home/.cache");
+    fs::remove_all(root + "/run/spore");
+    r = run(first_stage_script(hash, true, "spore:nx"));
+    EXPECT_NE(r.out.find(std::string("spore: ") + kImageDoesNotRun), std::string::npos) << r.out;
+    EXPECT_FALSE(fs::exists(root + "/run/spore")) << r.out;
+    EXPECT_FALSE(fs::exists(root + "/home/.cache")) << r.out;
 }
 
 INSTANTIATE_TEST_SUITE_P(Shells, FirstStage, ::testing::Values("/bin/dash", "/bin/bash"),
@@ -199,6 +322,98 @@ TEST(ShellQuote, QuotesEverything) {
     EXPECT_EQ(shell_quote("abc"), "'abc'");
     EXPECT_EQ(shell_quote("it's"), "'it'\\''s'");
     EXPECT_EQ(shell_quote(""), "''");
+}
+
+TEST(AgentImage, CompressionOptions) {
+    auto parse = [](const char *json) {
+        cJSON *o = cJSON_Parse(json);
+        CompressOption c = parse_agent_compress(o);
+        cJSON_Delete(o);
+        return c;
+    };
+    EXPECT_EQ(parse("{}"), CompressOption::automatic);
+    EXPECT_EQ(parse(R"({"agent_compress":true})"), CompressOption::automatic);
+    EXPECT_EQ(parse(R"({"agent_compress":false})"), CompressOption::none);
+    EXPECT_EQ(parse(R"({"agent_compress":"xz"})"), CompressOption::xz);
+    EXPECT_EQ(parse(R"({"agent_compress":"zstd"})"), CompressOption::zstd);
+    EXPECT_EQ(parse(R"({"agent_compress":"gzip"})"), CompressOption::gzip);
+    EXPECT_EQ(parse(R"({"agent_compress":"none"})"), CompressOption::none);
+    EXPECT_EQ(parse(R"({"agent_compress":"auto"})"), CompressOption::automatic);
+    try {
+        parse(R"({"agent_compress":"lz4"})");
+        ADD_FAILURE() << "lz4 accepted";
+    } catch (const Error &e) {
+        EXPECT_EQ(e.code(), SPORE_EINVAL);
+        EXPECT_NE(std::string(e.what()).find("\"lz4\""), std::string::npos) << e.what();
+    }
+    EXPECT_THROW(parse(R"({"agent_compress":3})"), Error);
+    // The library makes every codec; strongest first.
+    EXPECT_EQ(codecs_to_offer(CompressOption::automatic),
+              (std::vector<ImageCodec>{ImageCodec::xz, ImageCodec::zstd, ImageCodec::gzip}));
+    EXPECT_TRUE(codecs_to_offer(CompressOption::none).empty());
+    EXPECT_EQ(codecs_to_offer(CompressOption::zstd), std::vector<ImageCodec>{ImageCodec::zstd});
+}
+
+TEST(AgentImage, ChoosesTheStrongestCodecBothEndsHave) {
+    const std::vector<ImageCodec> all = {ImageCodec::xz, ImageCodec::zstd, ImageCodec::gzip};
+    EXPECT_EQ(choose_codec("SPORE-READY xz zstd gz raw", all, CompressOption::automatic), ImageCodec::xz);
+    EXPECT_EQ(choose_codec("SPORE-READY zstd gz raw", all, CompressOption::automatic), ImageCodec::zstd);
+    EXPECT_EQ(choose_codec("SPORE-READY gz raw", all, CompressOption::automatic), ImageCodec::gzip);
+    EXPECT_EQ(choose_codec("SPORE-READY gz", {ImageCodec::gzip}, CompressOption::automatic), ImageCodec::gzip);
+    EXPECT_EQ(choose_codec("SPORE-READY raw", all, CompressOption::automatic), ImageCodec::raw);
+    EXPECT_EQ(choose_codec("SPORE-READY xz gz raw", {}, CompressOption::none), ImageCodec::raw);
+    // Words, not substrings: "xzz" is not xz.
+    EXPECT_EQ(choose_codec("SPORE-READY xzz raw", all, CompressOption::automatic), ImageCodec::raw);
+    // A codec asked for by name that the target lacks fails the connect.
+    try {
+        choose_codec("SPORE-READY gz raw", {ImageCodec::xz}, CompressOption::xz);
+        ADD_FAILURE() << "no error";
+    } catch (const Error &e) {
+        EXPECT_EQ(e.code(), SPORE_ECONNECT);
+        EXPECT_NE(std::string(e.what()).find("has no xz command"), std::string::npos) << e.what();
+    }
+}
+
+TEST(AgentImage, CompressedFormsUnpackWithTheTargetsTools) {
+    std::string data;
+    for (int i = 0; i < 20000; ++i) data += "line " + std::to_string(i * 7919 % 1000) + "\n";
+    for (ImageCodec c : {ImageCodec::xz, ImageCodec::zstd, ImageCodec::gzip}) {
+        SCOPED_TRACE(codec_word(c));
+        std::string packed = compress_image(data, c);
+        EXPECT_LT(packed.size(), data.size() / 4);
+        char tmpl[] = "/tmp/spore-codec-XXXXXX";
+        int fd = mkstemp(tmpl);
+        ASSERT_GE(fd, 0);
+        ASSERT_EQ(write(fd, packed.data(), packed.size()), ssize_t(packed.size()));
+        close(fd);
+        std::string cmd = std::string(c == ImageCodec::xz ? "xz -dc" : c == ImageCodec::zstd ? "zstd -qdc" : "gzip -dc") +
+                          " <" + tmpl;
+        FILE *p = popen(cmd.c_str(), "r");
+        ASSERT_NE(p, nullptr);
+        std::string back;
+        char buf[65536];
+        size_t n;
+        while ((n = fread(buf, 1, sizeof buf, p)) > 0) back.append(buf, n);
+        EXPECT_EQ(pclose(p), 0);
+        unlink(tmpl);
+        EXPECT_TRUE(back == data) << back.size() << " bytes back of " << data.size();
+    }
+}
+
+TEST(AgentImage, RefusesAFileThatIsNoProgram) {
+    char tmpl[] = "/tmp/spore-notprog-XXXXXX";
+    int fd = mkstemp(tmpl);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(write(fd, "hello\n", 6), 6);
+    close(fd);
+    try {
+        AgentImage::load(tmpl);
+        ADD_FAILURE() << "a text file was taken as the agent image";
+    } catch (const Error &e) {
+        EXPECT_EQ(e.code(), SPORE_ECONNECT);
+        EXPECT_NE(std::string(e.what()).find("is not an executable program"), std::string::npos) << e.what();
+    }
+    unlink(tmpl);
 }
 
 TEST(AgentImage, HashAndGzip) {
