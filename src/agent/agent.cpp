@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "core/messages.h"
 #include "spore/spore.h"
 
 namespace spore::agent {
@@ -166,38 +167,23 @@ void Agent::on_init(Message &&m) {
         parent_->close("first message from the parent was not init");
         return;
     }
-    std::string err;
-    Json cfg = json_parse(m.json, kDefaultMaxJsonDepth, &err);
-    int64_t id = cfg ? json_int(cfg.get(), "id", -1) : -1;
-    if (!cfg || id <= 0 || id > int64_t(UINT32_MAX)) {
-        parent_->close("malformed init message");
+    std::string why;
+    auto cfg = InitMessage::decode(m.json, &why);
+    if (!cfg) {
+        parent_->close(why);
         return;
     }
-    std::vector<uint32_t> parents;
-    const cJSON *p = cJSON_GetObjectItemCaseSensitive(cfg.get(), "parent_ids");
-    const cJSON *e;
-    cJSON_ArrayForEach(e, p) {
-        if (cJSON_IsNumber(e)) parents.push_back(uint32_t(e->valuedouble));
-    }
-    if (parents.empty()) {
-        parent_->close("init message without parent ids");
-        return;
-    }
-    std::string name = json_str(cfg.get(), "name", "agent");
+    uint32_t id = cfg->id;
+    const std::string &name = cfg->name;
     Limits lim;
-    lim.max_message_size = uint64_t(json_int(cfg.get(), "max_message_size", int64_t(kDefaultMaxMessageSize)));
-    if (lim.max_message_size < 4096) lim.max_message_size = 4096;
+    lim.max_message_size = cfg->max_message_size;
     router_.set_limits(lim);
     parent_->set_limits(lim);
-    router_.set_identity(uint32_t(id), parents, name);
-    router_.set_unidirectional(json_bool(cfg.get(), "unidirectional", true));
-    try {
-        router_.set_keepalive_default(keepalive_from_options(cfg.get(), KeepaliveSettings{}));
-    } catch (const Error &e) {
-        log(SPORE_LOG_WARNING, "spore.agent", std::string("init: ") + e.what() + "; keeping the default keepalive");
-    }
-    parent_->set_remote_id(parents.front());
-    level_.store(int(json_int(cfg.get(), "log_level", SPORE_LOG_INFO)));
+    router_.set_identity(id, cfg->parent_ids, name);
+    router_.set_unidirectional(cfg->unidirectional);
+    router_.set_keepalive_default(cfg->liveness);
+    parent_->set_remote_id(cfg->parent_ids.front());
+    level_.store(cfg->log_level);
     std::vector<Message> corked;
     {
         std::lock_guard<std::mutex> lk(state_mu_);
@@ -385,7 +371,7 @@ void Agent::internal_connect(Job &&job) {
     const cJSON *a = job.args.get();
     ConnectRequest req;
     req.method = json_str(a, "method");
-    int64_t id = json_int(a, "id", -1);
+    auto id = json_context_id(a);
     req.name = json_str(a, "name");
     req.timeout_s = double(json_int(a, "timeout_ms", 30000)) / 1000.0;
     req.agent_cache = json_bool(a, "agent_cache", true);
@@ -400,7 +386,7 @@ void Agent::internal_connect(Job &&job) {
         ErrorInfo err{SPORE_EBADARGS, std::string("spore.connect: ") + e.what(), "", context_name(), job.fn};
         return finish_job(job, CallReply{}, &err);
     }
-    if (req.method.empty() || id <= 0 || id > int64_t(UINT32_MAX) || req.name.empty()) {
+    if (req.method.empty() || !id || req.name.empty()) {
         ErrorInfo e{SPORE_EBADARGS, "spore.connect needs method, id and name", "", context_name(), job.fn};
         return finish_job(job, CallReply{}, &e);
     }
@@ -410,9 +396,9 @@ void Agent::internal_connect(Job &&job) {
         ErrorInfo e{SPORE_EBADARGS, std::string("spore.connect: ") + err.what(), "", context_name(), job.fn};
         return finish_job(job, CallReply{}, &e);
     }
-    req.id = uint32_t(id);
+    req.id = *id;
     if (router_.has_route(req.id)) {
-        ErrorInfo e{SPORE_EBADARGS, "context id " + std::to_string(id) + " is already in use", "", context_name(),
+        ErrorInfo e{SPORE_EBADARGS, "context id " + std::to_string(*id) + " is already in use", "", context_name(),
                     job.fn};
         return finish_job(job, CallReply{}, &e);
     }
@@ -437,27 +423,22 @@ void Agent::internal_connect(Job &&job) {
             // Route first, announce upward, then configure the child: every
             // ancestor learns the route before any reply from behind it.
             router_.attach_child(stream, rq.keepalive);
-            Json aj = json_object();
-            cJSON_AddNumberToObject(aj.get(), "id", rq.id);
-            cJSON_AddStringToObject(aj.get(), "name", rq.name.c_str());
-            router_.send_up(kHandleAddRoute, json_print(aj.get()));
+            router_.send_up(kHandleAddRoute, RouteAdded{rq.id, rq.name}.encode());
 
             Message init;
             init.h.dst_id = rq.id;
             init.h.src_id = init.h.auth_id = router_.id();
             init.h.handle = kHandleInit;
-            Json ij = json_object();
-            cJSON_AddNumberToObject(ij.get(), "id", rq.id);
-            cJSON *pids = cJSON_AddArrayToObject(ij.get(), "parent_ids");
-            cJSON_AddItemToArray(pids, cJSON_CreateNumber(router_.id()));
-            for (uint32_t p : router_.parent_ids()) cJSON_AddItemToArray(pids, cJSON_CreateNumber(p));
-            cJSON_AddStringToObject(ij.get(), "name", rq.name.c_str());
-            cJSON_AddNumberToObject(ij.get(), "log_level", level_.load());
-            cJSON_AddNumberToObject(ij.get(), "max_message_size", double(router_.limits().max_message_size));
-            cJSON_AddBoolToObject(ij.get(), "unidirectional", router_.unidirectional());
-            cJSON_AddNumberToObject(ij.get(), "liveness_interval", router_.keepalive_default().interval_ms);
-            cJSON_AddNumberToObject(ij.get(), "liveness_count", router_.keepalive_default().count);
-            init.json = json_print(ij.get());
+            InitMessage body;
+            body.id = rq.id;
+            body.parent_ids = {router_.id()};
+            body.parent_ids.insert(body.parent_ids.end(), router_.parent_ids().begin(), router_.parent_ids().end());
+            body.name = rq.name;
+            body.log_level = level_.load();
+            body.max_message_size = router_.limits().max_message_size;
+            body.unidirectional = router_.unidirectional();
+            body.liveness = router_.keepalive_default();
+            init.json = body.encode();
             stream->send(init);
 
             CallReply out;
@@ -507,12 +488,10 @@ void Agent::on_peer_gone(Message &&m) {
     // workers kill the processes), processes of its other calls get SIGTERM
     // now and SIGKILL if still there 2 s later, and the news goes down the
     // tree to every context it may have used.
-    std::string err;
-    Json j = json_parse(m.json, kDefaultMaxJsonDepth, &err);
-    int64_t id = j ? json_int(j.get(), "id", -1) : -1;
-    if (id <= 0 || id > int64_t(UINT32_MAX)) return;
-    uint32_t gone = uint32_t(id);
-    std::string reason = json_str(j.get(), "reason", "disconnected");
+    auto notice = LossNotice::decode(m.json);
+    if (!notice) return;
+    uint32_t gone = notice->id;
+    const std::string &reason = notice->reason;
     channels_.fail_peer(gone, ErrorInfo{SPORE_EDISCONNECTED, "the caller (context " + std::to_string(gone) +
                                                                  ") went away: " + reason,
                                         "", context_name(), ""});

@@ -1,8 +1,8 @@
 #include "agent/worker_pool.h"
 
-#include <pthread.h>
-
 #include <chrono>
+
+#include "core/thread.h"
 
 namespace spore::agent {
 
@@ -17,20 +17,7 @@ void WorkerPool::submit(std::function<void()> job) {
     lk.unlock();
     // Small stacks: built-ins do not recurse deeply, and the agent's resident
     // size matters when 50 calls run at once.
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setstacksize(&attr, 256 * 1024);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_t t;
-    int rc = pthread_create(
-        &t, &attr,
-        [](void *arg) -> void * {
-            static_cast<WorkerPool *>(arg)->worker();
-            return nullptr;
-        },
-        this);
-    pthread_attr_destroy(&attr);
-    if (rc != 0) {
+    if (!start_detached_thread(kSmallStack, [this] { worker(); })) {
         lk.lock();
         --threads_;
         if (threads_ > 0) {

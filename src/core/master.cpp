@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "core/listener.h"
+#include "core/messages.h"
 #include "methods/method.h"
 #include "methods/ssh_libssh2.h"
 #include "spore/spore.h"
@@ -280,17 +281,14 @@ void Master::send_init(const std::shared_ptr<Stream> &s, const ContextState &ctx
     Message init;
     init.h.dst_id = ctx.id;
     init.h.handle = kHandleInit;
-    Json j = json_object();
-    cJSON_AddNumberToObject(j.get(), "id", ctx.id);
-    cJSON *pids = cJSON_AddArrayToObject(j.get(), "parent_ids");
-    cJSON_AddItemToArray(pids, cJSON_CreateNumber(0));
-    cJSON_AddStringToObject(j.get(), "name", ctx.name.c_str());
-    cJSON_AddNumberToObject(j.get(), "log_level", level_.load());
-    cJSON_AddNumberToObject(j.get(), "max_message_size", double(opts_.max_message_size));
-    cJSON_AddBoolToObject(j.get(), "unidirectional", true);
-    cJSON_AddNumberToObject(j.get(), "liveness_interval", opts_.keepalive.interval_ms);
-    cJSON_AddNumberToObject(j.get(), "liveness_count", opts_.keepalive.count);
-    init.json = json_print(j.get());
+    InitMessage body;
+    body.id = ctx.id;
+    body.parent_ids = {0};
+    body.name = ctx.name;
+    body.log_level = level_.load();
+    body.max_message_size = opts_.max_message_size;
+    body.liveness = opts_.keepalive;
+    init.json = body.encode();
     s->send(init);
 }
 
@@ -880,8 +878,8 @@ void Master::handshake(UniqueFd fd, const std::string &path, int timeout_ms) {
                 finish(Router::parse_error_json(m.json));
                 return st.close("refused");
             }
-            int64_t id = j ? json_int(j.get(), "id", -1) : -1;
-            if (!j || id <= 0 || id > int64_t(UINT32_MAX) || json_int(j.get(), "protocol", 0) != kSharedProtocol) {
+            auto id = j ? json_context_id(j.get()) : std::nullopt;
+            if (!id || json_int(j.get(), "protocol", 0) != kSharedProtocol) {
                 finish(ErrorInfo{SPORE_EPROTO, "the router at " + path + " sent a malformed answer", "", "", ""});
                 return st.close("malformed answer to the hello");
             }
@@ -890,7 +888,7 @@ void Master::handshake(UniqueFd fd, const std::string &path, int timeout_ms) {
             if (max >= 4096 && max < lim.max_message_size) lim.max_message_size = max;
             router_.set_limits(lim);
             st.set_limits(lim);
-            router_.set_identity(uint32_t(id), {0}, json_str(j.get(), "name", "attached"));
+            router_.set_identity(*id, {0}, json_str(j.get(), "name", "attached"));
             st.set_remote_id(0);
             attach_ready_ = true;
             finish(ErrorInfo{});
@@ -938,25 +936,21 @@ void Master::on_listener_lost(const std::string &reason) {
 
 void Master::on_peer_gone(Message &&m) {
     if (!attached_) return;
-    std::string err;
-    Json j = json_parse(m.json, kDefaultMaxJsonDepth, &err);
-    int64_t id = j ? json_int(j.get(), "id", -1) : -1;
-    if (id <= 0 || id > int64_t(UINT32_MAX)) return;
-    on_route_lost(uint32_t(id), SPORE_EDISCONNECTED, json_str(j.get(), "reason", "disconnected"));
+    if (auto gone = LossNotice::decode(m.json)) on_route_lost(gone->id, SPORE_EDISCONNECTED, gone->reason);
 }
 
 std::shared_ptr<ContextState> Master::adopt_context(const std::string &info_json) {
     std::string err;
     Json j = json_parse(info_json, kDefaultMaxJsonDepth, &err);
-    int64_t id = j ? json_int(j.get(), "id", -1) : -1;
-    if (!j || id <= 0 || id > int64_t(UINT32_MAX))
+    auto id = j ? json_context_id(j.get()) : std::nullopt;
+    if (!id)
         throw Error(SPORE_EPROTO, "the router at " + attach_path_ + " described a context badly: " + info_json.substr(0, 200));
     std::lock_guard<std::mutex> lk(ctx_mu_);
-    auto it = contexts_.find(uint32_t(id));
+    auto it = contexts_.find(*id);
     if (it != contexts_.end()) return it->second;  // already known here: one state, one alive flag
     auto c = std::make_shared<ContextState>();
-    c->id = uint32_t(id);
-    c->name = json_str(j.get(), "name", "context " + std::to_string(id));
+    c->id = *id;
+    c->name = json_str(j.get(), "name", "context " + std::to_string(*id));
     c->method = json_str(j.get(), "method");
     c->via_id = uint32_t(json_int(j.get(), "via", 0));
     const cJSON *e;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "core/messages.h"
 #include "spore/spore.h"
 
 namespace spore {
@@ -289,11 +290,9 @@ void Router::refuse_unacceptable_json(Message &&m, const StreamPtr &ingress, con
 }
 
 void Router::handle_add_route(Message &&m, const StreamPtr &ingress) {
-    std::string err;
-    Json j = json_parse(m.json, kDefaultMaxJsonDepth, &err);
-    int64_t id = j ? json_int(j.get(), "id", -1) : -1;
-    if (id <= 0 || id > int64_t(UINT32_MAX)) return drop(m, *ingress, "malformed add-route");
-    if (!add_route(uint32_t(id), ingress)) return drop(m, *ingress, "add-route for an id that is taken");
+    auto added = RouteAdded::decode(m.json);
+    if (!added) return drop(m, *ingress, "malformed add-route");
+    if (!add_route(added->id, ingress)) return drop(m, *ingress, "add-route for an id that is taken");
     send_up(kHandleAddRoute, std::move(m.json));
 }
 
@@ -321,24 +320,18 @@ void Router::send_down(uint32_t handle, const std::string &json) {
 }
 
 void Router::handle_del_route(Message &&m, const StreamPtr &ingress) {
-    std::string err;
-    Json j = json_parse(m.json, kDefaultMaxJsonDepth, &err);
-    int64_t id = j ? json_int(j.get(), "id", -1) : -1;
-    if (id <= 0 || id > int64_t(UINT32_MAX)) return drop(m, *ingress, "malformed del-route");
-    std::string reason = j ? json_str(j.get(), "reason", "disconnected") : "disconnected";
-    // Only the two codes a loss can have; anything else a child claims is a
-    // plain disconnect.
-    int code = json_str(j.get(), "code") == "EUNRESPONSIVE" ? SPORE_EUNRESPONSIVE : SPORE_EDISCONNECTED;
+    auto loss = LossNotice::decode(m.json);
+    if (!loss) return drop(m, *ingress, "malformed del-route");
     {
         std::lock_guard<std::mutex> lk(mu_);
-        auto it = routes_.find(uint32_t(id));
+        auto it = routes_.find(loss->id);
         if (it == routes_.end() || it->second != ingress) {
             return;  // not ours to delete (or already gone)
         }
         routes_.erase(it);
-        ids_by_stream_[ingress.get()].erase(uint32_t(id));
+        ids_by_stream_[ingress.get()].erase(loss->id);
     }
-    if (on_route_lost_) on_route_lost_(uint32_t(id), code, reason);
+    if (on_route_lost_) on_route_lost_(loss->id, loss->code, loss->reason);
     send_up(kHandleDelRoute, std::move(m.json));
 }
 
@@ -377,11 +370,7 @@ void Router::on_stream_closed(Stream &s, const std::string &reason) {
     }
     for (uint32_t id : gone) {
         if (on_route_lost_) on_route_lost_(id, code, reason);
-        Json j = json_object();
-        cJSON_AddNumberToObject(j.get(), "id", id);
-        cJSON_AddStringToObject(j.get(), "reason", reason.c_str());
-        if (code == SPORE_EUNRESPONSIVE) cJSON_AddStringToObject(j.get(), "code", "EUNRESPONSIVE");
-        send_up(kHandleDelRoute, json_print(j.get()));
+        send_up(kHandleDelRoute, LossNotice{id, reason, code}.encode());
     }
     if (keep && on_child_closed_) on_child_closed_(keep, reason);
 }

@@ -22,6 +22,7 @@
 #include "core/error.h"
 #include "core/prompts.h"
 #include "core/shlex.h"
+#include "core/thread.h"
 #include "methods/method.h"
 
 namespace spore {
@@ -981,7 +982,8 @@ public:
         UniqueFd s(stream_fd), e(err_fd);  // closed here if configure throws
         session_ = std::make_shared<SshSession>(loop_, on_loop(caller, std::move(hooks)));
         session_->configure(options, command, s.release(), e.release());  // may throw: nothing runs yet
-        thread_ = std::thread([loop = loop_, session = session_] {
+        // A small stack: a fleet of a thousand hosts is a thousand of these.
+        thread_ = SizedThread(kSessionStack, [loop = loop_, session = session_] {
             session->begin();
             loop->run();
         });
@@ -1018,9 +1020,12 @@ private:
         return out;
     }
 
+    // libssh2's key exchange and OpenSSL's crypto use well under 64 KiB.
+    static constexpr size_t kSessionStack = kSmallStack;
+
     std::shared_ptr<Loop> loop_;
     std::shared_ptr<SshSession> session_;
-    std::thread thread_;
+    SizedThread thread_;
 };
 
 std::shared_ptr<SshSessionThread> start_ssh_session(Loop &loop, const cJSON *options, const std::string &command,

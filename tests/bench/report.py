@@ -139,6 +139,9 @@ SUITES = {
          "sys.ping round trip over ssh -> sudo"),
         ("ssh_contexts_concurrent", "<=", 2000.0, None,
          "50 ssh contexts opened at once from 50 threads"),
+        ("ssh_master_kib_per_session", "<=", 64.0, None,
+         "controller VmRSS growth per idle ssh context (libssh2), 200 held at once; "
+         "info: address space and threads per session"),
         ("wire_call_bytes", None, None, None,
          "TCP payload bytes (both ways) per sys.ping over ssh; info: bytes of a first contact and of a cached connect"),
     ],

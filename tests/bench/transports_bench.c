@@ -211,6 +211,45 @@ static void bench_concurrent(void) {
     printf("info ssh_contexts_concurrent contexts %d\n", N_CONCURRENT);
 }
 
+/* What the controller pays per ssh host held open (libssh2: one session
+ * thread each): VmRSS and address space per session, and the threads. */
+static long status_field(const char *key) {
+    char line[256];
+    size_t klen = strlen(key);
+    long v = -1;
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return -1;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, key, klen) == 0 && line[klen] == ':') {
+            v = strtol(line + klen + 1, NULL, 10);
+            break;
+        }
+    fclose(f);
+    return v;
+}
+
+static void bench_sessions(void) {
+    int n = env_int("BENCH_QUICK", 0) ? 20 : env_int("BENCH_SSH_SESSIONS", 200);
+    spore_router *r = new_router();
+    close_ctx(ssh_connect(r, "libssh2", 1)); /* warm: image read, libssh2 initialised */
+    long rss0 = status_field("VmRSS"), vm0 = status_field("VmSize"), th0 = status_field("Threads");
+    spore_context **c = calloc((size_t)n, sizeof *c);
+    if (!c) exit(1);
+    for (int i = 0; i < n; i++) {
+        c[i] = ssh_connect(r, "libssh2", 1);
+        ping(c[i]);
+    }
+    long rss = status_field("VmRSS") - rss0, vm = status_field("VmSize") - vm0, th = status_field("Threads") - th0;
+    double per_rss = (double)rss / n, per_vm = (double)vm / n;
+    emit("ssh_master_kib_per_session", "KiB", &per_rss, 1);
+    printf("info ssh_master_kib_per_session sessions %d\n", n);
+    printf("info ssh_master_kib_per_session address_space_kib_per_session %.0f\n", per_vm);
+    printf("info ssh_master_kib_per_session threads_per_session %.2f\n", (double)th / n);
+    for (int i = 0; i < n; i++) spore_context_free(c[i]);
+    free(c);
+    spore_router_free(r);
+}
+
 /* -------------------------------------------------------------- floors */
 
 static void ssh_argv(char **argv, int *argc, const char *cmd) {
@@ -309,6 +348,7 @@ int main(int argc, char **argv) {
     if (all || !strcmp(only, "sudo")) bench_sudo_extra();
     if (all || !strcmp(only, "rtt-sudo")) bench_rtt("ssh_sudo_call_rtt", "libssh2", 1);
     if (all || !strcmp(only, "concurrent")) bench_concurrent();
+    if (all || !strcmp(only, "sessions")) bench_sessions();
     if (all || !strcmp(only, "wire")) bench_wire();
     if (all || !strcmp(only, "floors")) {
         bench_floor_ssh_true();
