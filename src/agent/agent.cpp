@@ -120,20 +120,20 @@ int Agent::run(int parent_in, int parent_out) {
 
     router_.set_log([this](int level, const std::string &msg) { log(level, "spore.router", msg); });
     router_.set_handler(kHandleCall, Policy::kParentAuthority,
-                        [this](Message &&m, const Router::StreamPtr &) { on_call(std::move(m)); });
+                        [this](Message &&m, const MessageRouter::StreamPtr &) { on_call(std::move(m)); });
     router_.set_handler(kHandleShutdown, Policy::kParentAuthority,
-                        [this](Message &&, const Router::StreamPtr &) { on_shutdown_request(); });
+                        [this](Message &&, const MessageRouter::StreamPtr &) { on_shutdown_request(); });
     router_.set_handler(kHandleSetLogLevel, Policy::kParentAuthority,
-                        [this](Message &&m, const Router::StreamPtr &) { on_set_log_level(std::move(m)); });
+                        [this](Message &&m, const MessageRouter::StreamPtr &) { on_set_log_level(std::move(m)); });
     // File data and acknowledgements: only from those who may call us.
     router_.set_handler(kHandleChanData, Policy::kParentAuthority,
-                        [this](Message &&m, const Router::StreamPtr &) { on_chan_data(std::move(m)); });
+                        [this](Message &&m, const MessageRouter::StreamPtr &) { on_chan_data(std::move(m)); });
     router_.set_handler(kHandleChanAck, Policy::kParentAuthority,
-                        [this](Message &&m, const Router::StreamPtr &) { on_chan_ack(std::move(m)); });
+                        [this](Message &&m, const MessageRouter::StreamPtr &) { on_chan_ack(std::move(m)); });
     router_.set_handler(kHandlePeerGone, Policy::kParentAuthority,
-                        [this](Message &&m, const Router::StreamPtr &) { on_peer_gone(std::move(m)); });
+                        [this](Message &&m, const MessageRouter::StreamPtr &) { on_peer_gone(std::move(m)); });
     router_.set_on_parent_lost([this](const std::string &reason) { begin_exit("parent stream closed: " + reason); });
-    router_.set_on_child_closed([this](const Router::StreamPtr &s, const std::string &) {
+    router_.set_on_child_closed([this](const MessageRouter::StreamPtr &s, const std::string &) {
         auto it = children_.find(s->remote_id());
         if (it == children_.end()) return;
         auto conn = it->second;
@@ -347,7 +347,7 @@ void Agent::reply(const Message &req, CallReply &&r, const ErrorInfo *err) {
     m.h.handle = req.h.reply_to;
     if (err) {
         m.h.flags = kFlagError;
-        m.json = Router::error_json(*err);
+        m.json = MessageRouter::error_json(*err);
     } else {
         m.json = r.result ? json_print(r.result.get()) : "null";
         m.bin = std::move(r.data);
@@ -362,7 +362,7 @@ void Agent::reply(const Message &req, CallReply &&r, const ErrorInfo *err) {
         Message d;
         d.h = m.h;
         d.h.flags = kFlagError;
-        d.json = Router::error_json(e);
+        d.json = MessageRouter::error_json(e);
         router_.send(d);
     }
 }
@@ -538,8 +538,9 @@ void Agent::on_shutdown_request() {
         loop_.stop();
         return;
     }
+    // A stopped child keeps this shutdown waiting (the 1 s below); the exit
+    // that follows continues it (final_cleanup), so it leaves too.
     router_.send_down(kHandleShutdown, "");
-    for (auto &kv : children_) kv.second->resume();
     // The parent sends SIGTERM after 2 s: leave well before that.
     shutdown_timer_ = std::make_unique<Timer>(loop_, 1.0, [this] { loop_.stop(); });
 }

@@ -23,7 +23,7 @@
 #include "core/connection.h"
 #include "core/image.h"
 #include "core/loop.h"
-#include "core/router.h"
+#include "core/message_router.h"
 
 namespace spore::agent {
 
@@ -87,7 +87,7 @@ private:
     std::shared_ptr<AgentImage> self_image();
 
     Loop loop_;
-    Router router_;
+    MessageRouter router_;
     WorkerPool pool_;
     std::shared_ptr<Stream> parent_;
     bool initialized_ = false;

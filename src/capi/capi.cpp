@@ -12,16 +12,16 @@
 
 #include "core/error.h"
 #include "core/json.h"
-#include "core/master.h"
-#include "core/process.h"
-#include "core/transfer.h"
+#include "controller/router.h"
+#include "controller/process.h"
+#include "controller/transfer.h"
 #include "spore/spore.h"
 
 using spore::Error;
 using spore::ErrorInfo;
 
 struct spore_router {
-    std::shared_ptr<spore::Master> m;
+    std::shared_ptr<spore::Router> m;
     // Threads inside spore_router_next_log: spore_router_free wakes them and
     // waits for them to leave before the handle goes away.
     std::atomic<int> log_waiters{0};
@@ -30,15 +30,15 @@ struct spore_options {
     spore::Json j;
 };
 struct spore_process {
-    std::shared_ptr<spore::Master> m;  // outlives the process handle's use of it
+    std::shared_ptr<spore::Router> m;  // outlives the process handle's use of it
     std::unique_ptr<spore::RemoteProcess> p;
 };
 struct spore_context {
-    std::shared_ptr<spore::Master> m;
+    std::shared_ptr<spore::Router> m;
     std::shared_ptr<spore::ContextState> c;
 };
 struct spore_pending {
-    std::shared_ptr<spore::Master> m;
+    std::shared_ptr<spore::Router> m;
     std::shared_ptr<spore::PendingCall> pc;
     ErrorInfo err;
     spore_error view{};
@@ -49,7 +49,7 @@ struct spore_result {
     std::string bin;
 };
 struct spore_chain {
-    std::shared_ptr<spore::Master> m;
+    std::shared_ptr<spore::Router> m;
     std::shared_ptr<spore::ContextState> c;
     std::string id;
 };
@@ -207,7 +207,7 @@ namespace {
 // The log options of both spore_router_new and spore_router_attach
 // (`kind` names which in messages): SPORE_OK once taken, 1 for a key that
 // is not one of them, or SPORE_EINVAL for a bad value.
-int take_log_option(const std::string &key, const cJSON *item, spore::Master::Options &mo, const std::string &kind) {
+int take_log_option(const std::string &key, const cJSON *item, spore::Router::Options &mo, const std::string &kind) {
     if (key == "log_level") {
         SPORE_REQUIRE(cJSON_IsNumber(item) && item->valuedouble >= 0 && item->valuedouble <= 100,
                       (kind + " option 'log_level' must be an integer from 0 to 100").c_str());
@@ -234,7 +234,7 @@ int spore_router_new(spore_router **out, const spore_options *opts) noexcept {
     return guarded([&]() -> int {
         SPORE_REQUIRE(out, "spore_router_new: out is NULL");
         *out = nullptr;
-        spore::Master::Options mo;
+        spore::Router::Options mo;
         if (opts) {
             const cJSON *item;
             cJSON_ArrayForEach(item, opts->j.get()) {
@@ -256,7 +256,7 @@ int spore_router_new(spore_router **out, const spore_options *opts) noexcept {
             }
         }
         auto r = std::make_unique<spore_router>();
-        r->m = spore::Master::create(std::move(mo));
+        r->m = spore::Router::create(std::move(mo));
         *out = r.release();
         return SPORE_OK;
     });
@@ -292,7 +292,7 @@ int spore_router_attach(spore_router **out, const char *path, const spore_option
     return guarded([&]() -> int {
         SPORE_REQUIRE(out && path, "spore_router_attach: out and path are required");
         *out = nullptr;
-        spore::Master::Options mo;
+        spore::Router::Options mo;
         int timeout_ms = 10000;
         if (opts) {
             const cJSON *item;
@@ -312,7 +312,7 @@ int spore_router_attach(spore_router **out, const char *path, const spore_option
             }
         }
         auto r = std::make_unique<spore_router>();
-        r->m = spore::Master::attach(path, std::move(mo), timeout_ms);
+        r->m = spore::Router::attach(path, std::move(mo), timeout_ms);
         *out = r.release();
         return SPORE_OK;
     });
@@ -648,7 +648,7 @@ int spore_call_wait(spore_pending *call, spore_result **out, int timeout_ms) noe
             return set_error(SPORE_EINVAL, "spore_call_wait: the result was already taken");
         }
         bool timed_out = false;
-        ErrorInfo e = spore::Master::wait_error(*call->pc, timeout_ms, &timed_out);
+        ErrorInfo e = spore::Router::wait_error(*call->pc, timeout_ms, &timed_out);
         if (timed_out) return set_error(e);
         call->finished = true;
         call->err = e;

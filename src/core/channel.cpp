@@ -4,7 +4,7 @@
 #include <cmath>
 
 #include "core/json.h"
-#include "core/router.h"
+#include "core/message_router.h"
 
 namespace spore {
 
@@ -195,7 +195,7 @@ Message chan_abort_message(uint32_t dst, uint32_t ch, const ErrorInfo &why) {
     Message m;
     m.h.dst_id = dst;
     m.h.handle = kHandleChanData;
-    m.json = "{\"ch\":" + std::to_string(ch) + ",\"abort\":" + Router::error_json(why) + "}";
+    m.json = "{\"ch\":" + std::to_string(ch) + ",\"abort\":" + MessageRouter::error_json(why) + "}";
     return m;
 }
 
@@ -233,7 +233,7 @@ bool parse_chan_data(Message &&m, uint32_t &ch, ChannelChunk &out) {
     const cJSON *abort = cJSON_GetObjectItemCaseSensitive(j.get(), "abort");
     if (abort) {
         if (!cJSON_IsObject(abort)) return false;
-        out.abort = Router::parse_error_json(json_print(abort));
+        out.abort = MessageRouter::parse_error_json(json_print(abort));
         if (out.abort->code == SPORE_OK) out.abort->code = SPORE_EREMOTE;
         out.meta = m.json;
         return true;

@@ -14,7 +14,7 @@
 
 #include "core/frame.h"
 #include "core/image.h"
-#include "core/router.h"
+#include "core/message_router.h"
 #include "spore/spore.h"
 
 extern char **environ;
@@ -143,20 +143,20 @@ TEST_F(AgentProcess, MalformedCallsGetErrorsAndTheStreamSurvives) {
     for (const char *b : bad) {
         Message r = roundtrip(b);
         ASSERT_TRUE(r.h.flags & kFlagError) << b;
-        EXPECT_EQ(Router::parse_error_json(r.json).code, SPORE_EPROTO) << b;
+        EXPECT_EQ(MessageRouter::parse_error_json(r.json).code, SPORE_EPROTO) << b;
     }
     std::string deep(10000, '[');
     deep += std::string(10000, ']');
     Message r = roundtrip("{\"fn\":\"sys.echo\",\"args\":{\"value\":" + deep + "}}");
-    EXPECT_EQ(Router::parse_error_json(r.json).code, SPORE_EPROTO);
-    EXPECT_NE(Router::parse_error_json(r.json).message.find("deeper"), std::string::npos);
+    EXPECT_EQ(MessageRouter::parse_error_json(r.json).code, SPORE_EPROTO);
+    EXPECT_NE(MessageRouter::parse_error_json(r.json).message.find("deeper"), std::string::npos);
     EXPECT_EQ(roundtrip("{\"fn\":\"sys.ping\",\"args\":{}}").json, "true");
 }
 
 TEST_F(AgentProcess, UnknownFunction) {
     init();
     Message r = roundtrip("{\"fn\":\"no.such\",\"args\":{}}");
-    ErrorInfo e = Router::parse_error_json(r.json);
+    ErrorInfo e = MessageRouter::parse_error_json(r.json);
     EXPECT_EQ(e.code, SPORE_ENOFUNC);
     EXPECT_EQ(e.function, "no.such");
     EXPECT_EQ(e.context, "t");
@@ -167,7 +167,7 @@ TEST_F(AgentProcess, CallsWithoutParentAuthorityAreRefused) {
     send(call("{\"fn\":\"proc.run\",\"args\":{\"shell\":\"touch /tmp/spore-must-not-exist\"}}", 42));
     Message r;
     ASSERT_TRUE(next(r));
-    EXPECT_EQ(Router::parse_error_json(r.json).code, SPORE_EREFUSED);
+    EXPECT_EQ(MessageRouter::parse_error_json(r.json).code, SPORE_EREFUSED);
     EXPECT_EQ(access("/tmp/spore-must-not-exist", F_OK), -1);
 }
 
@@ -178,7 +178,7 @@ TEST_F(AgentProcess, UnknownHandleGetsDeadReply) {
     send(m);
     Message r;
     ASSERT_TRUE(next(r));
-    EXPECT_EQ(Router::parse_error_json(r.json).code, SPORE_EPROTO);
+    EXPECT_EQ(MessageRouter::parse_error_json(r.json).code, SPORE_EPROTO);
 }
 
 TEST_F(AgentProcess, NoRouteGetsDeadReply) {
@@ -188,7 +188,7 @@ TEST_F(AgentProcess, NoRouteGetsDeadReply) {
     send(m);
     Message r;
     ASSERT_TRUE(next(r));
-    EXPECT_EQ(Router::parse_error_json(r.json).code, SPORE_ENOROUTE);
+    EXPECT_EQ(MessageRouter::parse_error_json(r.json).code, SPORE_ENOROUTE);
 }
 
 TEST_F(AgentProcess, BadMagicMakesTheAgentExit) {
@@ -225,7 +225,7 @@ TEST_F(AgentProcess, ReplyOverTheLimitBecomesTooBig) {
     send(m);
     std::string big = "{\"fn\":\"proc.run\",\"args\":{\"shell\":\"head -c 100000 /dev/zero | tr '\\\\0' x\"}}";
     Message r = roundtrip(big);
-    EXPECT_EQ(Router::parse_error_json(r.json).code, SPORE_ETOOBIG);
+    EXPECT_EQ(MessageRouter::parse_error_json(r.json).code, SPORE_ETOOBIG);
     EXPECT_EQ(roundtrip("{\"fn\":\"sys.ping\",\"args\":{}}").json, "true");
 }
 

@@ -2,7 +2,7 @@
 // names and arguments, and who may answer a call.
 #include <gtest/gtest.h>
 
-#include "core/master.h"
+#include "controller/router.h"
 #include "spore/spore.h"
 
 using namespace spore;
@@ -16,7 +16,7 @@ Json parse(const char *text) {
     return j;
 }
 
-int connect_code(Master &m, const char *method, const char *opts) {
+int connect_code(Router &m, const char *method, const char *opts) {
     try {
         m.connect(method, parse(opts), nullptr);
         return SPORE_OK;
@@ -28,12 +28,12 @@ int connect_code(Master &m, const char *method, const char *opts) {
 class MasterChecks : public ::testing::Test {
 protected:
     void SetUp() override {
-        Master::Options o;
+        Router::Options o;
         o.agent_path = "/nonexistent/spore-agent";
-        master = Master::create(o);
+        master = Router::create(o);
     }
     void TearDown() override { master->close(); }
-    std::shared_ptr<Master> master;
+    std::shared_ptr<Router> master;
 };
 
 TEST_F(MasterChecks, UnknownMethod) { EXPECT_EQ(connect_code(*master, "telnet", "{}"), SPORE_EINVAL); }

@@ -1,4 +1,4 @@
-// The routing rules of DESIGN §6, exercised on a real Router with real
+// The routing rules of DESIGN §6, exercised on a real MessageRouter with real
 // socketpair streams: frames are injected from the far end of each stream
 // and whatever the router emits is read back there.
 #include <gtest/gtest.h>
@@ -8,7 +8,7 @@
 
 #include <set>
 
-#include "core/router.h"
+#include "core/message_router.h"
 #include "spore/spore.h"
 
 using namespace spore;
@@ -53,7 +53,7 @@ class RouterTest : public ::testing::Test {
 protected:
     void SetUp() override {
         // This router plays agent 5 whose parent is 1, grand-parent the master.
-        router = std::make_unique<Router>(loop);
+        router = std::make_unique<MessageRouter>(loop);
         router->set_identity(5, {1, 0}, "agent5");
         router->set_log([this](int, const std::string &m) { logs.push_back(m); });
         router->set_on_route_lost([this](uint32_t id, int, const std::string &) { lost.insert(id); });
@@ -64,7 +64,7 @@ protected:
         child8 = make_stream(peer8, 8, "child8");
         router->attach_child(child8);
         router->set_handler(kHandleCall, Policy::kParentAuthority,
-                            [this](Message &&m, const Router::StreamPtr &) { calls.push_back(std::move(m)); });
+                            [this](Message &&m, const MessageRouter::StreamPtr &) { calls.push_back(std::move(m)); });
     }
     void TearDown() override {
         for (auto &s : {parent, child7, child8})
@@ -93,10 +93,10 @@ protected:
         m.json = std::move(json);
         return m;
     }
-    static ErrorInfo err_of(const Message &m) { return Router::parse_error_json(m.json); }
+    static ErrorInfo err_of(const Message &m) { return MessageRouter::parse_error_json(m.json); }
 
     Loop loop;
-    std::unique_ptr<Router> router;
+    std::unique_ptr<MessageRouter> router;
     Peer parent_peer, peer7, peer8;
     std::shared_ptr<Stream> parent, child7, child8;
     std::vector<Message> calls;
@@ -405,14 +405,14 @@ TEST_F(RouterTest, AttachedPeerActsWithThisRoutersAuthority) {
 
 TEST(RouterErrors, ErrorJsonRoundTrip) {
     ErrorInfo e{SPORE_EREMOTE, "boom \"quoted\"\n", "OSError", "local.1", "fs.stat"};
-    ErrorInfo back = Router::parse_error_json(Router::error_json(e));
+    ErrorInfo back = MessageRouter::parse_error_json(MessageRouter::error_json(e));
     EXPECT_EQ(back.code, e.code);
     EXPECT_EQ(back.message, e.message);
     EXPECT_EQ(back.remote_type, e.remote_type);
     EXPECT_EQ(back.context, e.context);
     EXPECT_EQ(back.function, e.function);
-    EXPECT_EQ(Router::parse_error_json("[[[").code, SPORE_EPROTO);
-    EXPECT_EQ(Router::parse_error_json("{\"code\":\"ENOPE\"}").code, SPORE_EUNKNOWN);
+    EXPECT_EQ(MessageRouter::parse_error_json("[[[").code, SPORE_EPROTO);
+    EXPECT_EQ(MessageRouter::parse_error_json("{\"code\":\"ENOPE\"}").code, SPORE_EUNKNOWN);
 }
 
 }  // namespace

@@ -5,11 +5,11 @@
 // files to them and opens new contexts through the listener. This is how
 // many short-lived workers share persistent connections.
 //
-// The Listener is the listening side, a part of the Master that listens: it
+// The Listener is the listening side, a part of the Router that listens: it
 // accepts connections, checks that they come from this user, names each
 // attached router with a context id and serves the calls they make to the
 // listener itself (opening and finding contexts). The attaching side lives
-// in Master (Master::attach).
+// in Router (Router::attach).
 #pragma once
 
 #include <sys/types.h>
@@ -25,11 +25,11 @@
 
 #include "core/frame.h"
 #include "core/loop.h"
-#include "core/router.h"
+#include "core/message_router.h"
 
 namespace spore {
 
-class Master;
+class Router;
 class ContextState;
 
 // A bound, listening Unix socket and what identifies its file.
@@ -55,7 +55,7 @@ inline constexpr int kSharedProtocol = 1;
 
 class Listener {
 public:
-    Listener(Master &master, ListenSocket sock);
+    Listener(Router &master, ListenSocket sock);
     ~Listener();
     Listener(const Listener &) = delete;
     Listener &operator=(const Listener &) = delete;
@@ -70,10 +70,10 @@ public:
     // Joins the threads that served connect requests; after the loop stopped.
     void join_services();
 
-    // Loop thread, from the Master's handlers.
-    bool is_attached(const Router::StreamPtr &s) const;
-    void on_call(Message &&m, const Router::StreamPtr &ingress);
-    void on_set_log_level(Message &&m, const Router::StreamPtr &ingress);
+    // Loop thread, from the Router's handlers.
+    bool is_attached(const MessageRouter::StreamPtr &s) const;
+    void on_call(Message &&m, const MessageRouter::StreamPtr &ingress);
+    void on_set_log_level(Message &&m, const MessageRouter::StreamPtr &ingress);
     // A record that reached the listener: passed on to each attached router
     // whose level admits it.
     void forward_log(const Message &m, int level);
@@ -108,7 +108,7 @@ private:
     void reply_error(const Header &req, int code, const std::string &message);
     void log(int level, const std::string &message);
 
-    Master &master_;
+    Router &master_;
     ListenSocket sock_;
     EventPtr accept_ev_;
     TimerPtr accept_retry_;  // accepting paused after a failure (out of fds)

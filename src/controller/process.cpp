@@ -1,4 +1,4 @@
-#include "core/process.h"
+#include "controller/process.h"
 
 #include <cmath>
 #include <cstring>
@@ -25,13 +25,13 @@ double num(const cJSON *obj, const char *key, double fallback) {
 
 }  // namespace
 
-RemoteProcess::RemoteProcess(Master &m, std::shared_ptr<ContextState> ctx, uint32_t ch, uint64_t window)
+RemoteProcess::RemoteProcess(Router &m, std::shared_ptr<ContextState> ctx, uint32_t ch, uint64_t window)
     : m_(m), ctx_(std::move(ctx)), ch_(ch) {
     in_ = std::make_shared<ChannelWindow>(window);
     for (auto &o : out_) o = std::make_shared<ChannelInbox>(window + kChanChunk);
 }
 
-std::unique_ptr<RemoteProcess> RemoteProcess::start(Master &m, const std::shared_ptr<ContextState> &ctx,
+std::unique_ptr<RemoteProcess> RemoteProcess::start(Router &m, const std::shared_ptr<ContextState> &ctx,
                                                     const char *args_json, uint64_t window, int timeout_ms) {
     std::string err;
     Json args = json_parse(args_json && *args_json ? args_json : "{}", kDefaultMaxJsonDepth, &err);
@@ -212,7 +212,7 @@ int RemoteProcess::wait(int *exit_code, int *signal, int timeout_ms, ErrorInfo &
     std::lock_guard<std::mutex> lk(wait_mu_);
     if (!exited_) {
         bool timed_out = false;
-        ErrorInfo e = Master::wait_error(*pc_, timeout_ms, &timed_out);
+        ErrorInfo e = Router::wait_error(*pc_, timeout_ms, &timed_out);
         if (timed_out) return fail(err, SPORE_ETIMEDOUT, "the process is still running", *ctx_, "wait");
         if (e.code != SPORE_OK) {
             err = e;

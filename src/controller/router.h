@@ -1,7 +1,7 @@
-// The master side of spore: what a program's router is. Owns the broker
-// thread (a Loop), the Router with id 0, the contexts it opened, the calls in
-// flight and the queue of forwarded log records. The C API is a thin shell
-// over this class.
+// What the C API calls a router (spore_router): the master side of spore.
+// Owns the broker thread (a Loop), the MessageRouter with id 0, the
+// contexts it opened, the calls in flight and the queue of forwarded log
+// records. The C API is a thin shell over this class.
 #pragma once
 
 #include <atomic>
@@ -22,7 +22,7 @@
 #include "core/image.h"
 #include "core/json.h"
 #include "core/loop.h"
-#include "core/router.h"
+#include "core/message_router.h"
 
 namespace spore {
 
@@ -101,7 +101,7 @@ public:
 
 class Listener;
 
-class Master : public std::enable_shared_from_this<Master> {
+class Router : public std::enable_shared_from_this<Router> {
 public:
     struct Options {
         std::string agent_path;
@@ -112,11 +112,11 @@ public:
         KeepaliveSettings keepalive;  // for every child without settings of its own
     };
 
-    static std::shared_ptr<Master> create(Options opts);
+    static std::shared_ptr<Router> create(Options opts);
     // An attached router: connects to the router listening at path and acts
     // with its authority (docs/protocol.md, "Shared routers"). Throws
     // spore::Error: SPORE_ECONNECT, SPORE_EACCES, SPORE_ETIMEDOUT, SPORE_EPROTO.
-    static std::shared_ptr<Master> attach(const std::string &path, Options opts, int timeout_ms);
+    static std::shared_ptr<Router> attach(const std::string &path, Options opts, int timeout_ms);
     bool attached() const { return attached_; }
     // Starts accepting attached routers on a Unix socket at path. Throws
     // spore::Error (SPORE_EINVAL: bad or unsafe path, already listening).
@@ -124,9 +124,9 @@ public:
     // A live context by name: this router's own or, attached, the
     // listener's. Null when there is none. Throws spore::Error.
     std::shared_ptr<ContextState> find_context_named(const std::string &name);
-    ~Master();
-    Master(const Master &) = delete;
-    Master &operator=(const Master &) = delete;
+    ~Router();
+    Router(const Router &) = delete;
+    Router &operator=(const Router &) = delete;
 
     // Shuts every context down, fails pending calls, joins the broker thread.
     // Idempotent; must not run on the broker thread.
@@ -187,7 +187,7 @@ private:
         ErrorInfo err;
     };
 
-    explicit Master(Options opts);
+    explicit Router(Options opts);
     void start();
     std::shared_ptr<ContextState> connect_fresh(const std::string &method, Json options,
                                                 const std::shared_ptr<ContextState> &via);
@@ -216,7 +216,7 @@ private:
 
     Options opts_;
     Loop loop_;
-    Router router_;
+    MessageRouter router_;
     std::thread thread_;
     std::atomic<bool> closing_{false};
     std::mutex close_mu_;

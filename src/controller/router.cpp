@@ -1,4 +1,4 @@
-#include "core/master.h"
+#include "controller/router.h"
 
 #include <poll.h>
 #include <sched.h>
@@ -12,7 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "core/listener.h"
+#include "controller/listener.h"
 #include "core/messages.h"
 #include "methods/method.h"
 #include "methods/ssh_libssh2.h"
@@ -125,15 +125,15 @@ int PendingCall::fd() {
     return efd_;
 }
 
-// ---------------------------------------------------------------- Master
+// ---------------------------------------------------------------- Router
 
-std::shared_ptr<Master> Master::create(Options opts) {
-    std::shared_ptr<Master> m(new Master(std::move(opts)));
+std::shared_ptr<Router> Router::create(Options opts) {
+    std::shared_ptr<Router> m(new Router(std::move(opts)));
     m->start();
     return m;
 }
 
-Master::Master(Options opts) : opts_(std::move(opts)), router_(loop_) {
+Router::Router(Options opts) : opts_(std::move(opts)), router_(loop_) {
     register_libssh2_backend();
     level_.store(opts_.log_level);
     log_efd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -144,43 +144,43 @@ Master::Master(Options opts) : opts_(std::move(opts)), router_(loop_) {
     router_.set_identity(0, {}, "master");
 }
 
-Master::~Master() {
+Router::~Router() {
     close();
     if (log_efd_ >= 0) ::close(log_efd_);
 }
 
-void Master::start() {
+void Router::start() {
     router_.set_log([this](int level, const std::string &msg) {
         if (level < level_.load()) return;
         push_log(LogRecord{0, "master", "spore.router", msg, level, now_seconds()});
     });
-    router_.set_reply_handler([this](Message &&m, const Router::StreamPtr &) { on_reply(std::move(m)); });
-    router_.set_handler(kHandleLog, Policy::kAny, [this](Message &&m, const Router::StreamPtr &) { on_log(std::move(m)); });
+    router_.set_reply_handler([this](Message &&m, const MessageRouter::StreamPtr &) { on_reply(std::move(m)); });
+    router_.set_handler(kHandleLog, Policy::kAny, [this](Message &&m, const MessageRouter::StreamPtr &) { on_log(std::move(m)); });
     router_.set_handler(kHandleAllocIds, Policy::kAny,
-                        [this](Message &&m, const Router::StreamPtr &) { on_alloc_ids(std::move(m)); });
+                        [this](Message &&m, const MessageRouter::StreamPtr &) { on_alloc_ids(std::move(m)); });
     // The master runs nothing for anyone: no context has its authority.
     // Only routers attached to a listener may call it, for the listener's
     // own services (opening and finding contexts).
-    router_.set_handler(kHandleCall, Policy::kParentAuthority, [this](Message &&m, const Router::StreamPtr &in) {
+    router_.set_handler(kHandleCall, Policy::kParentAuthority, [this](Message &&m, const MessageRouter::StreamPtr &in) {
         if (listener_) return listener_->on_call(std::move(m), in);
         router_.send_dead(m.h, SPORE_EREFUSED, "the master does not accept calls");
     });
-    router_.set_handler(kHandleSetLogLevel, Policy::kParentAuthority, [this](Message &&m, const Router::StreamPtr &in) {
+    router_.set_handler(kHandleSetLogLevel, Policy::kParentAuthority, [this](Message &&m, const MessageRouter::StreamPtr &in) {
         if (listener_) listener_->on_set_log_level(std::move(m), in);
     });
     // Attached: the listener reports contexts that went away.
     router_.set_handler(kHandlePeerGone, Policy::kParentAuthority,
-                        [this](Message &&m, const Router::StreamPtr &) { on_peer_gone(std::move(m)); });
+                        [this](Message &&m, const MessageRouter::StreamPtr &) { on_peer_gone(std::move(m)); });
     // Channel messages may come from any context; each is checked against
     // the channel's own peer.
     router_.set_handler(kHandleChanData, Policy::kAny,
-                        [this](Message &&m, const Router::StreamPtr &) { on_chan_data(std::move(m)); });
+                        [this](Message &&m, const MessageRouter::StreamPtr &) { on_chan_data(std::move(m)); });
     router_.set_handler(kHandleChanAck, Policy::kAny,
-                        [this](Message &&m, const Router::StreamPtr &) { on_chan_ack(std::move(m)); });
+                        [this](Message &&m, const MessageRouter::StreamPtr &) { on_chan_ack(std::move(m)); });
     router_.set_keepalive_default(opts_.keepalive);
     router_.set_on_route_lost(
         [this](uint32_t id, int code, const std::string &reason) { on_route_lost(id, code, reason); });
-    router_.set_on_child_closed([this](const Router::StreamPtr &s, const std::string &) {
+    router_.set_on_child_closed([this](const MessageRouter::StreamPtr &s, const std::string &) {
         auto it = children_.find(s->remote_id());
         if (it == children_.end()) return;
         auto conn = it->second;
@@ -190,7 +190,7 @@ void Master::start() {
     thread_ = std::thread([this] { loop_.run(); });
 }
 
-void Master::close() {
+void Router::close() {
     std::lock_guard<std::mutex> lk(close_mu_);
     if (closed_) return;
     closed_ = true;
@@ -221,7 +221,7 @@ void Master::close() {
     log_cv_.notify_all();
 }
 
-void Master::shutdown_on_loop() {
+void Router::shutdown_on_loop() {
     // Graceful first: SHUTDOWN to each child; then SIGTERM and SIGKILL
     // through the reapers; the loop stops when every child is collected or
     // after a bounded time.
@@ -239,7 +239,7 @@ void Master::shutdown_on_loop() {
     shutdown_check();
 }
 
-void Master::shutdown_check() {
+void Router::shutdown_check() {
     bool all_gone = true;
     for (auto &kv : children_)
         if (!kv.second->try_reap()) all_gone = false;
@@ -261,23 +261,23 @@ void Master::shutdown_check() {
     shutdown_timer_ = std::make_unique<Timer>(loop_, 0.002, [this] { shutdown_check(); });
 }
 
-std::shared_ptr<AgentImage> Master::image() {
+std::shared_ptr<AgentImage> Router::image() {
     std::lock_guard<std::mutex> lk(image_mu_);
     if (!image_) image_ = AgentImage::load(opts_.agent_path.empty() ? default_agent_path() : opts_.agent_path);
     return image_;
 }
 
-std::shared_ptr<ContextState> Master::find_context(uint32_t id) const {
+std::shared_ptr<ContextState> Router::find_context(uint32_t id) const {
     std::lock_guard<std::mutex> lk(ctx_mu_);
     auto it = contexts_.find(id);
     return it == contexts_.end() ? nullptr : it->second;
 }
 
-std::string Master::new_chain_id() {
+std::string Router::new_chain_id() {
     return std::to_string(getpid()) + "-" + std::to_string(next_chain_.fetch_add(1));
 }
 
-void Master::send_init(const std::shared_ptr<Stream> &s, const ContextState &ctx) {
+void Router::send_init(const std::shared_ptr<Stream> &s, const ContextState &ctx) {
     Message init;
     init.h.dst_id = ctx.id;
     init.h.handle = kHandleInit;
@@ -293,7 +293,7 @@ void Master::send_init(const std::shared_ptr<Stream> &s, const ContextState &ctx
 }
 
 
-std::shared_ptr<ContextState> Master::connect(const std::string &method, Json options,
+std::shared_ptr<ContextState> Router::connect(const std::string &method, Json options,
                                               const std::shared_ptr<ContextState> &via) {
     if (closing_.load()) throw Error(SPORE_ESHUTDOWN, "the router is shutting down");
     if (!options) options = json_object();
@@ -314,7 +314,7 @@ std::shared_ptr<ContextState> Master::connect(const std::string &method, Json op
     return connect_fresh(method, std::move(options), via);
 }
 
-std::shared_ptr<ContextState> Master::connect_shared(const std::string &method, Json options,
+std::shared_ptr<ContextState> Router::connect_shared(const std::string &method, Json options,
                                                      const std::shared_ptr<ContextState> &via) {
     // The same context for the same request: the connect timeout does not
     // make a request different.
@@ -369,7 +369,7 @@ std::shared_ptr<ContextState> Master::connect_shared(const std::string &method, 
     return ctx;
 }
 
-std::shared_ptr<ContextState> Master::connect_fresh(const std::string &method, Json options,
+std::shared_ptr<ContextState> Router::connect_fresh(const std::string &method, Json options,
                                                     const std::shared_ptr<ContextState> &via) {
     // Checked by connect(): the method exists, its options are valid, via is given where needed.
     auto ctx = std::make_shared<ContextState>();
@@ -484,7 +484,7 @@ std::shared_ptr<ContextState> Master::connect_fresh(const std::string &method, J
     return ctx;
 }
 
-std::shared_ptr<PendingCall> Master::call_async(const std::shared_ptr<ContextState> &ctx, const std::string &function,
+std::shared_ptr<PendingCall> Router::call_async(const std::shared_ptr<ContextState> &ctx, const std::string &function,
                                                 const char *args_json, const void *data, size_t len,
                                                 const std::string &chain, bool no_reply) {
     if (!valid_function_name(function))
@@ -557,13 +557,13 @@ std::shared_ptr<PendingCall> Master::call_async(const std::shared_ptr<ContextSta
     return pc;
 }
 
-void Master::forget(const PendingCall &pc) {
+void Router::forget(const PendingCall &pc) {
     std::lock_guard<std::mutex> lk(pending_mu_);
     auto it = pending_.find(pc.handle());
     if (it != pending_.end() && it->second.get() == &pc) pending_.erase(it);
 }
 
-ErrorInfo Master::wait_error(PendingCall &pc, int timeout_ms, bool *timed_out) {
+ErrorInfo Router::wait_error(PendingCall &pc, int timeout_ms, bool *timed_out) {
     *timed_out = !pc.wait(timeout_ms);
     if (*timed_out) {
         return ErrorInfo{SPORE_ETIMEDOUT,
@@ -574,7 +574,7 @@ ErrorInfo Master::wait_error(PendingCall &pc, int timeout_ms, bool *timed_out) {
     return pc.error();
 }
 
-std::pair<std::string, std::string> Master::call(const std::shared_ptr<ContextState> &ctx, const std::string &function,
+std::pair<std::string, std::string> Router::call(const std::shared_ptr<ContextState> &ctx, const std::string &function,
                                                  const char *args_json, const void *data, size_t len,
                                                  const std::string &chain, int timeout_ms) {
     auto pc = call_async(ctx, function, args_json, data, len, chain, false);
@@ -585,7 +585,7 @@ std::pair<std::string, std::string> Master::call(const std::shared_ptr<ContextSt
     return {pc->take_json(), pc->take_bin()};
 }
 
-void Master::on_reply(Message &&m) {
+void Router::on_reply(Message &&m) {
     std::shared_ptr<PendingCall> pc;
     {
         std::lock_guard<std::mutex> lk(pending_mu_);
@@ -604,7 +604,7 @@ void Master::on_reply(Message &&m) {
         pending_.erase(it);
     }
     if (m.h.flags & kFlagError) {
-        ErrorInfo e = Router::parse_error_json(m.json);
+        ErrorInfo e = MessageRouter::parse_error_json(m.json);
         if (e.context.empty()) e.context = pc->context();
         if (e.function.empty()) e.function = pc->function();
         // Every message names the context it came from.
@@ -615,12 +615,12 @@ void Master::on_reply(Message &&m) {
     }
 }
 
-int Master::send(Message &m) {
+int Router::send(Message &m) {
     m.h.src_id = m.h.auth_id = router_.id();
     return router_.send(m);
 }
 
-void Master::on_chan_data(Message &&m) {
+void Router::on_chan_data(Message &&m) {
     uint32_t src = m.h.src_id, ch = 0;
     ChannelChunk c;
     if (!parse_chan_data(std::move(m), ch, c)) return;
@@ -632,7 +632,7 @@ void Master::on_chan_data(Message &&m) {
     if (ep->notify) ep->notify();
 }
 
-void Master::on_chan_ack(Message &&m) {
+void Router::on_chan_ack(Message &&m) {
     uint32_t ch = 0;
     uint64_t n = 0;
     if (!parse_chan_ack(m, ch, n)) return;
@@ -641,7 +641,7 @@ void Master::on_chan_ack(Message &&m) {
     if (ep && ep->notify) ep->notify();
 }
 
-void Master::on_route_lost(uint32_t id, int code, const std::string &reason) {
+void Router::on_route_lost(uint32_t id, int code, const std::string &reason) {
     if (listener_ && listener_->on_route_lost(id, reason)) return;  // an attached router went away
     {
         std::lock_guard<std::mutex> lk(shared_mu_);
@@ -693,7 +693,7 @@ void Master::on_route_lost(uint32_t id, int code, const std::string &reason) {
         pc->complete(ErrorInfo{code, name + what + pc->function() + " (" + reason + ")", "", name, pc->function()}, {}, {});
 }
 
-void Master::fail_all_pending(int code, const std::string &why) {
+void Router::fail_all_pending(int code, const std::string &why) {
     std::unordered_map<uint32_t, std::shared_ptr<PendingCall>> all;
     {
         std::lock_guard<std::mutex> lk(pending_mu_);
@@ -705,7 +705,7 @@ void Master::fail_all_pending(int code, const std::string &why) {
                             {}, {});
 }
 
-void Master::on_log(Message &&m) {
+void Router::on_log(Message &&m) {
     std::string err;
     Json j = json_parse(m.json, kDefaultMaxJsonDepth, &err);
     if (!j || !cJSON_IsObject(j.get())) return;
@@ -723,7 +723,7 @@ void Master::on_log(Message &&m) {
     push_log(std::move(r));
 }
 
-void Master::on_alloc_ids(Message &&m) {
+void Router::on_alloc_ids(Message &&m) {
     Message r;
     r.h.dst_id = m.h.src_id;
     r.h.handle = m.h.reply_to;
@@ -751,7 +751,7 @@ void truncate_log_message(std::string &msg) {
 
 }  // namespace
 
-void Master::push_log(LogRecord rec) {
+void Router::push_log(LogRecord rec) {
     truncate_log_message(rec.message);
     size_t size = queued_size(rec);
     std::lock_guard<std::mutex> lk(log_mu_);
@@ -773,7 +773,7 @@ void Master::push_log(LogRecord rec) {
     log_cv_.notify_one();
 }
 
-int Master::next_log(LogRecord &out, int timeout_ms) {
+int Router::next_log(LogRecord &out, int timeout_ms) {
     std::unique_lock<std::mutex> lk(log_mu_);
     auto ready = [this] { return !logs_.empty() || logs_closed_; };
     if (timeout_ms < 0) log_cv_.wait(lk, ready);
@@ -790,7 +790,7 @@ int Master::next_log(LogRecord &out, int timeout_ms) {
     return SPORE_OK;
 }
 
-void Master::set_log_level(int level) {
+void Router::set_log_level(int level) {
     level_.store(level);
     if (closing_.load()) return;
     if (attached_) {
@@ -807,7 +807,7 @@ void Master::set_log_level(int level) {
     router_.send_down(kHandleSetLogLevel, "{\"level\":" + std::to_string(level) + "}");
 }
 
-int Master::shutdown_context(const std::shared_ptr<ContextState> &ctx, int timeout_ms) {
+int Router::shutdown_context(const std::shared_ptr<ContextState> &ctx, int timeout_ms) {
     if (ctx->alive.load() && !closing_.load()) {
         Message m;
         m.h.dst_id = ctx->id;
@@ -823,7 +823,7 @@ int Master::shutdown_context(const std::shared_ptr<ContextState> &ctx, int timeo
 
 // ------------------------------------------------------- shared routers
 
-void Master::listen(const std::string &path) {
+void Router::listen(const std::string &path) {
     if (closing_.load()) throw Error(SPORE_ESHUTDOWN, "the router is shutting down");
     if (attached_) throw Error(SPORE_EINVAL, "an attached router cannot listen: its listener can");
     if (listening_.exchange(true)) throw Error(SPORE_EINVAL, "the router listens already");
@@ -842,9 +842,9 @@ void Master::listen(const std::string &path) {
     });
 }
 
-std::shared_ptr<Master> Master::attach(const std::string &path, Options opts, int timeout_ms) {
+std::shared_ptr<Router> Router::attach(const std::string &path, Options opts, int timeout_ms) {
     UniqueFd fd = connect_listen_socket(path);
-    std::shared_ptr<Master> m(new Master(std::move(opts)));
+    std::shared_ptr<Router> m(new Router(std::move(opts)));
     m->attached_ = true;
     m->attach_path_ = path;
     m->listener_ctx_ = std::make_shared<ContextState>();
@@ -860,7 +860,7 @@ std::shared_ptr<Master> Master::attach(const std::string &path, Options opts, in
     return m;
 }
 
-void Master::handshake(UniqueFd fd, const std::string &path, int timeout_ms) {
+void Router::handshake(UniqueFd fd, const std::string &path, int timeout_ms) {
     auto st = std::make_shared<Completion>();
     auto finish = [st](ErrorInfo e) { st->finish(std::move(e)); };
     auto s = std::make_shared<Stream>(loop_, fd.get(), fd.get(), "listener " + path, router_.limits());
@@ -875,7 +875,7 @@ void Master::handshake(UniqueFd fd, const std::string &path, int timeout_ms) {
             Json j = m.h.handle == kHandleInit ? json_parse(m.json, kDefaultMaxJsonDepth, &err) : nullptr;
             if (j && (m.h.flags & kFlagError)) {
                 // Reported before the close, whose own report would win.
-                finish(Router::parse_error_json(m.json));
+                finish(MessageRouter::parse_error_json(m.json));
                 return st.close("refused");
             }
             auto id = j ? json_context_id(j.get()) : std::nullopt;
@@ -918,7 +918,7 @@ void Master::handshake(UniqueFd fd, const std::string &path, int timeout_ms) {
     }
 }
 
-void Master::on_listener_lost(const std::string &reason) {
+void Router::on_listener_lost(const std::string &reason) {
     // Every context was the listener's: all are out of reach now.
     std::string why = "the router at " + attach_path_ + " went away (" + reason + ")";
     std::vector<uint32_t> ids;
@@ -934,12 +934,12 @@ void Master::on_listener_lost(const std::string &reason) {
         push_log(LogRecord{0, "master", "spore.attach", why, SPORE_LOG_WARNING, now_seconds()});
 }
 
-void Master::on_peer_gone(Message &&m) {
+void Router::on_peer_gone(Message &&m) {
     if (!attached_) return;
     if (auto gone = LossNotice::decode(m.json)) on_route_lost(gone->id, SPORE_EDISCONNECTED, gone->reason);
 }
 
-std::shared_ptr<ContextState> Master::adopt_context(const std::string &info_json) {
+std::shared_ptr<ContextState> Router::adopt_context(const std::string &info_json) {
     std::string err;
     Json j = json_parse(info_json, kDefaultMaxJsonDepth, &err);
     auto id = j ? json_context_id(j.get()) : std::nullopt;
@@ -961,7 +961,7 @@ std::shared_ptr<ContextState> Master::adopt_context(const std::string &info_json
     return c;
 }
 
-std::shared_ptr<ContextState> Master::connect_through_listener(const std::string &method, Json options,
+std::shared_ptr<ContextState> Router::connect_through_listener(const std::string &method, Json options,
                                                                const std::shared_ptr<ContextState> &via, bool reuse) {
     int64_t timeout_ms = json_int(options.get(), "connect_timeout", 30000);
     if (timeout_ms <= 0) throw Error(SPORE_EINVAL, "connect_timeout must be positive");
@@ -984,7 +984,7 @@ std::shared_ptr<ContextState> Master::connect_through_listener(const std::string
     return adopt_context(info);
 }
 
-std::shared_ptr<ContextState> Master::find_context_named(const std::string &name) {
+std::shared_ptr<ContextState> Router::find_context_named(const std::string &name) {
     if (closing_.load()) throw Error(SPORE_ESHUTDOWN, "the router is shutting down");
     if (attached_) {
         Json args = json_object();

@@ -29,15 +29,15 @@ enum class Policy {
     kImmediateChild,   // sent by the context at the other end of the stream
 };
 
-class Router {
+class MessageRouter {
 public:
     using StreamPtr = std::shared_ptr<Stream>;
     using Handler = std::function<void(Message &&, const StreamPtr &ingress)>;
     using LogFn = std::function<void(int level, const std::string &message)>;
 
-    explicit Router(Loop &loop);
-    Router(const Router &) = delete;
-    Router &operator=(const Router &) = delete;
+    explicit MessageRouter(Loop &loop);
+    MessageRouter(const MessageRouter &) = delete;
+    MessageRouter &operator=(const MessageRouter &) = delete;
 
     Loop &loop() { return loop_; }
     uint32_t id() const { return id_; }

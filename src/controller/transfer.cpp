@@ -1,4 +1,4 @@
-#include "core/transfer.h"
+#include "controller/transfer.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -42,16 +42,16 @@ int remaining_ms(Clock::time_point deadline) {
 
 // Removes a channel of the master when the transfer ends.
 struct ChannelGuard {
-    Master &m;
+    Router &m;
     uint32_t peer, ch;
     ~ChannelGuard() { m.channels().remove(peer, ch); }
 };
 
 // Files up to this size travel in one message (kInlineMax, unless the
 // router's messages are smaller).
-uint64_t inline_limit(const Master &m) { return std::min<uint64_t>(kInlineMax, m.max_message_size() / 4); }
+uint64_t inline_limit(const Router &m) { return std::min<uint64_t>(kInlineMax, m.max_message_size() / 4); }
 // Data per batch of small files in a tree transfer.
-uint64_t batch_limit(const Master &m) { return std::min<uint64_t>(4u << 20, m.max_message_size() / 4); }
+uint64_t batch_limit(const Router &m) { return std::min<uint64_t>(4u << 20, m.max_message_size() / 4); }
 
 class Source {
 public:
@@ -126,7 +126,7 @@ private:
 // After a failure on this side: tells the target to drop what it has, and
 // waits a little for its answer, so its temporary file is gone when the
 // caller hears of the failure.
-void abort_remote(Master &m, const ContextState &ctx, uint32_t ch, PendingCall &pc, const ErrorInfo &why) {
+void abort_remote(Router &m, const ContextState &ctx, uint32_t ch, PendingCall &pc, const ErrorInfo &why) {
     if (!pc.done()) {
         Message a = chan_abort_message(ctx.id, ch, why);
         m.send(a);
@@ -135,7 +135,7 @@ void abort_remote(Master &m, const ContextState &ctx, uint32_t ch, PendingCall &
     m.forget(pc);
 }
 
-std::string put_from(Master &m, const std::shared_ptr<ContextState> &ctx, Source &src, const std::string &remote,
+std::string put_from(Router &m, const std::shared_ptr<ContextState> &ctx, Source &src, const std::string &remote,
                      const TransferOptions &o, bool file_meta) {
     const char *op = "put";
     const auto deadline = deadline_of(o);
@@ -203,7 +203,7 @@ std::string put_from(Master &m, const std::shared_ptr<ContextState> &ctx, Source
         rethrow_named(e, *ctx, op);
     }
     bool to = false;
-    ErrorInfo e = Master::wait_error(*pc, remaining_ms(deadline), &to);
+    ErrorInfo e = Router::wait_error(*pc, remaining_ms(deadline), &to);
     if (to) {
         abort_remote(m, *ctx, ch, *pc, ErrorInfo{SPORE_ETIMEDOUT, "timed out", "", "", ""});
         timed_out(*ctx, op, o.timeout_ms);
@@ -219,7 +219,7 @@ double num(const cJSON *obj, const char *key, double fallback) {
 }
 
 // Takes the file into sink; returns the target's reply (its metadata).
-std::string get_into(Master &m, const std::shared_ptr<ContextState> &ctx, const std::string &remote, Sink &sink,
+std::string get_into(Router &m, const std::shared_ptr<ContextState> &ctx, const std::string &remote, Sink &sink,
                      const TransferOptions &o) {
     const char *op = "get";
     const auto deadline = deadline_of(o);
@@ -270,7 +270,7 @@ std::string get_into(Master &m, const std::shared_ptr<ContextState> &ctx, const 
         }
         if (!answered) {
             bool to = false;
-            ErrorInfo e = Master::wait_error(*pc, remaining_ms(deadline), &to);
+            ErrorInfo e = Router::wait_error(*pc, remaining_ms(deadline), &to);
             if (to) timed_out(*ctx, op, o.timeout_ms);
             if (e.code != SPORE_OK) throw Error(e);
             reply = pc->take_json();
@@ -328,7 +328,7 @@ std::string tree_result(uint64_t files, uint64_t dirs, uint64_t links, uint64_t 
 
 }  // namespace
 
-std::string put_tree(Master &m, const std::shared_ptr<ContextState> &ctx, const std::string &local_dir,
+std::string put_tree(Router &m, const std::shared_ptr<ContextState> &ctx, const std::string &local_dir,
                      const std::string &remote_dir, const TransferOptions &o_in) {
     const char *op = "put_tree";
     if (o_in.mode) throw Error(SPORE_EINVAL, "the mode option does not apply to trees (each file keeps its own)");
@@ -440,7 +440,7 @@ std::string put_tree(Master &m, const std::shared_ptr<ContextState> &ctx, const 
     return tree_result(files, dirs, links, bytes);
 }
 
-std::string get_tree(Master &m, const std::shared_ptr<ContextState> &ctx, const std::string &remote_dir,
+std::string get_tree(Router &m, const std::shared_ptr<ContextState> &ctx, const std::string &remote_dir,
                      const std::string &local_dir, const TransferOptions &o_in) {
     const char *op = "get_tree";
     if (o_in.mode) throw Error(SPORE_EINVAL, "the mode option does not apply to trees (each file keeps its own)");
@@ -595,7 +595,7 @@ TransferOptions parse_transfer_options(const cJSON *opts) {
     return o;
 }
 
-std::string put_file(Master &m, const std::shared_ptr<ContextState> &ctx, const std::string &local_path,
+std::string put_file(Router &m, const std::shared_ptr<ContextState> &ctx, const std::string &local_path,
                      const std::string &remote_path, const TransferOptions &o) {
     std::unique_ptr<FileSourceAdapter> src;
     try {
@@ -606,13 +606,13 @@ std::string put_file(Master &m, const std::shared_ptr<ContextState> &ctx, const 
     return put_from(m, ctx, *src, remote_path, o, true);
 }
 
-std::string put_bytes(Master &m, const std::shared_ptr<ContextState> &ctx, std::string_view data,
+std::string put_bytes(Router &m, const std::shared_ptr<ContextState> &ctx, std::string_view data,
                       const std::string &remote_path, const TransferOptions &o) {
     MemorySource src(data);
     return put_from(m, ctx, src, remote_path, o, false);
 }
 
-std::string get_file(Master &m, const std::shared_ptr<ContextState> &ctx, const std::string &remote_path,
+std::string get_file(Router &m, const std::shared_ptr<ContextState> &ctx, const std::string &remote_path,
                      const std::string &local_path, const TransferOptions &o) {
     std::unique_ptr<FileSink> sink;
     try {
@@ -640,7 +640,7 @@ std::string get_file(Master &m, const std::shared_ptr<ContextState> &ctx, const 
     return reply;
 }
 
-std::pair<std::string, std::string> get_bytes(Master &m, const std::shared_ptr<ContextState> &ctx,
+std::pair<std::string, std::string> get_bytes(Router &m, const std::shared_ptr<ContextState> &ctx,
                                               const std::string &remote_path, const TransferOptions &o) {
     MemorySink sink(o.max_size);
     std::string reply = get_into(m, ctx, remote_path, sink, o);

@@ -11,7 +11,7 @@
 #include <string>
 
 #include "core/json.h"
-#include "core/master.h"
+#include "controller/router.h"
 
 namespace spore {
 
@@ -32,22 +32,22 @@ TransferOptions parse_transfer_options(const cJSON *opts);
 
 // Each throws spore::Error and returns the destination side's JSON result
 // ({"size": N, ...}).
-std::string put_file(Master &m, const std::shared_ptr<ContextState> &ctx, const std::string &local_path,
+std::string put_file(Router &m, const std::shared_ptr<ContextState> &ctx, const std::string &local_path,
                      const std::string &remote_path, const TransferOptions &o);
-std::string put_bytes(Master &m, const std::shared_ptr<ContextState> &ctx, std::string_view data,
+std::string put_bytes(Router &m, const std::shared_ptr<ContextState> &ctx, std::string_view data,
                       const std::string &remote_path, const TransferOptions &o);
-std::string get_file(Master &m, const std::shared_ptr<ContextState> &ctx, const std::string &remote_path,
+std::string get_file(Router &m, const std::shared_ptr<ContextState> &ctx, const std::string &remote_path,
                      const std::string &local_path, const TransferOptions &o);
 // Directory trees: remote_dir (or local_dir) is created if missing and
 // receives every directory, regular file and symlink of the source tree
 // (other file types are skipped); what it held before and the source lacks
 // is kept. Returns {"files", "dirs", "links", "bytes"}.
-std::string put_tree(Master &m, const std::shared_ptr<ContextState> &ctx, const std::string &local_dir,
+std::string put_tree(Router &m, const std::shared_ptr<ContextState> &ctx, const std::string &local_dir,
                      const std::string &remote_dir, const TransferOptions &o);
-std::string get_tree(Master &m, const std::shared_ptr<ContextState> &ctx, const std::string &remote_dir,
+std::string get_tree(Router &m, const std::shared_ptr<ContextState> &ctx, const std::string &remote_dir,
                      const std::string &local_dir, const TransferOptions &o);
 // {json metadata, content}.
-std::pair<std::string, std::string> get_bytes(Master &m, const std::shared_ptr<ContextState> &ctx,
+std::pair<std::string, std::string> get_bytes(Router &m, const std::shared_ptr<ContextState> &ctx,
                                               const std::string &remote_path, const TransferOptions &o);
 
 }  // namespace spore

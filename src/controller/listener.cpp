@@ -1,4 +1,4 @@
-#include "core/listener.h"
+#include "controller/listener.h"
 
 #include <poll.h>
 #include <sys/socket.h>
@@ -12,7 +12,7 @@
 
 #include "core/file_io.h"
 #include "core/json.h"
-#include "core/master.h"
+#include "controller/router.h"
 #include "spore/spore.h"
 
 namespace spore {
@@ -137,7 +137,7 @@ std::string context_info_json(const ContextState &c) {
 
 // ---------------------------------------------------------------- Listener
 
-Listener::Listener(Master &master, ListenSocket sock) : master_(master), sock_(std::move(sock)) {}
+Listener::Listener(Router &master, ListenSocket sock) : master_(master), sock_(std::move(sock)) {}
 
 Listener::~Listener() {
     // The loop is gone when this runs; the streams close with their owners.
@@ -252,7 +252,7 @@ void Listener::on_hello(const std::shared_ptr<Peer> &p, Message &&m) {
         Message r;
         r.h.handle = kHandleInit;
         r.h.flags = kFlagError;
-        r.json = Router::error_json(ErrorInfo{SPORE_EPROTO,
+        r.json = MessageRouter::error_json(ErrorInfo{SPORE_EPROTO,
                                               "the router at " + sock_.path + " speaks protocol " +
                                                   std::to_string(kSharedProtocol) + ", not " + std::to_string(proto),
                                               "", "", ""});
@@ -330,7 +330,7 @@ bool Listener::on_route_lost(uint32_t id, const std::string &reason) {
     return false;
 }
 
-bool Listener::is_attached(const Router::StreamPtr &s) const {
+bool Listener::is_attached(const MessageRouter::StreamPtr &s) const {
     if (!s || !s->attached()) return false;
     auto it = peers_.find(s->remote_id());
     return it != peers_.end() && it->second->stream == s;
@@ -347,7 +347,7 @@ void Listener::forward_log(const Message &m, int level) {
     }
 }
 
-void Listener::on_set_log_level(Message &&m, const Router::StreamPtr &ingress) {
+void Listener::on_set_log_level(Message &&m, const MessageRouter::StreamPtr &ingress) {
     if (!is_attached(ingress)) return;
     std::string err;
     Json j = json_parse(m.json, kDefaultMaxJsonDepth, &err);
@@ -365,10 +365,10 @@ void Listener::reply(const Header &req, std::string json, bool error) {
 }
 
 void Listener::reply_error(const Header &req, int code, const std::string &message) {
-    reply(req, Router::error_json(ErrorInfo{code, message, "", "", ""}), true);
+    reply(req, MessageRouter::error_json(ErrorInfo{code, message, "", "", ""}), true);
 }
 
-void Listener::on_call(Message &&m, const Router::StreamPtr &ingress) {
+void Listener::on_call(Message &&m, const MessageRouter::StreamPtr &ingress) {
     if (!is_attached(ingress)) {
         master_.router_.send_dead(m.h, SPORE_EREFUSED, "the master does not accept calls");
         return;
@@ -436,7 +436,7 @@ void Listener::serve_connect(const Header &req, std::shared_ptr<cJSON> args) {
         if (!c->alive.load()) throw Error(ErrorInfo{SPORE_EDISCONNECTED, c->name + " disconnected", "", c->name, ""});
         reply(req, context_info_json(*c), false);
     } catch (const Error &e) {
-        reply(req, Router::error_json(e.info()), true);
+        reply(req, MessageRouter::error_json(e.info()), true);
     } catch (const std::bad_alloc &) {
         reply_error(req, SPORE_ENOMEM, "out of memory");
     } catch (const std::exception &e) {

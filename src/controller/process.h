@@ -10,7 +10,7 @@
 #include <string>
 
 #include "core/channel.h"
-#include "core/master.h"
+#include "controller/router.h"
 
 namespace spore {
 
@@ -21,7 +21,7 @@ public:
     // arguments (argv or shell, env, env_clear, cwd, pty, rows, cols).
     // Throws spore::Error. A start given up on a timeout is cancelled in the
     // context: what it would have started does not run, or is killed.
-    static std::unique_ptr<RemoteProcess> start(Master &m, const std::shared_ptr<ContextState> &ctx,
+    static std::unique_ptr<RemoteProcess> start(Router &m, const std::shared_ptr<ContextState> &ctx,
                                                 const char *args_json, uint64_t window, int timeout_ms);
     // Kills the process if it still runs (or cancels its start), and
     // forgets it.
@@ -40,10 +40,10 @@ public:
     long pid() const { return pid_; }
 
 private:
-    RemoteProcess(Master &m, std::shared_ptr<ContextState> ctx, uint32_t ch, uint64_t window);
+    RemoteProcess(Router &m, std::shared_ptr<ContextState> ctx, uint32_t ch, uint64_t window);
     int control(const char *function, const std::string &args, ErrorInfo &err);
 
-    Master &m_;
+    Router &m_;
     std::shared_ptr<ContextState> ctx_;
     const uint32_t ch_;
     std::shared_ptr<PendingCall> pc_;

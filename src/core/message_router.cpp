@@ -1,4 +1,4 @@
-#include "core/router.h"
+#include "core/message_router.h"
 
 #include <algorithm>
 
@@ -11,7 +11,7 @@ namespace {
 constexpr size_t kMaxRoutesPerStream = 100000;
 }  // namespace
 
-Router::Router(Loop &loop)
+MessageRouter::MessageRouter(Loop &loop)
     : loop_(loop),
       keepalive_(
           loop, [this](Stream &s) { send_keepalive(s); },
@@ -28,7 +28,7 @@ Router::Router(Loop &loop)
     set_handler(kHandleKeepaliveAck, Policy::kImmediateChild, [](Message &&, const StreamPtr &) {});
 }
 
-void Router::send_keepalive(Stream &s) {
+void MessageRouter::send_keepalive(Stream &s) {
     Message ping;
     ping.h.dst_id = s.remote_id();
     ping.h.src_id = ping.h.auth_id = id_;
@@ -36,23 +36,23 @@ void Router::send_keepalive(Stream &s) {
     s.send(ping);
 }
 
-void Router::set_identity(uint32_t id, std::vector<uint32_t> parent_ids, std::string name) {
+void MessageRouter::set_identity(uint32_t id, std::vector<uint32_t> parent_ids, std::string name) {
     id_ = id;
     parent_ids_ = std::move(parent_ids);
     name_ = std::move(name);
 }
 
-Limits Router::limits() const {
+Limits MessageRouter::limits() const {
     std::lock_guard<std::mutex> lk(mu_);
     return limits_;
 }
 
-void Router::set_limits(const Limits &l) {
+void MessageRouter::set_limits(const Limits &l) {
     std::lock_guard<std::mutex> lk(mu_);
     limits_ = l;
 }
 
-void Router::set_parent(const StreamPtr &s, bool install_callbacks) {
+void MessageRouter::set_parent(const StreamPtr &s, bool install_callbacks) {
     {
         std::lock_guard<std::mutex> lk(mu_);
         parent_ = s;
@@ -65,12 +65,12 @@ void Router::set_parent(const StreamPtr &s, bool install_callbacks) {
     s->on_close([this](Stream &st, const std::string &reason) { on_stream_closed(st, reason); });
 }
 
-Router::StreamPtr Router::parent() const {
+MessageRouter::StreamPtr MessageRouter::parent() const {
     std::lock_guard<std::mutex> lk(mu_);
     return parent_;
 }
 
-void Router::attach_child(const StreamPtr &s, std::optional<KeepaliveSettings> keepalive) {
+void MessageRouter::attach_child(const StreamPtr &s, std::optional<KeepaliveSettings> keepalive) {
     {
         std::lock_guard<std::mutex> lk(mu_);
         children_.push_back(s);
@@ -83,14 +83,14 @@ void Router::attach_child(const StreamPtr &s, std::optional<KeepaliveSettings> k
     keepalive_.watch(s, keepalive.value_or(keepalive_default_));
 }
 
-bool Router::attach_peer(const StreamPtr &s) { return add_route(s->remote_id(), s); }
+bool MessageRouter::attach_peer(const StreamPtr &s) { return add_route(s->remote_id(), s); }
 
-bool Router::has_parent_authority(uint32_t auth_id) const {
+bool MessageRouter::has_parent_authority(uint32_t auth_id) const {
     if (auth_id == id_) return true;
     return std::find(parent_ids_.begin(), parent_ids_.end(), auth_id) != parent_ids_.end();
 }
 
-bool Router::add_route(uint32_t id, const StreamPtr &via) {
+bool MessageRouter::add_route(uint32_t id, const StreamPtr &via) {
     if (has_parent_authority(id)) return false;  // self or an ancestor
     std::lock_guard<std::mutex> lk(mu_);
     if (routes_.count(id)) return false;
@@ -101,31 +101,31 @@ bool Router::add_route(uint32_t id, const StreamPtr &via) {
     return true;
 }
 
-Router::StreamPtr Router::route_for(uint32_t id) const {
+MessageRouter::StreamPtr MessageRouter::route_for(uint32_t id) const {
     std::lock_guard<std::mutex> lk(mu_);
     auto it = routes_.find(id);
     if (it != routes_.end()) return it->second;
     return parent_;
 }
 
-bool Router::has_route(uint32_t id) const {
+bool MessageRouter::has_route(uint32_t id) const {
     std::lock_guard<std::mutex> lk(mu_);
     return routes_.count(id) != 0;
 }
 
-std::vector<uint32_t> Router::ids_behind(const Stream *s) const {
+std::vector<uint32_t> MessageRouter::ids_behind(const Stream *s) const {
     std::lock_guard<std::mutex> lk(mu_);
     auto it = ids_by_stream_.find(s);
     if (it == ids_by_stream_.end()) return {};
     return {it->second.begin(), it->second.end()};
 }
 
-std::vector<Router::StreamPtr> Router::child_streams() const {
+std::vector<MessageRouter::StreamPtr> MessageRouter::child_streams() const {
     std::lock_guard<std::mutex> lk(mu_);
     return children_;
 }
 
-int Router::send(const Message &m) {
+int MessageRouter::send(const Message &m) {
     StreamPtr s;
     Limits lim;
     {
@@ -140,11 +140,11 @@ int Router::send(const Message &m) {
     return s->send(m) ? SPORE_OK : SPORE_EDISCONNECTED;
 }
 
-void Router::set_handler(uint32_t handle, Policy policy, Handler fn) {
+void MessageRouter::set_handler(uint32_t handle, Policy policy, Handler fn) {
     handlers_[handle] = HandlerEntry{policy, std::move(fn)};
 }
 
-std::string Router::error_json(const ErrorInfo &e) {
+std::string MessageRouter::error_json(const ErrorInfo &e) {
     Json j = json_object();
     cJSON_AddStringToObject(j.get(), "code", error_code_name(e.code));
     cJSON_AddStringToObject(j.get(), "message", e.message.c_str());
@@ -154,7 +154,7 @@ std::string Router::error_json(const ErrorInfo &e) {
     return json_print(j.get());
 }
 
-ErrorInfo Router::parse_error_json(const std::string &json) {
+ErrorInfo MessageRouter::parse_error_json(const std::string &json) {
     ErrorInfo e;
     std::string err;
     Json j = json_parse(json, kDefaultMaxJsonDepth, &err);
@@ -173,7 +173,7 @@ ErrorInfo Router::parse_error_json(const std::string &json) {
     return e;
 }
 
-void Router::send_dead(const Header &orig, int code, const std::string &why) {
+void MessageRouter::send_dead(const Header &orig, int code, const std::string &why) {
     // Never answer an error with an error, and never answer what wants no answer.
     if (orig.reply_to == 0 || (orig.flags & kFlagError)) return;
     Message d;
@@ -197,13 +197,13 @@ void Router::send_dead(const Header &orig, int code, const std::string &why) {
     send(d);
 }
 
-void Router::drop(const Message &m, const Stream &ingress, const std::string &why) {
+void MessageRouter::drop(const Message &m, const Stream &ingress, const std::string &why) {
     log(SPORE_LOG_WARNING, "dropped message on stream " + ingress.name() + " (src " + std::to_string(m.h.src_id) +
                                ", auth " + std::to_string(m.h.auth_id) + ", dst " + std::to_string(m.h.dst_id) +
                                ", handle " + std::to_string(m.h.handle) + "): " + why);
 }
 
-void Router::dispatch(Message &&m, const StreamPtr &ingress) {
+void MessageRouter::dispatch(Message &&m, const StreamPtr &ingress) {
     // Reverse-path filter: a message must arrive on the stream that leads
     // back to the context it claims to come from and act for.
     if (route_for(m.h.src_id) != ingress) return drop(m, *ingress, "source id does not live behind this stream");
@@ -271,7 +271,7 @@ void Router::dispatch(Message &&m, const StreamPtr &ingress) {
         send_dead(m.h, SPORE_EDISCONNECTED, "context " + std::to_string(m.h.dst_id) + " is disconnected");
 }
 
-void Router::refuse_unacceptable_json(Message &&m, const StreamPtr &ingress, const std::string &why) {
+void MessageRouter::refuse_unacceptable_json(Message &&m, const StreamPtr &ingress, const std::string &why) {
     drop(m, *ingress, "unacceptable JSON: " + why);
     if (m.h.handle < kFirstDynamicHandle) {
         send_dead(m.h, SPORE_EPROTO,
@@ -289,14 +289,14 @@ void Router::refuse_unacceptable_json(Message &&m, const StreamPtr &ingress, con
     if (reply_handler_) reply_handler_(std::move(m), ingress);
 }
 
-void Router::handle_add_route(Message &&m, const StreamPtr &ingress) {
+void MessageRouter::handle_add_route(Message &&m, const StreamPtr &ingress) {
     auto added = RouteAdded::decode(m.json);
     if (!added) return drop(m, *ingress, "malformed add-route");
     if (!add_route(added->id, ingress)) return drop(m, *ingress, "add-route for an id that is taken");
     send_up(kHandleAddRoute, std::move(m.json));
 }
 
-void Router::send_up(uint32_t handle, std::string json) {
+void MessageRouter::send_up(uint32_t handle, std::string json) {
     auto p = parent();
     if (!p) return;  // the master: nobody further up
     Message up;
@@ -308,7 +308,7 @@ void Router::send_up(uint32_t handle, std::string json) {
     p->send(up);
 }
 
-void Router::send_down(uint32_t handle, const std::string &json) {
+void MessageRouter::send_down(uint32_t handle, const std::string &json) {
     for (auto &s : child_streams()) {
         Message down;
         down.h.dst_id = s->remote_id();
@@ -319,7 +319,7 @@ void Router::send_down(uint32_t handle, const std::string &json) {
     }
 }
 
-void Router::handle_del_route(Message &&m, const StreamPtr &ingress) {
+void MessageRouter::handle_del_route(Message &&m, const StreamPtr &ingress) {
     auto loss = LossNotice::decode(m.json);
     if (!loss) return drop(m, *ingress, "malformed del-route");
     {
@@ -335,7 +335,7 @@ void Router::handle_del_route(Message &&m, const StreamPtr &ingress) {
     send_up(kHandleDelRoute, std::move(m.json));
 }
 
-void Router::on_stream_closed(Stream &s, const std::string &reason) {
+void MessageRouter::on_stream_closed(Stream &s, const std::string &reason) {
     keepalive_.forget(&s);
     int code = s.close_code();
     // Failures are worth a record; EOF and closes this side chose are not.
