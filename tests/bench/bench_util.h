@@ -90,6 +90,23 @@ static inline long vmrss_kib(long pid) {
     return kib;
 }
 
+/* A field of this process's /proc/self/status ("VmRSS", "VmSize" in KiB,
+ * "Threads"), or -1. */
+static inline long self_status(const char *key) {
+    char line[256];
+    size_t klen = strlen(key);
+    long v = -1;
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return -1;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, key, klen) == 0 && line[klen] == ':') {
+            v = strtol(line + klen + 1, NULL, 10);
+            break;
+        }
+    fclose(f);
+    return v;
+}
+
 /* The test sshd of tests/harness, from BENCH_SSH_PORT, BENCH_SSH_USER,
  * BENCH_SSH_KEY and BENCH_KNOWN_HOSTS; 0 when one is missing. */
 static const char *g_port, *g_user, *g_key, *g_known;

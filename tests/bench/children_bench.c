@@ -22,21 +22,6 @@
 #define BENCH_NAME "children_bench"
 #include "bench_util.h"
 
-static long self_status(const char *key) {
-    char line[256];
-    size_t klen = strlen(key);
-    long v = -1;
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f) return -1;
-    while (fgets(line, sizeof line, f))
-        if (strncmp(line, key, klen) == 0 && line[klen] == ':') {
-            v = atol(line + klen + 1);
-            break;
-        }
-    fclose(f);
-    return v;
-}
-
 static spore_context *open_ctx(spore_router *r, const char *method, spore_context *via) {
     spore_context *c = NULL;
     int rc = spore_connect(&c, r, method, NULL, via);

@@ -213,33 +213,18 @@ static void bench_concurrent(void) {
 
 /* What the controller pays per ssh host held open (libssh2: one session
  * thread each): VmRSS and address space per session, and the threads. */
-static long status_field(const char *key) {
-    char line[256];
-    size_t klen = strlen(key);
-    long v = -1;
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f) return -1;
-    while (fgets(line, sizeof line, f))
-        if (strncmp(line, key, klen) == 0 && line[klen] == ':') {
-            v = strtol(line + klen + 1, NULL, 10);
-            break;
-        }
-    fclose(f);
-    return v;
-}
-
 static void bench_sessions(void) {
     int n = env_int("BENCH_QUICK", 0) ? 20 : env_int("BENCH_SSH_SESSIONS", 200);
     spore_router *r = new_router();
     close_ctx(ssh_connect(r, "libssh2", 1)); /* warm: image read, libssh2 initialised */
-    long rss0 = status_field("VmRSS"), vm0 = status_field("VmSize"), th0 = status_field("Threads");
+    long rss0 = self_status("VmRSS"), vm0 = self_status("VmSize"), th0 = self_status("Threads");
     spore_context **c = calloc((size_t)n, sizeof *c);
     if (!c) exit(1);
     for (int i = 0; i < n; i++) {
         c[i] = ssh_connect(r, "libssh2", 1);
         ping(c[i]);
     }
-    long rss = status_field("VmRSS") - rss0, vm = status_field("VmSize") - vm0, th = status_field("Threads") - th0;
+    long rss = self_status("VmRSS") - rss0, vm = self_status("VmSize") - vm0, th = self_status("Threads") - th0;
     double per_rss = (double)rss / n, per_vm = (double)vm / n;
     emit("ssh_master_kib_per_session", "KiB", &per_rss, 1);
     printf("info ssh_master_kib_per_session sessions %d\n", n);

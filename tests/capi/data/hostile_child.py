@@ -11,41 +11,21 @@ directory where a forged call that ran would leave a marker file.
 """
 import json
 import os
-import struct
 import sys
 import time
 
-HDR = struct.Struct(">HBBIIIIIII")
-MAGIC, VERSION = 0x5350, 1
-CALL, ADD_ROUTE, DEL_ROUTE, INIT = 100, 102, 103, 110
+from spore_wire import ADD_ROUTE, CALL, DEL_ROUTE, HELLO, HDR, INIT, frame, read_frame
 
 report_path, sibling, marker_dir = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 rfd, wfd = 0, 1
 
 
-def read_exact(n):
-    buf = b""
-    while len(buf) < n:
-        chunk = os.read(rfd, n - len(buf))
-        if not chunk:
-            raise EOFError
-        buf += chunk
-    return buf
-
-
-def read_frame():
-    h = HDR.unpack(read_exact(HDR.size))
-    body = read_exact(h[8]) if h[8] else b""
-    data = read_exact(h[9]) if h[9] else b""
-    return h, body, data
-
-
 def send(dst, src, auth, handle, reply_to, obj):
     body = json.dumps(obj).encode() if obj is not None else b""
-    os.write(wfd, HDR.pack(MAGIC, VERSION, 0, dst, src, auth, handle, reply_to, len(body), 0) + body)
+    os.write(wfd, frame(0, dst, src, auth, handle, reply_to, body))
 
 
-os.write(wfd, b"\nSPORE-HELLO 0.1.0\n")
+os.write(wfd, HELLO)
 h, body, _ = read_frame()
 assert h[6] == INIT, h
 init = json.loads(body)

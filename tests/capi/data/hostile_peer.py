@@ -19,47 +19,24 @@ It stays until the parent closes the stream (or sends shutdown).
 """
 import json
 import os
-import struct
 import sys
 
-HDR = struct.Struct(">HBBIIIIIII")
-MAGIC, VERSION = 0x5350, 1
-CALL, LOG, SHUTDOWN, INIT = 100, 101, 105, 110
-FLAG_ERROR = 1
+from spore_wire import CALL, FLAG_ERROR, HELLO, INIT, LOG, SHUTDOWN, frame, read_frame
 
 mode = sys.argv[1]
 rfd, wfd = 0, 1
 
 
-def read_exact(n):
-    buf = b""
-    while len(buf) < n:
-        chunk = os.read(rfd, n - len(buf))
-        if not chunk:
-            raise EOFError
-        buf += chunk
-    return buf
-
-
-def read_frame():
-    h = HDR.unpack(read_exact(HDR.size))
-    body = read_exact(h[8]) if h[8] else b""
-    if h[9]:
-        read_exact(h[9])
-    return h, body
-
-
 def send(dst, src, handle, body, flags=0, bin_len=None):
-    n_bin = 0 if bin_len is None else bin_len
-    os.write(wfd, HDR.pack(MAGIC, VERSION, flags, dst, src, src, handle, 0, len(body), n_bin) + body)
+    os.write(wfd, frame(flags, dst, src, src, handle, 0, body, bin_len))
 
 
 def deep(n):
     return b"[" * n + b"]" * n
 
 
-os.write(wfd, b"\nSPORE-HELLO 0.1.0\n")
-h, body = read_frame()
+os.write(wfd, HELLO)
+h, body, _ = read_frame()
 assert h[6] == INIT, h
 me = json.loads(body)["id"]
 
@@ -82,13 +59,13 @@ answers = {
 }
 try:
     while True:
-        h, body = read_frame()
+        h, body, _ = read_frame()
         if h[6] == SHUTDOWN:
             break
         if h[6] != CALL or not h[7]:
             continue
         flags, reply = answers.get(mode, (0, b"true"))
         # A reply goes to the caller's handle (reply_to), from this context.
-        os.write(wfd, HDR.pack(MAGIC, VERSION, flags, h[4], me, me, h[7], 0, len(reply), 0) + reply)
+        os.write(wfd, frame(flags, h[4], me, me, h[7], 0, reply))
 except (EOFError, OSError):
     pass
