@@ -133,14 +133,8 @@ int Agent::run(int parent_in, int parent_out) {
     router_.set_handler(kHandlePeerGone, Policy::kParentAuthority,
                         [this](Message &&m, const MessageRouter::StreamPtr &) { on_peer_gone(std::move(m)); });
     router_.set_on_parent_lost([this](const std::string &reason) { begin_exit("parent stream closed: " + reason); });
-    router_.set_on_child_closed([this](const MessageRouter::StreamPtr &s, const std::string &) {
-        auto it = children_.find(s->remote_id());
-        if (it == children_.end()) return;
-        auto conn = it->second;
-        conn->reap_after_close(s->close_code(), [this, id = s->remote_id()] {
-            children_.erase(id);
-            if (shutting_down_ && children_.empty()) loop_.stop();
-        });
+    children_.on_all_reaped([this] {
+        if (shutting_down_) loop_.stop();
     });
 
     // SIGTERM (from a parent that lost patience) still cleans up: children
@@ -412,33 +406,22 @@ void Agent::internal_connect(Job &&job) {
             if (err.code != SPORE_OK) {
                 ErrorInfo e = err;
                 e.function = shared_job->fn;
-                conn->reap(0.0, 1.0, [conn] {});
+                children_.discard(conn, 1.0);
                 finish_job(*shared_job, CallReply{}, &e);
                 return;
             }
             const auto &rq = conn->request();
-            children_[rq.id] = conn;
             auto stream = conn->stream();
-            conn->on_stderr_line([this](const std::string &line) { log(SPORE_LOG_INFO, "spore.agent.stderr", line); });
             // Route first, announce upward, then configure the child: every
             // ancestor learns the route before any reply from behind it.
-            router_.attach_child(stream, rq.keepalive);
+            children_.adopt(conn, [this](const std::string &line) { log(SPORE_LOG_INFO, "spore.agent.stderr", line); });
             router_.send_up(kHandleAddRoute, RouteAdded{rq.id, rq.name}.encode());
 
             Message init;
             init.h.dst_id = rq.id;
             init.h.src_id = init.h.auth_id = router_.id();
             init.h.handle = kHandleInit;
-            InitMessage body;
-            body.id = rq.id;
-            body.parent_ids = {router_.id()};
-            body.parent_ids.insert(body.parent_ids.end(), router_.parent_ids().begin(), router_.parent_ids().end());
-            body.name = rq.name;
-            body.log_level = level_.load();
-            body.max_message_size = router_.limits().max_message_size;
-            body.unidirectional = router_.unidirectional();
-            body.liveness = router_.keepalive_default();
-            init.json = body.encode();
+            init.json = router_.child_init(rq.id, rq.name, level_.load()).encode();
             stream->send(init);
 
             CallReply out;
@@ -614,7 +597,7 @@ void Agent::final_cleanup() {
     // Children first: closing their streams makes their agents exit; then
     // make sure of it and reap them, along with processes of built-ins.
     for (auto &s : router_.child_streams()) s->close("parent exiting");
-    for (auto &kv : children_) kv.second->resume();  // a stopped child sees the close once continued
+    children_.resume_all();
     std::set<pid_t> procs;
     {
         // Workers may be inside posix_spawn: wait for what they start (a
@@ -628,17 +611,8 @@ void Agent::final_cleanup() {
         ::kill(-p, SIGTERM);
         ::kill(-p, SIGCONT);  // a stopped group acts on SIGTERM only once continued
     }
-    std::vector<std::shared_ptr<Connection>> kids;
-    for (auto &kv : children_) kids.push_back(kv.second);
-    for (int i = 0; i < 100; ++i) {
-        bool all = true;
-        for (auto &c : kids) {
-            if (!c->try_reap()) all = false;
-        }
-        if (all) break;
-        usleep(10000);
-    }
-    for (auto &c : kids) c->kill_and_wait();
+    for (int i = 0; i < 100 && !children_.try_reap_all(); ++i) usleep(10000);
+    children_.kill_all();
     for (pid_t p : procs) ::kill(-p, SIGKILL);
     if (parent_) parent_->close("exiting");
 }

@@ -20,6 +20,7 @@
 
 #include "agent/builtins.h"
 #include "agent/worker_pool.h"
+#include "core/child_agents.h"
 #include "core/connection.h"
 #include "core/image.h"
 #include "core/loop.h"
@@ -95,7 +96,7 @@ private:
     mutable std::mutex state_mu_;  // guards name_ and pre_init_logs_
     std::string name_ = "agent";
     std::vector<Message> pre_init_logs_;
-    std::unordered_map<uint32_t, std::shared_ptr<Connection>> children_;
+    ChildAgents children_{router_};
     std::unordered_map<std::string, Chain> chains_;
     ChannelTable channels_;
     std::mutex procs_mu_;  // guards procs_, spawning_, no_more_spawns_ and gone_callers_

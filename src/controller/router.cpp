@@ -180,13 +180,6 @@ void Router::start() {
     router_.set_keepalive_default(opts_.keepalive);
     router_.set_on_route_lost(
         [this](uint32_t id, int code, const std::string &reason) { on_route_lost(id, code, reason); });
-    router_.set_on_child_closed([this](const MessageRouter::StreamPtr &s, const std::string &) {
-        auto it = children_.find(s->remote_id());
-        if (it == children_.end()) return;
-        auto conn = it->second;
-        uint32_t id = it->first;
-        conn->reap_after_close(s->close_code(), [this, id] { children_.erase(id); });
-    });
     thread_ = std::thread([this] { loop_.run(); });
 }
 
@@ -234,30 +227,21 @@ void Router::shutdown_on_loop() {
     for (auto &kv : connecting) kv.second->kill_and_wait();
     connecting_.clear();
     router_.send_down(kHandleShutdown, "");
-    for (auto &kv : children_) kv.second->resume();
+    children_.resume_all();
     shutdown_deadline_ = now_seconds() + 3.0;
     shutdown_check();
 }
 
 void Router::shutdown_check() {
-    bool all_gone = true;
-    for (auto &kv : children_)
-        if (!kv.second->try_reap()) all_gone = false;
+    bool all_gone = children_.try_reap_all();
     double now = now_seconds();
     if (all_gone || now >= shutdown_deadline_) {
-        for (auto &kv : children_) kv.second->kill_and_wait();
+        children_.kill_all();
         for (auto &s : router_.child_streams()) s->close("router freed");
-        children_.clear();
         loop_.stop();
         return;
     }
-    if (now >= shutdown_deadline_ - 1.0) {
-        for (auto &kv : children_)
-            if (!kv.second->reaped() && kv.second->pid() > 0) {
-                ::kill(kv.second->pid(), SIGTERM);
-                kv.second->resume();
-            }
-    }
+    if (now >= shutdown_deadline_ - 1.0) children_.terminate_all();
     shutdown_timer_ = std::make_unique<Timer>(loop_, 0.002, [this] { shutdown_check(); });
 }
 
@@ -281,14 +265,7 @@ void Router::send_init(const std::shared_ptr<Stream> &s, const ContextState &ctx
     Message init;
     init.h.dst_id = ctx.id;
     init.h.handle = kHandleInit;
-    InitMessage body;
-    body.id = ctx.id;
-    body.parent_ids = {0};
-    body.name = ctx.name;
-    body.log_level = level_.load();
-    body.max_message_size = opts_.max_message_size;
-    body.liveness = opts_.keepalive;
-    init.json = body.encode();
+    init.json = router_.child_init(ctx.id, ctx.name, level_.load()).encode();
     s->send(init);
 }
 
@@ -449,21 +426,17 @@ std::shared_ptr<ContextState> Router::connect_fresh(const std::string &method, J
                 auto conn = it->second;
                 connecting_.erase(it);
                 if (err.code != SPORE_OK) {
-                    // Keep it referenced until reaped.
-                    children_[id] = conn;
-                    conn->reap(0.0, 0.5, [this, id] { children_.erase(id); });
+                    children_.discard(conn, 0.5);
                     return finish(err);
                 }
-                children_[id] = conn;
                 {
                     std::lock_guard<std::mutex> lk(ctx_mu_);
                     contexts_[id] = ctx;
                 }
-                conn->on_stderr_line([this, ctx](const std::string &line) {
+                children_.adopt(conn, [this, ctx](const std::string &line) {
                     if (SPORE_LOG_INFO >= level_.load())
                         push_log(LogRecord{ctx->id, ctx->name, "spore.agent.stderr", line, SPORE_LOG_INFO, now_seconds()});
                 });
-                router_.attach_child(conn->stream(), conn->request().keepalive);
                 send_init(conn->stream(), *ctx);
                 finish(ErrorInfo{});
             });

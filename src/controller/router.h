@@ -16,6 +16,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "core/child_agents.h"
 #include "core/channel.h"
 #include "core/connection.h"
 #include "core/error.h"
@@ -227,7 +228,7 @@ private:
     mutable std::mutex ctx_mu_;
     std::unordered_map<uint32_t, std::shared_ptr<ContextState>> contexts_;
     // Direct children's processes (broker thread only).
-    std::unordered_map<uint32_t, std::shared_ptr<Connection>> children_;
+    ChildAgents children_{router_};
     std::unordered_map<uint32_t, std::shared_ptr<Connection>> connecting_;
     TimerPtr shutdown_timer_;
     double shutdown_deadline_ = 0;

@@ -120,6 +120,19 @@ std::vector<uint32_t> MessageRouter::ids_behind(const Stream *s) const {
     return {it->second.begin(), it->second.end()};
 }
 
+InitMessage MessageRouter::child_init(uint32_t id, const std::string &name, int log_level) const {
+    InitMessage m;
+    m.id = id;
+    m.parent_ids.push_back(id_);
+    m.parent_ids.insert(m.parent_ids.end(), parent_ids_.begin(), parent_ids_.end());
+    m.name = name;
+    m.log_level = log_level;
+    m.max_message_size = limits().max_message_size;
+    m.unidirectional = unidirectional_;
+    m.liveness = keepalive_default_;
+    return m;
+}
+
 std::vector<MessageRouter::StreamPtr> MessageRouter::child_streams() const {
     std::lock_guard<std::mutex> lk(mu_);
     return children_;

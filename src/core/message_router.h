@@ -18,6 +18,7 @@
 #include "core/frame.h"
 #include "core/json.h"
 #include "core/keepalive.h"
+#include "core/messages.h"
 #include "core/loop.h"
 #include "core/stream.h"
 
@@ -116,6 +117,11 @@ public:
     // Sends the same message (from this context) to each child's own handle.
     // Any thread.
     void send_down(uint32_t handle, const std::string &json);
+
+    // The init message for a new child of this context: its ancestors are
+    // this context and this context's own, and it inherits the limits,
+    // routing mode and liveness settings.
+    InitMessage child_init(uint32_t id, const std::string &name, int log_level) const;
 
     // Child streams currently attached (loop thread).
     std::vector<StreamPtr> child_streams() const;
