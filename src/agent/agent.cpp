@@ -266,7 +266,7 @@ ErrorInfo Agent::run_builtin_step(const Job &job, const std::function<void(const
 }
 
 void Agent::start_job(Job &&job) {
-    if (job.fn == "spore.connect") return internal_connect(std::move(job));
+    if (job.fn == kConnectFunction) return internal_connect(std::move(job));
     const Builtin *b = find_builtin(job.fn);
     if (!b) {
         ErrorInfo e{SPORE_ENOFUNC, "unknown function '" + job.fn + "' in context " + context_name(), "",
@@ -362,37 +362,17 @@ void Agent::reply(const Message &req, CallReply &&r, const ErrorInfo *err) {
 }
 
 void Agent::internal_connect(Job &&job) {
-    const cJSON *a = job.args.get();
     ConnectRequest req;
-    req.method = json_str(a, "method");
-    auto id = json_context_id(a);
-    req.name = json_str(a, "name");
-    req.timeout_s = double(json_int(a, "timeout_ms", 30000)) / 1000.0;
-    req.agent_cache = json_bool(a, "agent_cache", true);
-    req.remote_name = json_str(a, "remote_name");
+    try {
+        req = ConnectRequest::from_call_args(job.args.get(), router_.keepalive_default());
+    } catch (const Error &err) {
+        ErrorInfo e{err.info().code, err.what(), "", context_name(), job.fn};
+        return finish_job(job, CallReply{}, &e);
+    }
     req.in_agent = true;
     req.local_agent = "/proc/" + std::to_string(getpid()) + "/exe";
-    const cJSON *opts = cJSON_GetObjectItemCaseSensitive(a, "options");
-    req.options.reset(opts ? cJSON_Duplicate(opts, 1) : cJSON_CreateObject());
-    try {
-        req.keepalive = keepalive_from_options(req.options.get(), router_.keepalive_default());
-    } catch (const Error &e) {
-        ErrorInfo err{SPORE_EBADARGS, std::string("spore.connect: ") + e.what(), "", context_name(), job.fn};
-        return finish_job(job, CallReply{}, &err);
-    }
-    if (req.method.empty() || !id || req.name.empty()) {
-        ErrorInfo e{SPORE_EBADARGS, "spore.connect needs method, id and name", "", context_name(), job.fn};
-        return finish_job(job, CallReply{}, &e);
-    }
-    try {
-        req.agent_compress = parse_agent_compress(a);
-    } catch (const Error &err) {
-        ErrorInfo e{SPORE_EBADARGS, std::string("spore.connect: ") + err.what(), "", context_name(), job.fn};
-        return finish_job(job, CallReply{}, &e);
-    }
-    req.id = *id;
     if (router_.has_route(req.id)) {
-        ErrorInfo e{SPORE_EBADARGS, "context id " + std::to_string(*id) + " is already in use", "", context_name(),
+        ErrorInfo e{SPORE_EBADARGS, "context id " + std::to_string(req.id) + " is already in use", "", context_name(),
                     job.fn};
         return finish_job(job, CallReply{}, &e);
     }

@@ -374,22 +374,14 @@ std::shared_ptr<ContextState> Router::connect_fresh(const std::string &method, J
     rq.local_agent = opts_.agent_path.empty() ? default_agent_path() : opts_.agent_path;
 
     if (via) {
-        Json args = json_object();
-        cJSON_AddStringToObject(args.get(), "method", method.c_str());
-        cJSON_AddNumberToObject(args.get(), "id", ctx->id);
-        cJSON_AddStringToObject(args.get(), "name", ctx->name.c_str());
-        cJSON_AddNumberToObject(args.get(), "timeout_ms", double(timeout_ms));
-        cJSON_AddBoolToObject(args.get(), "agent_cache", rq.agent_cache);
-        cJSON_AddStringToObject(args.get(), "agent_compress", agent_compress_name(rq.agent_compress));
-        if (!rq.remote_name.empty()) cJSON_AddStringToObject(args.get(), "remote_name", rq.remote_name.c_str());
-        cJSON_AddItemToObject(args.get(), "options", options.release());
-        std::string text = json_print(args.get());
+        rq.options = std::move(options);
+        std::string text = rq.to_call_args();
         {
             std::lock_guard<std::mutex> lk(ctx_mu_);
             contexts_[ctx->id] = ctx;  // so log records from it are named at once
         }
         try {
-            call(via, "spore.connect", text.c_str(), nullptr, 0, "", int(timeout_ms) + 5000);
+            call(via, kConnectFunction, text.c_str(), nullptr, 0, "", int(timeout_ms) + 5000);
         } catch (Error &e) {
             {
                 std::lock_guard<std::mutex> lk(ctx_mu_);

@@ -17,6 +17,7 @@
 #include <mutex>
 #include <thread>
 
+#include "core/messages.h"
 #include "core/shlex.h"
 #include "methods/method.h"
 #include "spore/version.h"
@@ -71,6 +72,42 @@ std::string sanitize_name(const std::string &name) {
         out.push_back(ok ? c : '_');
     }
     return out.substr(0, 200);
+}
+
+std::string ConnectRequest::to_call_args() {
+    Json args = json_object();
+    cJSON_AddStringToObject(args.get(), "method", method.c_str());
+    cJSON_AddNumberToObject(args.get(), "id", id);
+    cJSON_AddStringToObject(args.get(), "name", name.c_str());
+    cJSON_AddNumberToObject(args.get(), "timeout_ms", timeout_s * 1000.0);
+    cJSON_AddBoolToObject(args.get(), "agent_cache", agent_cache);
+    cJSON_AddStringToObject(args.get(), "agent_compress", agent_compress_name(agent_compress));
+    if (!remote_name.empty()) cJSON_AddStringToObject(args.get(), "remote_name", remote_name.c_str());
+    cJSON_AddItemToObject(args.get(), "options", options ? options.release() : cJSON_CreateObject());
+    return json_print(args.get());
+}
+
+ConnectRequest ConnectRequest::from_call_args(const cJSON *a, KeepaliveSettings inherited) {
+    ConnectRequest req;
+    req.method = json_str(a, "method");
+    req.name = json_str(a, "name");
+    auto id = json_context_id(a);
+    if (req.method.empty() || !id || req.name.empty())
+        throw Error(SPORE_EBADARGS, std::string(kConnectFunction) + " needs method, id and name");
+    req.id = *id;
+    req.timeout_s = double(json_int(a, "timeout_ms", 30000)) / 1000.0;
+    req.agent_cache = json_bool(a, "agent_cache", true);
+    req.remote_name = json_str(a, "remote_name");
+    const cJSON *opts = cJSON_GetObjectItemCaseSensitive(a, "options");
+    req.options.reset(opts ? cJSON_Duplicate(opts, 1) : cJSON_CreateObject());
+    if (!req.options) throw std::bad_alloc();
+    try {
+        req.keepalive = keepalive_from_options(req.options.get(), inherited);
+        req.agent_compress = parse_agent_compress(a);
+    } catch (const Error &e) {
+        throw Error(SPORE_EBADARGS, std::string(kConnectFunction) + ": " + e.what());
+    }
+    return req;
 }
 
 Connection::Connection(Loop &loop, ConnectRequest req, Limits limits, ImageFn image, DoneFn done)

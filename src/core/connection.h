@@ -37,7 +37,19 @@ struct ConnectRequest {
     // How the parent watches the new context's stream (read from the
     // options before they are dropped with their secrets).
     KeepaliveSettings keepalive;
+
+    // The arguments of the call (kConnectFunction) that asks a via context
+    // to make this connect: everything above but in_agent and local_agent,
+    // the options included (so this leaves options empty).
+    std::string to_call_args();
+    // The request an agent reads from those arguments, with its own
+    // liveness settings as the default. Throws spore::Error(SPORE_EBADARGS)
+    // naming what is missing or wrong.
+    static ConnectRequest from_call_args(const cJSON *args, KeepaliveSettings inherited);
 };
+
+// The internal function a context's parent calls to open a child through it.
+inline constexpr const char *kConnectFunction = "spore.connect";
 
 struct LoopHandoff;
 

@@ -341,6 +341,10 @@ static void test_passwords_stay_secret(void **state) {
     assert_int_equal(secret_in_files("/tmp", pw), 0);
     /* The search itself still finds a secret anywhere else under /tmp. */
     char *decoy_dir = th_mkdtemp("secret-decoy");
+    if (!decoy_dir) {
+        fail_msg("cannot make a directory under /tmp");
+        return;
+    }
     char decoy[PATH_MAX];
     snprintf(decoy, sizeof decoy, "%s/leak", decoy_dir);
     assert_int_equal(th_write_file(decoy, pw, strlen(pw), 0600), 0);
