@@ -12,6 +12,7 @@
 
 #include "core/error.h"
 #include "core/json.h"
+#include "core/options.h"
 #include "controller/router.h"
 #include "controller/process.h"
 #include "controller/transfer.h"
@@ -123,6 +124,39 @@ int check_timeout(const char *function, int timeout_ms) {
 
 }  // namespace
 
+namespace {
+// Checks every key of opts against table (core/options.h) and hands each
+// item to take(key, item). Errors: "<unknown> '<key>' (known: ...)" and
+// "<scope> option '<key>' must be ...".
+template <typename Take>
+void take_options(const spore_options *opts, std::span<const spore::OptionSpec> table, const std::string &scope,
+                  const std::string &unknown, Take &&take) {
+    if (!opts) return;
+    const cJSON *item;
+    cJSON_ArrayForEach(item, opts->j.get()) {
+        std::string key = item->string ? item->string : "";
+        const spore::OptionSpec *spec = spore::find_option(table, key);
+        if (!spec) {
+            std::string known;
+            for (const auto &s : table) known += (known.empty() ? "" : ", ") + std::string(s.key);
+            throw spore::Error(SPORE_EINVAL, unknown + " '" + key + "' (known: " + known + ")");
+        }
+        spore::check_option(*spec, item, scope);
+        take(key, item);
+    }
+}
+
+// The log options of both spore_router_new and spore_router_attach;
+// false for another key.
+bool take_log_option(const std::string &key, const cJSON *item, spore::Router::Options &mo) {
+    if (key == "log_level") mo.log_level = int(item->valuedouble);
+    else if (key == "log_queue_size") mo.log_queue_size = size_t(item->valuedouble);
+    else if (key == "log_queue_bytes") mo.log_queue_bytes = size_t(item->valuedouble);
+    else return false;
+    return true;
+}
+}  // namespace
+
 extern "C" {
 
 void spore_version(int *major, int *minor, int *patch) noexcept {
@@ -203,58 +237,18 @@ void spore_options_free(spore_options *opts) noexcept { delete opts; }
 
 // ----------------------------------------------------------------- router
 
-namespace {
-// The log options of both spore_router_new and spore_router_attach
-// (`kind` names which in messages): SPORE_OK once taken, 1 for a key that
-// is not one of them, or SPORE_EINVAL for a bad value.
-int take_log_option(const std::string &key, const cJSON *item, spore::Router::Options &mo, const std::string &kind) {
-    if (key == "log_level") {
-        SPORE_REQUIRE(cJSON_IsNumber(item) && item->valuedouble >= 0 && item->valuedouble <= 100,
-                      (kind + " option 'log_level' must be an integer from 0 to 100").c_str());
-        mo.log_level = int(item->valuedouble);
-        return SPORE_OK;
-    }
-    if (key == "log_queue_size") {
-        SPORE_REQUIRE(cJSON_IsNumber(item) && item->valuedouble >= 1,
-                      (kind + " option 'log_queue_size' must be a positive integer").c_str());
-        mo.log_queue_size = size_t(item->valuedouble);
-        return SPORE_OK;
-    }
-    if (key == "log_queue_bytes") {
-        SPORE_REQUIRE(cJSON_IsNumber(item) && item->valuedouble >= 1024 && item->valuedouble <= 1e15,
-                      (kind + " option 'log_queue_bytes' must be an integer of at least 1024").c_str());
-        mo.log_queue_bytes = size_t(item->valuedouble);
-        return SPORE_OK;
-    }
-    return 1;
-}
-}  // namespace
-
 int spore_router_new(spore_router **out, const spore_options *opts) noexcept {
     return guarded([&]() -> int {
         SPORE_REQUIRE(out, "spore_router_new: out is NULL");
         *out = nullptr;
         spore::Router::Options mo;
-        if (opts) {
-            const cJSON *item;
-            cJSON_ArrayForEach(item, opts->j.get()) {
-                std::string key = item->string ? item->string : "";
-                if (key == "agent_path") {
-                    SPORE_REQUIRE(cJSON_IsString(item), "router option 'agent_path' must be a string");
-                    mo.agent_path = item->valuestring;
-                } else if (key == "max_message_size") {
-                    SPORE_REQUIRE(cJSON_IsNumber(item) && item->valuedouble >= 4096 && item->valuedouble <= 4294967295.0,
-                                  "router option 'max_message_size' must be an integer from 4096 to 4294967295");
-                    mo.max_message_size = uint64_t(item->valuedouble);
-                } else if (key == "liveness_interval" || key == "liveness_count") {
-                    mo.keepalive = spore::keepalive_from_options(opts->j.get(), mo.keepalive);
-                } else if (int rc = take_log_option(key, item, mo, "router"); rc <= 0) {
-                    if (rc < 0) return rc;
-                } else {
-                    return set_error(SPORE_EINVAL, "unknown router option '" + key + "'");
-                }
-            }
-        }
+        take_options(opts, spore::router_option_table(), "router", "unknown router option", [&](const std::string &key, const cJSON *item) {
+            if (key == "agent_path") mo.agent_path = item->valuestring;
+            else if (key == "max_message_size") mo.max_message_size = uint64_t(item->valuedouble);
+            else if (key == "liveness_interval") mo.keepalive.interval_ms = int(item->valuedouble);
+            else if (key == "liveness_count") mo.keepalive.count = int(item->valuedouble);
+            else take_log_option(key, item, mo);
+        });
         auto r = std::make_unique<spore_router>();
         r->m = spore::Router::create(std::move(mo));
         *out = r.release();
@@ -295,22 +289,16 @@ int spore_router_attach(spore_router **out, const char *path, const spore_option
         spore::Router::Options mo;
         int timeout_ms = 10000;
         if (opts) {
-            const cJSON *item;
-            cJSON_ArrayForEach(item, opts->j.get()) {
-                std::string key = item->string ? item->string : "";
-                if (key == "connect_timeout") {
-                    SPORE_REQUIRE(cJSON_IsNumber(item) && item->valuedouble >= 1 && item->valuedouble <= INT_MAX,
-                                  "attach option 'connect_timeout' must be a positive number of milliseconds");
-                    timeout_ms = int(item->valuedouble);
-                } else if (int rc = take_log_option(key, item, mo, "attach"); rc <= 0) {
-                    if (rc < 0) return rc;
-                } else if (key == "agent_path" || key == "max_message_size") {
-                    return set_error(SPORE_EINVAL, "option '" + key + "' is the listener's: an attached router has none");
-                } else {
-                    return set_error(SPORE_EINVAL, "unknown attach option '" + key + "'");
-                }
-            }
+            // The listener's own settings are named as such, not as unknown.
+            for (const char *key : {"agent_path", "max_message_size", "liveness_interval", "liveness_count"})
+                if (cJSON_GetObjectItemCaseSensitive(opts->j.get(), key))
+                    return set_error(SPORE_EINVAL,
+                                     "option '" + std::string(key) + "' is the listener's: an attached router has none");
         }
+        take_options(opts, spore::attach_option_table(), "attach", "unknown attach option", [&](const std::string &key, const cJSON *item) {
+            if (key == "connect_timeout") timeout_ms = int(item->valuedouble);
+            else take_log_option(key, item, mo);
+        });
         auto r = std::make_unique<spore_router>();
         r->m = spore::Router::attach(path, std::move(mo), timeout_ms);
         *out = r.release();
@@ -520,25 +508,11 @@ int spore_proc_start(spore_process **out, spore_context *ctx, const char *args_j
         SPORE_REQUIRE(out && ctx, "spore_proc_start: out and ctx are required");
         uint64_t window = spore::kChanDefaultWindow;
         int timeout_ms = 60000;
-        if (opts) {
-            for (const cJSON *it = opts->j.get()->child; it; it = it->next) {
-                std::string k = it->string ? it->string : "";
-                if (k == "window") {
-                    if (!cJSON_IsNumber(it) || it->valuedouble < double(spore::kChanMinWindow) ||
-                        it->valuedouble > double(spore::kChanMaxWindow))
-                        return set_error(SPORE_EINVAL, "spore_proc_start: window must be from 65536 to 67108864");
-                    window = uint64_t(it->valuedouble);
-                } else if (k == "timeout_ms") {
-                    if (!cJSON_IsNumber(it) || !(it->valuedouble >= -1 && it->valuedouble <= double(INT_MAX)) ||
-                        it->valuedouble != std::floor(it->valuedouble))
-                        return set_error(SPORE_EINVAL, "spore_proc_start: timeout_ms must be -1 (no limit) or from 0 to " +
-                                                           std::to_string(INT_MAX));
-                    timeout_ms = int(it->valuedouble);
-                } else {
-                    return set_error(SPORE_EINVAL, "spore_proc_start: unknown option '" + k + "' (known: window, timeout_ms)");
-                }
-            }
-        }
+        take_options(opts, spore::process_option_table(), "spore_proc_start", "spore_proc_start: unknown option",
+                     [&](const std::string &key, const cJSON *item) {
+                         if (key == "window") window = uint64_t(item->valuedouble);
+                         else timeout_ms = int(item->valuedouble);
+                     });
         auto h = std::make_unique<spore_process>();
         h->m = ctx->m;
         h->p = spore::RemoteProcess::start(*ctx->m, ctx->c, args_json, window, timeout_ms);

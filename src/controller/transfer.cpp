@@ -10,6 +10,7 @@
 #include <unordered_set>
 
 #include "core/file_io.h"
+#include "core/options.h"
 
 namespace spore {
 
@@ -570,27 +571,20 @@ TransferOptions parse_transfer_options(const cJSON *opts) {
     if (!opts) return o;
     for (const cJSON *it = opts->child; it; it = it->next) {
         std::string k = it->string ? it->string : "";
-        auto want_int = [&](int64_t lo, int64_t hi) -> int64_t {
-            if (!cJSON_IsNumber(it) || it->valuedouble != std::floor(it->valuedouble) || it->valuedouble < double(lo) ||
-                it->valuedouble > double(hi))
-                throw Error(SPORE_EINVAL, "transfer option '" + k + "' must be an integer from " + std::to_string(lo) +
-                                              " to " + std::to_string(hi));
-            return int64_t(it->valuedouble);
-        };
-        auto want_bool = [&]() -> bool {
-            if (!cJSON_IsBool(it)) throw Error(SPORE_EINVAL, "transfer option '" + k + "' must be a boolean");
-            return cJSON_IsTrue(it);
-        };
-        if (k == "mode") o.mode = uint32_t(want_int(0, 07777));
-        else if (k == "preserve_owner") o.preserve_owner = want_bool();
-        else if (k == "preserve_mtime") o.preserve_mtime = want_bool();
-        else if (k == "sync") o.sync = want_bool();
-        else if (k == "window") o.window = uint64_t(want_int(int64_t(kChanMinWindow), int64_t(kChanMaxWindow)));
-        else if (k == "max_size") o.max_size = uint64_t(want_int(0, int64_t(1) << 40));
-        else if (k == "timeout") o.timeout_ms = int(want_int(-1, INT32_MAX));
-        else
-            throw Error(SPORE_EINVAL, "unknown transfer option '" + k +
-                                          "' (known: mode, preserve_owner, preserve_mtime, sync, window, max_size, timeout)");
+        const OptionSpec *spec = find_option(transfer_option_table(), k);
+        if (!spec) {
+            std::string known;
+            for (const OptionSpec &s : transfer_option_table()) known += (known.empty() ? "" : ", ") + std::string(s.key);
+            throw Error(SPORE_EINVAL, "unknown transfer option '" + k + "' (known: " + known + ")");
+        }
+        check_option(*spec, it, "transfer");
+        if (k == "mode") o.mode = uint32_t(it->valuedouble);
+        else if (k == "preserve_owner") o.preserve_owner = cJSON_IsTrue(it);
+        else if (k == "preserve_mtime") o.preserve_mtime = cJSON_IsTrue(it);
+        else if (k == "sync") o.sync = cJSON_IsTrue(it);
+        else if (k == "window") o.window = uint64_t(it->valuedouble);
+        else if (k == "max_size") o.max_size = uint64_t(it->valuedouble);
+        else if (k == "timeout") o.timeout_ms = int(it->valuedouble);
     }
     return o;
 }

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/json.h"
+#include "core/options.h"
 #include "core/loop.h"
 #include "core/prompts.h"
 
@@ -79,28 +80,17 @@ struct LaunchInput {
 
 using BuildLaunchFn = LaunchSpec (*)(const LaunchInput &);
 
-// Option value types: 's' string, 'i' integer, 'b' boolean, 'l' list of
-// strings (a JSON array, or a string split by split_words), 'z' the
-// agent_compress value (a boolean or a codec name, parse_agent_compress).
-struct OptionSpec {
-    std::string_view key;
-    char type;
-};
-
 struct MethodInfo {
     std::string_view name;
     BuildLaunchFn build;
     bool needs_agent;                    // only possible through `via` (fork)
-    std::vector<OptionSpec> options;     // method-specific options
+    std::vector<OptionSpec> options;     // method-specific options (core/options.h)
 };
 
 // Null when the method is unknown.
 const MethodInfo *find_method(std::string_view name);
 // Every method, in the order of the registry (for docs and --help).
 const std::vector<MethodInfo> &all_methods();
-
-// Options every method accepts.
-const std::vector<OptionSpec> &common_options();
 
 // Throws spore::Error(SPORE_EINVAL) for unknown keys and wrong types.
 void validate_options(const MethodInfo &m, const cJSON *opts);

@@ -9,7 +9,8 @@
 namespace spore {
 
 namespace {
-const std::vector<OptionSpec> kPromptOptions = {{"password_prompts", 'l'}, {"incorrect_prompts", 'l'}};
+using T = OptionType;
+const std::vector<OptionSpec> kPromptOptions = {{"password_prompts", T::kList}, {"incorrect_prompts", T::kList}};
 
 std::vector<OptionSpec> with_prompts(std::vector<OptionSpec> v) {
     v.insert(v.end(), kPromptOptions.begin(), kPromptOptions.end());
@@ -22,30 +23,30 @@ const std::vector<MethodInfo> &all_methods() {
         {"local", &build_local, false, {}},
         {"fork", &build_fork, true, {}},
         {"ssh", &build_ssh, false,
-         with_prompts({{"hostname", 's'}, {"port", 'i'}, {"username", 's'}, {"password", 's'},
-                       {"identity_file", 's'}, {"identity_passphrase", 's'}, {"identities_only", 'b'},
-                       {"use_agent", 'b'}, {"check_host_keys", 's'}, {"known_hosts_file", 's'},
-                       {"compression", 'b'}, {"ciphers", 's'}, {"keepalive_interval", 'i'}, {"keepalive_count", 'i'},
-                       {"ssh_path", 's'}, {"ssh_args", 'l'}, {"ssh_debug_level", 'i'}, {"backend", 's'}})},
+         with_prompts({{"hostname", T::kString}, {"port", T::kInteger}, {"username", T::kString}, {"password", T::kString},
+                       {"identity_file", T::kString}, {"identity_passphrase", T::kString}, {"identities_only", T::kBoolean},
+                       {"use_agent", T::kBoolean}, {"check_host_keys", T::kString}, {"known_hosts_file", T::kString},
+                       {"compression", T::kBoolean}, {"ciphers", T::kString}, {"keepalive_interval", T::kInteger}, {"keepalive_count", T::kInteger},
+                       {"ssh_path", T::kString}, {"ssh_args", T::kList}, {"ssh_debug_level", T::kInteger}, {"backend", T::kString}})},
         {"sudo", &build_sudo, false,
-         with_prompts({{"username", 's'}, {"password", 's'}, {"sudo_path", 's'}, {"sudo_args", 'l'},
-                       {"preserve_env", 'b'}, {"set_home", 'b'}, {"login", 'b'}, {"selinux_role", 's'},
-                       {"selinux_type", 's'}, {"use_tty", 'b'}})},
+         with_prompts({{"username", T::kString}, {"password", T::kString}, {"sudo_path", T::kString}, {"sudo_args", T::kList},
+                       {"preserve_env", T::kBoolean}, {"set_home", T::kBoolean}, {"login", T::kBoolean}, {"selinux_role", T::kString},
+                       {"selinux_type", T::kString}, {"use_tty", T::kBoolean}})},
         {"su", &build_su, false,
-         with_prompts({{"username", 's'}, {"password", 's'}, {"su_path", 's'}, {"password_prompt", 's'}})},
+         with_prompts({{"username", T::kString}, {"password", T::kString}, {"su_path", T::kString}, {"password_prompt", T::kString}})},
         {"doas", &build_doas, false,
-         with_prompts({{"username", 's'}, {"password", 's'}, {"doas_path", 's'}, {"password_prompt", 's'}})},
-        {"docker", &build_docker, false, {{"container", 's'}, {"image", 's'}, {"username", 's'}, {"docker_path", 's'}}},
-        {"podman", &build_podman, false, {{"container", 's'}, {"image", 's'}, {"username", 's'}, {"podman_path", 's'}}},
-        {"lxc", &build_lxc, false, {{"container", 's'}, {"lxc_attach_path", 's'}}},
-        {"lxd", &build_lxd, false, {{"container", 's'}, {"lxc_path", 's'}}},
+         with_prompts({{"username", T::kString}, {"password", T::kString}, {"doas_path", T::kString}, {"password_prompt", T::kString}})},
+        {"docker", &build_docker, false, {{"container", T::kString}, {"image", T::kString}, {"username", T::kString}, {"docker_path", T::kString}}},
+        {"podman", &build_podman, false, {{"container", T::kString}, {"image", T::kString}, {"username", T::kString}, {"podman_path", T::kString}}},
+        {"lxc", &build_lxc, false, {{"container", T::kString}, {"lxc_attach_path", T::kString}}},
+        {"lxd", &build_lxd, false, {{"container", T::kString}, {"lxc_path", T::kString}}},
         {"kubectl", &build_kubectl, false,
-         {{"pod", 's'}, {"container", 's'}, {"namespace", 's'}, {"kubectl_path", 's'}, {"kubectl_args", 'l'}}},
-        {"jail", &build_jail, false, {{"container", 's'}, {"username", 's'}, {"jexec_path", 's'}}},
+         {{"pod", T::kString}, {"container", T::kString}, {"namespace", T::kString}, {"kubectl_path", T::kString}, {"kubectl_args", T::kList}}},
+        {"jail", &build_jail, false, {{"container", T::kString}, {"username", T::kString}, {"jexec_path", T::kString}}},
         {"setns", &build_setns, false,
-         {{"container", 's'}, {"kind", 's'}, {"pid", 'i'}, {"username", 's'}, {"docker_path", 's'},
-          {"podman_path", 's'}, {"lxc_info_path", 's'}, {"lxc_path", 's'}, {"machinectl_path", 's'}}},
-        {"machinectl", &build_machinectl, false, {{"container", 's'}, {"username", 's'}, {"machinectl_path", 's'}}},
+         {{"container", T::kString}, {"kind", T::kString}, {"pid", T::kInteger}, {"username", T::kString}, {"docker_path", T::kString},
+          {"podman_path", T::kString}, {"lxc_info_path", T::kString}, {"lxc_path", T::kString}, {"machinectl_path", T::kString}}},
+        {"machinectl", &build_machinectl, false, {{"container", T::kString}, {"username", T::kString}, {"machinectl_path", T::kString}}},
     };
     return methods;
 }
@@ -61,15 +62,6 @@ const MethodInfo *find_method(std::string_view name) {
     for (const auto &m : all_methods())
         if (m.name == name) return &m;
     return nullptr;
-}
-
-const std::vector<OptionSpec> &common_options() {
-    static const std::vector<OptionSpec> opts = {
-        {"name", 's'},        {"connect_timeout", 'i'}, {"remote_name", 's'},
-        {"agent_cache", 'b'}, {"agent_compress", 'z'},  {"command_prefix", 'l'},
-        {"liveness_interval", 'i'}, {"liveness_count", 'i'},
-    };
-    return opts;
 }
 
 namespace {
@@ -92,25 +84,13 @@ void validate_options(const MethodInfo &m, const cJSON *opts) {
     const cJSON *item;
     cJSON_ArrayForEach(item, opts) {
         std::string key = item->string ? item->string : "";
-        char type = 0;
-        for (auto &c : common_options())
-            if (c.key == key) type = c.type;
-        for (auto &c : m.options)
-            if (c.key == key) type = c.type;
-        if (!type) throw Error(SPORE_EINVAL, "unknown option '" + key + "' for method " + std::string(m.name));
-        bool ok = (type == 's' && cJSON_IsString(item)) || (type == 'i' && cJSON_IsNumber(item)) ||
-                  (type == 'b' && cJSON_IsBool(item)) || (type == 'l' && (cJSON_IsString(item) || cJSON_IsArray(item))) ||
-                  type == 'z';
-        if (!ok) {
-            const char *want = type == 's'   ? "a string"
-                               : type == 'i' ? "an integer"
-                               : type == 'b' ? "a boolean"
-                                             : "a list of strings or a string";
-            throw Error(SPORE_EINVAL, "option '" + key + "' must be " + want);
-        }
-        if (type == 'l') option_words(opts, key.c_str());  // parse errors surface now
+        const OptionSpec *spec = find_option(connect_option_table(), key);
+        if (!spec) spec = find_option(m.options, key);
+        if (!spec) throw Error(SPORE_EINVAL, "unknown option '" + key + "' for method " + std::string(m.name));
+        check_option(*spec, item, "");
+        if (spec->type == T::kList) option_words(opts, key.c_str());           // parse errors surface now
+        if (spec->type == T::kBooleanOrString) parse_agent_compress(opts);  // so do bad compressions
         if (key == "name" || key == "remote_name") check_name_option(key, item->valuestring);
-        if (type == 'z') parse_agent_compress(opts);         // so do bad compressions
     }
 }
 
