@@ -129,7 +129,7 @@ int Agent::run(int parent_in, int parent_out) {
     router_.set_handler(kHandleChanData, Policy::kParentAuthority,
                         [this](Message &&m, const MessageRouter::StreamPtr &) { on_chan_data(std::move(m)); });
     router_.set_handler(kHandleChanAck, Policy::kParentAuthority,
-                        [this](Message &&m, const MessageRouter::StreamPtr &) { on_chan_ack(std::move(m)); });
+                        [this](Message &&m, const MessageRouter::StreamPtr &) { channels_.deliver_ack(m); });
     router_.set_handler(kHandlePeerGone, Policy::kParentAuthority,
                         [this](Message &&m, const MessageRouter::StreamPtr &) { on_peer_gone(std::move(m)); });
     router_.set_on_parent_lost([this](const std::string &reason) { begin_exit("parent stream closed: " + reason); });
@@ -423,26 +423,9 @@ int Agent::send(Message &m) {
 }
 
 void Agent::on_chan_data(Message &&m) {
-    uint32_t src = m.h.src_id, ch = 0;
-    ChannelChunk c;
-    if (!parse_chan_data(std::move(m), ch, c)) {
+    uint32_t src = m.h.src_id;
+    if (!channels_.deliver_data(std::move(m)))
         log(SPORE_LOG_WARNING, "spore.agent", "dropped a malformed channel message from context " + std::to_string(src));
-        return;
-    }
-    auto ep = channels_.find(src, ch);
-    if (!ep) return;  // the transfer already ended (failed): late data is dropped
-    if (ep->inbox) ep->inbox->push(std::move(c));
-    else if (ep->window && c.abort) ep->window->fail(*c.abort);
-    if (ep->notify) ep->notify();  // the receiver gave up
-}
-
-void Agent::on_chan_ack(Message &&m) {
-    uint32_t ch = 0;
-    uint64_t n = 0;
-    if (!parse_chan_ack(m, ch, n)) return;
-    auto ep = channels_.find(m.h.src_id, ch);
-    if (ep && ep->window) ep->window->credit(n);
-    if (ep && ep->notify) ep->notify();
 }
 
 void Agent::on_peer_gone(Message &&m) {

@@ -79,7 +79,6 @@ private:
     void on_shutdown_request();
     void on_set_log_level(Message &&m);
     void on_chan_data(Message &&m);
-    void on_chan_ack(Message &&m);
     void on_peer_gone(Message &&m);
     void begin_exit(const std::string &why);
     void final_cleanup();

@@ -174,9 +174,9 @@ void Router::start() {
     // Channel messages may come from any context; each is checked against
     // the channel's own peer.
     router_.set_handler(kHandleChanData, Policy::kAny,
-                        [this](Message &&m, const MessageRouter::StreamPtr &) { on_chan_data(std::move(m)); });
+                        [this](Message &&m, const MessageRouter::StreamPtr &) { channels_.deliver_data(std::move(m)); });
     router_.set_handler(kHandleChanAck, Policy::kAny,
-                        [this](Message &&m, const MessageRouter::StreamPtr &) { on_chan_ack(std::move(m)); });
+                        [this](Message &&m, const MessageRouter::StreamPtr &) { channels_.deliver_ack(m); });
     router_.set_keepalive_default(opts_.keepalive);
     router_.set_on_route_lost(
         [this](uint32_t id, int code, const std::string &reason) { on_route_lost(id, code, reason); });
@@ -583,27 +583,6 @@ void Router::on_reply(Message &&m) {
 int Router::send(Message &m) {
     m.h.src_id = m.h.auth_id = router_.id();
     return router_.send(m);
-}
-
-void Router::on_chan_data(Message &&m) {
-    uint32_t src = m.h.src_id, ch = 0;
-    ChannelChunk c;
-    if (!parse_chan_data(std::move(m), ch, c)) return;
-    // Only the context at the other end of the channel may feed it.
-    auto ep = channels_.find(src, ch);
-    if (!ep) return;  // finished or abandoned: late data is dropped
-    if (ep->inbox) ep->inbox->push(std::move(c));
-    else if (ep->window && c.abort) ep->window->fail(*c.abort);
-    if (ep->notify) ep->notify();
-}
-
-void Router::on_chan_ack(Message &&m) {
-    uint32_t ch = 0;
-    uint64_t n = 0;
-    if (!parse_chan_ack(m, ch, n)) return;
-    auto ep = channels_.find(m.h.src_id, ch);
-    if (ep && ep->window) ep->window->credit(n);
-    if (ep && ep->notify) ep->notify();
 }
 
 void Router::on_route_lost(uint32_t id, int code, const std::string &reason) {

@@ -206,8 +206,6 @@ private:
     void on_reply(Message &&m);
     void on_log(Message &&m);
     void on_alloc_ids(Message &&m);
-    void on_chan_data(Message &&m);
-    void on_chan_ack(Message &&m);
     std::shared_ptr<AgentImage> image();
     void fail_all_pending(int code, const std::string &why);
     void send_init(const std::shared_ptr<Stream> &s, const ContextState &ctx);

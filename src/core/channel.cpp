@@ -171,6 +171,27 @@ size_t ChannelTable::size() const {
     return map_.size();
 }
 
+bool ChannelTable::deliver_data(Message &&m) {
+    uint32_t src = m.h.src_id, ch = 0;
+    ChannelChunk c;
+    if (!parse_chan_data(std::move(m), ch, c)) return false;
+    auto ep = find(src, ch);
+    if (!ep) return true;  // finished or abandoned: late data is dropped
+    if (ep->inbox) ep->inbox->push(std::move(c));
+    else if (ep->window && c.abort) ep->window->fail(*c.abort);  // the receiver gave up
+    if (ep->notify) ep->notify();
+    return true;
+}
+
+void ChannelTable::deliver_ack(const Message &m) {
+    uint32_t ch = 0;
+    uint64_t n = 0;
+    if (!parse_chan_ack(m, ch, n)) return;
+    auto ep = find(m.h.src_id, ch);
+    if (ep && ep->window) ep->window->credit(n);
+    if (ep && ep->notify) ep->notify();
+}
+
 // -------------------------------------------------------------- messages
 
 Message chan_data_message(uint32_t dst, uint32_t ch, std::string data) {

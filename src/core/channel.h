@@ -124,6 +124,13 @@ public:
     void fail_all(const ErrorInfo &e);
     size_t size() const;
 
+    // What the master and every agent do with the two channel messages.
+    // Only the context at the other end of a channel may feed it; data for
+    // a channel that has ended is dropped. deliver_data is false for a
+    // malformed message.
+    bool deliver_data(Message &&m);
+    void deliver_ack(const Message &m);
+
 private:
     mutable std::mutex mu_;
     std::map<std::pair<uint32_t, uint32_t>, ChannelEndpoint> map_;
