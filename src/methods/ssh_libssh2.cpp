@@ -30,6 +30,7 @@ namespace spore {
 namespace {
 
 constexpr size_t kPumpBuffer = 256 * 1024;
+constexpr size_t kReadChunk = 64 * 1024;  // one read from the channel or the local stream
 // Preferred ciphers and MACs (only those this libssh2 supports are offered;
 // the server picks the first of ours it also has).
 constexpr const char *kCipherOrder = "aes128-gcm@openssh.com,aes128-ctr,aes256-gcm@openssh.com,aes192-ctr,aes256-ctr";
@@ -47,6 +48,20 @@ public:
         if (off_ > 0 && off_ == buf_.size()) clear();
         buf_.append(p, n);
     }
+    // Room for n more bytes at the end, to read into; give back what the
+    // read did not fill with unused(). Reading straight into the queue
+    // spares each session thread a 64 KiB buffer on its stack, which would
+    // stay resident for the life of the session.
+    char *tail(size_t n) {
+        if (off_ > 0 && off_ == buf_.size()) clear();
+        size_t old = buf_.size();
+        buf_.resize(old + n);
+        return buf_.data() + old;
+    }
+    void unused(size_t n) {
+        buf_.resize(buf_.size() - n);
+        if (empty()) clear();
+    }
     void consume(size_t n) {
         off_ += n;
         if (off_ == buf_.size()) clear();
@@ -55,12 +70,16 @@ public:
             off_ = 0;
         }
     }
+    // An idle session keeps no large buffer (a thousand hosts are a
+    // thousand sessions).
     void clear() {
-        buf_.clear();
+        if (buf_.capacity() > kKeepCapacity) std::string().swap(buf_);
+        else buf_.clear();
         off_ = 0;
     }
 
 private:
+    static constexpr size_t kKeepCapacity = 4096;
     std::string buf_;
     size_t off_ = 0;
 };
@@ -150,6 +169,9 @@ public:
 private:
     enum class State { Resolving, Connecting, Handshake, HostKey, Auth, OpenChannel, Exec, Running, Done };
     enum class AuthStep { List, Agent, KeyFile, Password, KbdInt, Failed };
+    // What an authentication step came to: the next step is set, wait for
+    // the socket, done, or failed (fail() was called).
+    enum class AuthOutcome { kNextStep, kWaiting, kAuthenticated, kFailed };
 
     void resolved(int err, std::vector<sockaddr_storage> addrs, std::vector<socklen_t> lens);
     void try_next_address();
@@ -158,8 +180,19 @@ private:
     bool check_host_key();
     std::string verify_host_key(int &code);
     bool step_auth();
+    AuthOutcome auth_list_methods();
+    AuthOutcome auth_with_agent();
+    AuthOutcome auth_with_key_file();
+    AuthOutcome auth_with_password();
+    void report_auth_failure();
     bool step_channel();
+    // Moves bytes both ways until nothing moves; false once the session
+    // has ended (failed or torn down). Each step below is one direction.
     bool pump();
+    bool read_channel(bool &progress);
+    bool write_local(bool &progress);
+    void read_local(bool &progress);
+    bool write_channel(bool &progress);
     bool buffered_in_libssh2() const;
     void arm();
     void watch(EventPtr &ev, short &current, int fd, short what, event_callback_fn cb);
@@ -562,134 +595,129 @@ void SshSession::kbd_callback(const char *, int, const char *, int, int num_prom
 
 bool SshSession::step_auth() {
     for (;;) {
-        int rc = 0;
+        AuthOutcome o = AuthOutcome::kFailed;
         switch (auth_) {
-        case AuthStep::List: {
-            char *list = libssh2_userauth_list(session_, user_.c_str(), unsigned(user_.size()));
-            if (!list) {
-                if (libssh2_userauth_authenticated(session_)) {
-                    state_ = State::OpenChannel;
-                    return true;
-                }
-                if (libssh2_session_last_errno(session_) == LIBSSH2_ERROR_EAGAIN) {
-                    arm();
-                    return false;
-                }
-                fail(SPORE_ECONNECT, "ssh: " + host_ + " ended the session before authentication: " + last_error());
-                return false;
-            }
-            auth_methods_ = list;
-            note("server offers " + auth_methods_);
-            auth_ = use_agent_ ? AuthStep::Agent : AuthStep::KeyFile;
-            continue;
-        }
-        case AuthStep::Agent: {
-            if (auth_methods_.find("publickey") == std::string::npos) {
-                auth_ = AuthStep::KeyFile;
-                continue;
-            }
-            if (!agent_) {
-                agent_ = libssh2_agent_init(session_);
-                if (!agent_ || libssh2_agent_connect(agent_) != 0 || libssh2_agent_list_identities(agent_) != 0) {
-                    note("ssh-agent not usable");
-                    auth_ = AuthStep::KeyFile;
-                    continue;
-                }
-                agent_identity_ = nullptr;
-                if (libssh2_agent_get_identity(agent_, &agent_identity_, nullptr) != 0) {
-                    auth_ = AuthStep::KeyFile;
-                    continue;
-                }
-            }
-            rc = libssh2_agent_userauth(agent_, user_.c_str(), agent_identity_);
-            if (rc == LIBSSH2_ERROR_EAGAIN) {
-                arm();
-                return false;
-            }
-            if (rc == 0) {
-                note("authenticated with a key from ssh-agent");
-                state_ = State::OpenChannel;
-                return true;
-            }
-            libssh2_agent_publickey *prev = agent_identity_;
-            if (libssh2_agent_get_identity(agent_, &agent_identity_, prev) != 0) auth_ = AuthStep::KeyFile;
-            continue;
-        }
-        case AuthStep::KeyFile: {
-            if (next_key_ >= key_files_.size() || auth_methods_.find("publickey") == std::string::npos) {
-                auth_ = AuthStep::Password;
-                continue;
-            }
-            const std::string &k = key_files_[next_key_];
-            rc = libssh2_userauth_publickey_fromfile(session_, user_.c_str(), nullptr, k.c_str(),
-                                                     passphrase_.empty() ? nullptr : passphrase_.c_str());
-            if (rc == LIBSSH2_ERROR_EAGAIN) {
-                arm();
-                return false;
-            }
-            if (rc == 0) {
-                note("authenticated with " + k);
-                state_ = State::OpenChannel;
-                return true;
-            }
-            if (rc == LIBSSH2_ERROR_FILE || rc == LIBSSH2_ERROR_KEYFILE_AUTH_FAILED || rc == LIBSSH2_ERROR_METHOD_NOT_SUPPORTED) {
-                // The key could not be loaded: most often a wrong or missing passphrase.
-                std::string why = last_error();
-                if (!identity_file_.empty()) {
-                    if (passphrase_.empty()) {
-                        fail(SPORE_EPASSREQ, "ssh: cannot use " + k + " (" + why + "); if it is protected, give identity_passphrase");
-                    } else {
-                        fail(SPORE_EAUTH, "ssh: incorrect passphrase for " + k + " (" + why + ")");
-                    }
-                    return false;
-                }
-                auth_notes_ += "; " + k + ": " + why;
-            } else {
-                auth_notes_ += "; public key " + k + " was not accepted";
-            }
-            ++next_key_;
-            continue;
-        }
+        case AuthStep::List: o = auth_list_methods(); break;
+        case AuthStep::Agent: o = auth_with_agent(); break;
+        case AuthStep::KeyFile: o = auth_with_key_file(); break;
         case AuthStep::Password:
-        case AuthStep::KbdInt: {
-            // The password, through the "password" method, then through
-            // keyboard-interactive (which PAM setups often use instead).
-            bool kbd = auth_ == AuthStep::KbdInt;
-            bool &tried = kbd ? tried_kbd_ : tried_password_;
-            AuthStep next = kbd ? AuthStep::Failed : AuthStep::KbdInt;
-            if (password_.empty() || tried ||
-                auth_methods_.find(kbd ? "keyboard-interactive" : "password") == std::string::npos) {
-                auth_ = next;
-                continue;
-            }
-            rc = kbd ? libssh2_userauth_keyboard_interactive(session_, user_.c_str(), &SshSession::kbd_callback)
-                     : libssh2_userauth_password(session_, user_.c_str(), password_.c_str());
-            if (rc == LIBSSH2_ERROR_EAGAIN) {
-                arm();
-                return false;
-            }
-            tried = true;
-            if (rc == 0) {
-                note(kbd ? "authenticated by keyboard-interactive" : "authenticated with a password");
-                state_ = State::OpenChannel;
-                return true;
-            }
-            auth_ = next;
-            continue;
+        case AuthStep::KbdInt: o = auth_with_password(); break;
+        case AuthStep::Failed: report_auth_failure(); return false;
         }
-        case AuthStep::Failed: {
-            std::string detail = "(server offers " + auth_methods_ + auth_notes_ + ")";
-            if (tried_password_ || kbd_sent_password_) {
-                fail(SPORE_EAUTH, "ssh: incorrect password for " + user_ + "@" + host_ + " " + detail);
-            } else if (password_.empty() && (auth_methods_.find("password") != std::string::npos ||
-                                             auth_methods_.find("keyboard-interactive") != std::string::npos)) {
-                fail(SPORE_EPASSREQ, "ssh: password required for " + user_ + "@" + host_ + " " + detail);
-            } else {
-                fail(SPORE_EAUTH, "ssh: authentication failed for " + user_ + "@" + host_ + " " + detail);
-            }
-            return false;
+        switch (o) {
+        case AuthOutcome::kNextStep: continue;
+        case AuthOutcome::kWaiting: arm(); return false;
+        case AuthOutcome::kAuthenticated: state_ = State::OpenChannel; return true;
+        case AuthOutcome::kFailed: return false;
         }
+    }
+}
+
+SshSession::AuthOutcome SshSession::auth_list_methods() {
+    char *list = libssh2_userauth_list(session_, user_.c_str(), unsigned(user_.size()));
+    if (!list) {
+        if (libssh2_userauth_authenticated(session_)) return AuthOutcome::kAuthenticated;
+        if (libssh2_session_last_errno(session_) == LIBSSH2_ERROR_EAGAIN) return AuthOutcome::kWaiting;
+        fail(SPORE_ECONNECT, "ssh: " + host_ + " ended the session before authentication: " + last_error());
+        return AuthOutcome::kFailed;
+    }
+    auth_methods_ = list;
+    note("server offers " + auth_methods_);
+    auth_ = use_agent_ ? AuthStep::Agent : AuthStep::KeyFile;
+    return AuthOutcome::kNextStep;
+}
+
+SshSession::AuthOutcome SshSession::auth_with_agent() {
+    if (auth_methods_.find("publickey") == std::string::npos) {
+        auth_ = AuthStep::KeyFile;
+        return AuthOutcome::kNextStep;
+    }
+    if (!agent_) {
+        agent_ = libssh2_agent_init(session_);
+        agent_identity_ = nullptr;
+        if (!agent_ || libssh2_agent_connect(agent_) != 0 || libssh2_agent_list_identities(agent_) != 0) {
+            note("ssh-agent not usable");
+            auth_ = AuthStep::KeyFile;
+            return AuthOutcome::kNextStep;
         }
+        if (libssh2_agent_get_identity(agent_, &agent_identity_, nullptr) != 0) {
+            auth_ = AuthStep::KeyFile;
+            return AuthOutcome::kNextStep;
+        }
+    }
+    int rc = libssh2_agent_userauth(agent_, user_.c_str(), agent_identity_);
+    if (rc == LIBSSH2_ERROR_EAGAIN) return AuthOutcome::kWaiting;
+    if (rc == 0) {
+        note("authenticated with a key from ssh-agent");
+        return AuthOutcome::kAuthenticated;
+    }
+    libssh2_agent_publickey *prev = agent_identity_;
+    if (libssh2_agent_get_identity(agent_, &agent_identity_, prev) != 0) auth_ = AuthStep::KeyFile;
+    return AuthOutcome::kNextStep;
+}
+
+SshSession::AuthOutcome SshSession::auth_with_key_file() {
+    if (next_key_ >= key_files_.size() || auth_methods_.find("publickey") == std::string::npos) {
+        auth_ = AuthStep::Password;
+        return AuthOutcome::kNextStep;
+    }
+    const std::string &k = key_files_[next_key_];
+    int rc = libssh2_userauth_publickey_fromfile(session_, user_.c_str(), nullptr, k.c_str(),
+                                                 passphrase_.empty() ? nullptr : passphrase_.c_str());
+    if (rc == LIBSSH2_ERROR_EAGAIN) return AuthOutcome::kWaiting;
+    if (rc == 0) {
+        note("authenticated with " + k);
+        return AuthOutcome::kAuthenticated;
+    }
+    if (rc == LIBSSH2_ERROR_FILE || rc == LIBSSH2_ERROR_KEYFILE_AUTH_FAILED || rc == LIBSSH2_ERROR_METHOD_NOT_SUPPORTED) {
+        // The key could not be loaded: most often a wrong or missing passphrase.
+        std::string why = last_error();
+        if (!identity_file_.empty()) {
+            if (passphrase_.empty())
+                fail(SPORE_EPASSREQ, "ssh: cannot use " + k + " (" + why + "); if it is protected, give identity_passphrase");
+            else
+                fail(SPORE_EAUTH, "ssh: incorrect passphrase for " + k + " (" + why + ")");
+            return AuthOutcome::kFailed;
+        }
+        auth_notes_ += "; " + k + ": " + why;
+    } else {
+        auth_notes_ += "; public key " + k + " was not accepted";
+    }
+    ++next_key_;
+    return AuthOutcome::kNextStep;
+}
+
+SshSession::AuthOutcome SshSession::auth_with_password() {
+    // The password, through the "password" method, then through
+    // keyboard-interactive (which PAM setups often use instead).
+    bool kbd = auth_ == AuthStep::KbdInt;
+    bool &tried = kbd ? tried_kbd_ : tried_password_;
+    AuthStep next = kbd ? AuthStep::Failed : AuthStep::KbdInt;
+    if (password_.empty() || tried || auth_methods_.find(kbd ? "keyboard-interactive" : "password") == std::string::npos) {
+        auth_ = next;
+        return AuthOutcome::kNextStep;
+    }
+    int rc = kbd ? libssh2_userauth_keyboard_interactive(session_, user_.c_str(), &SshSession::kbd_callback)
+                 : libssh2_userauth_password(session_, user_.c_str(), password_.c_str());
+    if (rc == LIBSSH2_ERROR_EAGAIN) return AuthOutcome::kWaiting;
+    tried = true;
+    if (rc == 0) {
+        note(kbd ? "authenticated by keyboard-interactive" : "authenticated with a password");
+        return AuthOutcome::kAuthenticated;
+    }
+    auth_ = next;
+    return AuthOutcome::kNextStep;
+}
+
+void SshSession::report_auth_failure() {
+    std::string detail = "(server offers " + auth_methods_ + auth_notes_ + ")";
+    if (tried_password_ || kbd_sent_password_) {
+        fail(SPORE_EAUTH, "ssh: incorrect password for " + user_ + "@" + host_ + " " + detail);
+    } else if (password_.empty() && (auth_methods_.find("password") != std::string::npos ||
+                                     auth_methods_.find("keyboard-interactive") != std::string::npos)) {
+        fail(SPORE_EPASSREQ, "ssh: password required for " + user_ + "@" + host_ + " " + detail);
+    } else {
+        fail(SPORE_EAUTH, "ssh: authentication failed for " + user_ + "@" + host_ + " " + detail);
     }
 }
 
@@ -768,7 +796,6 @@ bool SshSession::buffered_in_libssh2() const {
 }
 
 bool SshSession::pump() {
-    char buf[65536];
     bool progress = true, extra_round = false;
     retry_soon_ = false;
     // sshd leaves Nagle on for sessions without a pty: a reply it sends in
@@ -779,81 +806,9 @@ bool SshSession::pump() {
     setsockopt(sock_, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof one);
     while (progress && !finished_) {
         progress = false;
-        // channel -> local (stdout) and -> err (stderr)
-        if (to_local_.size() < kPumpBuffer && !channel_eof_) {
-            ssize_t n = libssh2_channel_read_ex(channel_, 0, buf, sizeof buf);
-            if (n > 0) {
-                to_local_.append(buf, size_t(n));
-                progress = true;
-                timespec ts{};
-                clock_gettime(CLOCK_MONOTONIC, &ts);
-                last_activity_ = double(ts.tv_sec) + double(ts.tv_nsec) / 1e9;
-            } else if (n < 0 && n != LIBSSH2_ERROR_EAGAIN) {
-                fail(SPORE_EDISCONNECTED, "ssh: the channel to " + host_ + " failed: " + last_error());
-                return false;
-            }
-        }
-        ssize_t en = libssh2_channel_read_ex(channel_, SSH_EXTENDED_DATA_STDERR, buf, sizeof buf);
-        if (en > 0) {
-            if (to_err_.size() < kPumpBuffer) to_err_.append(buf, size_t(en));
-            progress = true;
-        }
-        if (!channel_eof_ && libssh2_channel_eof(channel_)) channel_eof_ = true;
-        while (!to_local_.empty()) {
-            ssize_t w = ::write(local_.get(), to_local_.data(), to_local_.size());
-            if (w > 0) {
-                to_local_.consume(size_t(w));
-                progress = true;
-                continue;
-            }
-            if (w < 0 && errno == EINTR) continue;
-            if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-            // Our stream end is gone: the session has no purpose any more.
-            teardown();
-            return false;
-        }
-        while (!to_err_.empty() && err_) {
-            ssize_t w = ::write(err_.get(), to_err_.data(), to_err_.size());
-            if (w > 0) {
-                to_err_.consume(size_t(w));
-                continue;
-            }
-            if (w < 0 && errno == EINTR) continue;
-            if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-            err_.reset();
-            to_err_.clear();
-        }
-        if (channel_eof_ && to_local_.empty()) {
-            // The remote side is done: so is the local stream.
-            ::shutdown(local_.get(), SHUT_WR);
-            if (err_) err_.reset();
-        }
-        // local -> channel
-        if (to_channel_.size() < kPumpBuffer && !local_eof_) {
-            ssize_t n = ::read(local_.get(), buf, sizeof buf);
-            if (n > 0) {
-                to_channel_.append(buf, size_t(n));
-                progress = true;
-            } else if (n == 0) {
-                local_eof_ = true;
-            } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-                local_eof_ = true;
-            }
-        }
-        while (!to_channel_.empty()) {
-            ssize_t w = libssh2_channel_write_ex(channel_, 0, to_channel_.data(), to_channel_.size());
-            if (w > 0) {
-                to_channel_.consume(size_t(w));
-                progress = true;
-                continue;
-            }
-            if (w == LIBSSH2_ERROR_EAGAIN) break;
-            fail(SPORE_EDISCONNECTED, "ssh: writing to " + host_ + " failed: " + last_error());
-            return false;
-        }
-        if (local_eof_ && to_channel_.empty() && !eof_sent_) {
-            if (libssh2_channel_send_eof(channel_) != LIBSSH2_ERROR_EAGAIN) eof_sent_ = true;
-        }
+        if (!read_channel(progress) || !write_local(progress)) return false;
+        read_local(progress);
+        if (!write_channel(progress)) return false;
         if (channel_eof_ && local_eof_ && to_local_.empty() && to_channel_.empty()) {
             teardown();
             return false;
@@ -874,6 +829,93 @@ bool SshSession::pump() {
         }
     }
     return !finished_;
+}
+
+bool SshSession::read_channel(bool &progress) {
+    if (to_local_.size() < kPumpBuffer && !channel_eof_) {
+        ssize_t n = libssh2_channel_read_ex(channel_, 0, to_local_.tail(kReadChunk), kReadChunk);
+        to_local_.unused(n > 0 ? kReadChunk - size_t(n) : kReadChunk);
+        if (n > 0) {
+            progress = true;
+            timespec ts{};
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            last_activity_ = double(ts.tv_sec) + double(ts.tv_nsec) / 1e9;
+        } else if (n < 0 && n != LIBSSH2_ERROR_EAGAIN) {
+            fail(SPORE_EDISCONNECTED, "ssh: the channel to " + host_ + " failed: " + last_error());
+            return false;
+        }
+    }
+    // stderr is read even when its queue is full (and then dropped), so it
+    // never holds up the channel.
+    bool err_full = to_err_.size() >= kPumpBuffer;
+    ssize_t en = libssh2_channel_read_ex(channel_, SSH_EXTENDED_DATA_STDERR, to_err_.tail(kReadChunk), kReadChunk);
+    to_err_.unused(en > 0 && !err_full ? kReadChunk - size_t(en) : kReadChunk);
+    if (en > 0) progress = true;
+    if (!channel_eof_ && libssh2_channel_eof(channel_)) channel_eof_ = true;
+    return true;
+}
+
+bool SshSession::write_local(bool &progress) {
+    while (!to_local_.empty()) {
+        ssize_t w = ::write(local_.get(), to_local_.data(), to_local_.size());
+        if (w > 0) {
+            to_local_.consume(size_t(w));
+            progress = true;
+            continue;
+        }
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+        // Our stream end is gone: the session has no purpose any more.
+        teardown();
+        return false;
+    }
+    while (!to_err_.empty() && err_) {
+        ssize_t w = ::write(err_.get(), to_err_.data(), to_err_.size());
+        if (w > 0) {
+            to_err_.consume(size_t(w));
+            continue;
+        }
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+        err_.reset();
+        to_err_.clear();
+    }
+    if (channel_eof_ && to_local_.empty()) {
+        // The remote side is done: so is the local stream.
+        ::shutdown(local_.get(), SHUT_WR);
+        if (err_) err_.reset();
+    }
+    return true;
+}
+
+void SshSession::read_local(bool &progress) {
+    if (to_channel_.size() >= kPumpBuffer || local_eof_) return;
+    ssize_t n = ::read(local_.get(), to_channel_.tail(kReadChunk), kReadChunk);
+    int err = errno;
+    to_channel_.unused(n > 0 ? kReadChunk - size_t(n) : kReadChunk);
+    if (n > 0) {
+        progress = true;
+    } else if (n == 0 || (err != EAGAIN && err != EWOULDBLOCK && err != EINTR)) {
+        local_eof_ = true;
+    }
+}
+
+bool SshSession::write_channel(bool &progress) {
+    while (!to_channel_.empty()) {
+        ssize_t w = libssh2_channel_write_ex(channel_, 0, to_channel_.data(), to_channel_.size());
+        if (w > 0) {
+            to_channel_.consume(size_t(w));
+            progress = true;
+            continue;
+        }
+        if (w == LIBSSH2_ERROR_EAGAIN) break;
+        fail(SPORE_EDISCONNECTED, "ssh: writing to " + host_ + " failed: " + last_error());
+        return false;
+    }
+    if (local_eof_ && to_channel_.empty() && !eof_sent_) {
+        if (libssh2_channel_send_eof(channel_) != LIBSSH2_ERROR_EAGAIN) eof_sent_ = true;
+    }
+    return true;
 }
 
 // Events are persistent and only changed when the directions they wait
