@@ -8,11 +8,11 @@
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <map>
 #include <mutex>
+#include <optional>
 
 #include "agent/builtins_util.h"
 #include "core/channel.h"
@@ -62,20 +62,6 @@ private:
 void set_nonblocking_cloexec(int fd) {
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     fcntl(fd, F_SETFD, fcntl(fd, F_GETFD) | FD_CLOEXEC);
-}
-
-int above_stdio(int fd) {
-    if (fd > 2 || fd < 0) return fd;
-    int n = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-    ::close(fd);
-    return n;
-}
-
-void pipe_pair(const CallRequest &req, UniqueFd &rd, UniqueFd &wr) {
-    int p[2];
-    if (pipe2(p, O_CLOEXEC) != 0) throw_os(req, "pipe", errno);
-    rd.reset(above_stdio(p[0]));
-    wr.reset(above_stdio(p[1]));
 }
 
 struct Output {
@@ -133,6 +119,284 @@ private:
     std::shared_ptr<UniqueFd> wake_;  // shared with every copy of the endpoints' notify
 };
 
+// What proc.start was asked for besides its channels, read and checked
+// before anything starts.
+struct StartArgs {
+    SpawnSpec spec;
+    bool use_pty = false;
+    int rows = 0, cols = 0;
+};
+
+StartArgs read_start_args(const CallRequest &req) {
+    StartArgs args;
+    args.spec = parse_spawn_spec(req);
+    args.use_pty = arg_bool(req, "pty", false);
+    args.rows = int(arg_int(req, "rows", 24, 1, 10000));
+    args.cols = int(arg_int(req, "cols", 80, 1, 10000));
+    return args;
+}
+
+// The child's standard descriptors until it starts: three pipes, or a pty;
+// the file actions put them on 0-2.
+struct ChildStdio {
+    SpawnFileActions actions;
+    StdioPipes pipes;     // without a pty
+    UniqueFd pty_master;  // with one
+    std::string pty_slave;
+};
+
+void open_pty(const CallRequest &req, const StartArgs &args, ChildStdio &stdio) {
+    int m = -1, s = -1;
+    winsize ws{};
+    ws.ws_row = (unsigned short)args.rows;
+    ws.ws_col = (unsigned short)args.cols;
+    if (openpty(&m, &s, nullptr, nullptr, &ws) != 0) throw_os(req, "openpty", errno);
+    stdio.pty_master.reset(above_stdio(m));
+    char name[128];
+    if (ttyname_r(s, name, sizeof name) != 0) {
+        ::close(s);
+        throw_os(req, "ttyname", errno);
+    }
+    ::close(s);
+    stdio.pty_slave = name;
+    // The child opens the slave after setsid(): it becomes its
+    // controlling terminal.
+    posix_spawn_file_actions_addopen(&stdio.actions.fa, 0, stdio.pty_slave.c_str(), O_RDWR, 0);
+    posix_spawn_file_actions_adddup2(&stdio.actions.fa, 0, 1);
+    posix_spawn_file_actions_adddup2(&stdio.actions.fa, 0, 2);
+}
+
+void open_pipes(const CallRequest &req, ChildStdio &stdio) {
+    StdioPipes &p = stdio.pipes;
+    p.in = open_pipe(req);
+    p.out = open_pipe(req);
+    p.err = open_pipe(req);
+    posix_spawn_file_actions_adddup2(&stdio.actions.fa, p.in.read_end.get(), 0);
+    posix_spawn_file_actions_adddup2(&stdio.actions.fa, p.out.write_end.get(), 1);
+    posix_spawn_file_actions_adddup2(&stdio.actions.fa, p.err.write_end.get(), 2);
+}
+
+// Moves the bytes of a started process: stdin from its channel into the
+// process, stdout and stderr from the process into theirs, each within the
+// caller's window.
+class StreamPump {
+public:
+    StreamPump(StreamChannels &chans, uint32_t caller, bool use_pty, Services &svc)
+        : caller_(caller), ch_(chans.stdin_channel()), wake_fd_(chans.wake_fd), inbox_(chans.inbox),
+          use_pty_(use_pty), svc_(svc) {
+        for (int k = 0; k < 2; ++k) {
+            outs_[k].ch = ch_ + 1 + uint32_t(k);
+            outs_[k].window = chans.out[k];
+        }
+    }
+
+    // Takes our ends of the started child's pipes, or the pty master.
+    void take_parent_ends(ChildStdio &stdio);
+    int pty() const { return use_pty_ ? outs_[0].fd.get() : -1; }  // the pty master, or -1
+    // The first message on stdout, {"started":true,"pid"}; with a pty,
+    // stderr ends at once.
+    void announce_start(pid_t pid);
+    // Runs until both outputs have ended, or until the caller or this agent
+    // gives up: then returns why.
+    std::optional<ErrorInfo> run(const CallRequest &req);
+    void close_stdin() { in_fd_.reset(); }
+
+private:
+    void drain_wakeups();
+    void acknowledge_unwritten_stdin();
+    void take_stdin();
+    void write_stdin(SigpipeBlock &sigpipe);
+    void end_stdin_at_eof();
+    void forward_output(Output &o);
+    void end_output(Output &o);
+    void wait_for_work(const CallRequest &req);
+
+    const uint32_t caller_, ch_;
+    const int wake_fd_;
+    const std::shared_ptr<ChannelInbox> inbox_;
+    const bool use_pty_;
+    Services &svc_;
+    UniqueFd in_fd_;
+    Output outs_[2];
+    std::string pending_;  // stdin bytes taken from the channel, not yet written
+    size_t pending_off_ = 0;
+    bool in_eof_ = false;  // the caller closed stdin
+    std::string buf_ = std::string(kStreamChunk, '\0');
+    std::optional<ErrorInfo> failure_;
+};
+
+void StreamPump::take_parent_ends(ChildStdio &stdio) {
+    if (use_pty_) {
+        set_nonblocking_cloexec(stdio.pty_master.get());
+        in_fd_.reset(::dup(stdio.pty_master.get()));  // closing stdin must not close the pty
+        set_nonblocking_cloexec(in_fd_.get());
+        outs_[0].fd = std::move(stdio.pty_master);
+    } else {
+        StdioPipes &p = stdio.pipes;
+        set_nonblocking_cloexec(p.in.write_end.get());
+        set_nonblocking_cloexec(p.out.read_end.get());
+        set_nonblocking_cloexec(p.err.read_end.get());
+        in_fd_ = std::move(p.in.write_end);
+        outs_[0].fd = std::move(p.out.read_end);
+        outs_[1].fd = std::move(p.err.read_end);
+    }
+    outs_[0].open = true;
+    outs_[1].open = bool(outs_[1].fd);
+}
+
+void StreamPump::announce_start(pid_t pid) {
+    Message started = chan_control_message(caller_, outs_[0].ch, "\"started\":true,\"pid\":" + std::to_string(pid));
+    svc_.send(started);
+    if (!outs_[1].open) {
+        Message eof = chan_eof_message(caller_, outs_[1].ch, "\"size\":0");
+        svc_.send(eof);
+    }
+}
+
+std::optional<ErrorInfo> StreamPump::run(const CallRequest &req) {
+    SigpipeBlock sigpipe;
+    while (outs_[0].open || outs_[1].open) {
+        drain_wakeups();
+        acknowledge_unwritten_stdin();
+        take_stdin();
+        if (failure_) break;
+        write_stdin(sigpipe);
+        end_stdin_at_eof();
+        for (Output &o : outs_) {
+            if (o.open) forward_output(o);
+            if (failure_) break;
+        }
+        if (failure_ || (!outs_[0].open && !outs_[1].open)) break;
+        wait_for_work(req);
+    }
+    return failure_;
+}
+
+void StreamPump::drain_wakeups() {
+    uint64_t drained;
+    while (::read(wake_fd_, &drained, sizeof drained) > 0) {
+    }
+}
+
+// Once the process has closed stdin, what still comes is taken and
+// acknowledged unwritten, so the caller's writes never hang.
+void StreamPump::acknowledge_unwritten_stdin() {
+    while (!in_fd_) {
+        ChannelChunk c;
+        ErrorInfo err;
+        if (inbox_->pop(c, Clock::now(), err, 0) != SPORE_OK) break;
+        if (!c.data.empty()) {
+            Message ack = chan_ack_message(caller_, ch_, c.data.size());
+            svc_.send(ack);
+        }
+    }
+}
+
+void StreamPump::take_stdin() {
+    while (in_fd_ && pending_off_ == pending_.size()) {
+        ChannelChunk c;
+        ErrorInfo err;
+        int rc = inbox_->pop(c, Clock::now(), err, 0);
+        if (rc == SPORE_ETIMEDOUT) break;
+        if (rc != SPORE_OK) {
+            failure_ = err;
+            break;
+        }
+        if (c.abort) {
+            in_fd_.reset();
+            break;
+        }
+        pending_ = std::move(c.data);
+        pending_off_ = 0;
+        if (c.eof) in_eof_ = true;
+        if (!pending_.empty()) break;
+    }
+}
+
+void StreamPump::write_stdin(SigpipeBlock &sigpipe) {
+    if (!in_fd_ || pending_off_ >= pending_.size()) return;
+    ssize_t w = ::write(in_fd_.get(), pending_.data() + pending_off_, pending_.size() - pending_off_);
+    if (w > 0) {
+        pending_off_ += size_t(w);
+        Message ack = chan_ack_message(caller_, ch_, uint64_t(w));
+        svc_.send(ack);
+    } else if (w < 0 && errno != EAGAIN && errno != EINTR) {
+        if (errno == EPIPE) sigpipe.got_epipe = true;
+        // The process stopped reading: what it was sent is dropped.
+        Message ack = chan_ack_message(caller_, ch_, pending_.size() - pending_off_);
+        svc_.send(ack);
+        pending_off_ = pending_.size();
+        in_fd_.reset();
+    }
+}
+
+void StreamPump::end_stdin_at_eof() {
+    if (!in_fd_ || !in_eof_ || pending_off_ != pending_.size()) return;
+    if (use_pty_) {
+        // A terminal has no end of file: ^D tells a reading program so.
+        const char eot = 4;
+        ssize_t w = ::write(in_fd_.get(), &eot, 1);
+        (void)w;
+    }
+    in_fd_.reset();
+}
+
+// A bounded number of reads, to stay fair to the other output.
+void StreamPump::forward_output(Output &o) {
+    for (int rounds = 0; rounds < 8; ++rounds) {
+        uint64_t room = o.window->room();
+        ErrorInfo err;
+        if (o.window->failed(&err)) {
+            failure_ = err;
+            return;
+        }
+        if (room == 0) return;
+        ssize_t n = ::read(o.fd.get(), buf_.data(), std::min<uint64_t>(room, buf_.size()));
+        if (n > 0) {
+            o.window->try_acquire(uint64_t(n));
+            o.sent += uint64_t(n);
+            Message m = chan_data_message(caller_, o.ch, std::string(buf_.data(), size_t(n)));
+            svc_.send(m);
+            if (size_t(n) < buf_.size()) return;
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+        // EOF, or EIO from a pty whose last user has gone.
+        end_output(o);
+        return;
+    }
+}
+
+void StreamPump::end_output(Output &o) {
+    o.open = false;
+    // proc.resize must not reach the pty master once it is closed.
+    if (use_pty_ && &o == &outs_[0])
+        ProcessTable::get().with(caller_, ch_, [](RunningProcess &p) { p.pty = -1; });
+    o.fd.reset();
+    Message eof = chan_eof_message(caller_, o.ch, "\"size\":" + std::to_string(o.sent));
+    svc_.send(eof);
+}
+
+// Sleeps until the caller sends data, credit or a failure, or the process's
+// descriptors are ready.
+void StreamPump::wait_for_work(const CallRequest &req) {
+    // Chunks already queued raise no new wake-up: take the next at once.
+    bool more_input = (in_fd_ ? pending_off_ == pending_.size() : true) && inbox_->ready();
+    pollfd p[4];
+    nfds_t np = 0;
+    p[np++] = {wake_fd_, POLLIN, 0};
+    if (in_fd_ && pending_off_ < pending_.size()) p[np++] = {in_fd_.get(), POLLOUT, 0};
+    for (Output &o : outs_)
+        if (o.open && o.window->room() > 0) p[np++] = {o.fd.get(), POLLIN, 0};
+    if (::poll(p, np, more_input ? 0 : -1) < 0 && errno != EINTR) throw_os(req, "poll", errno);
+}
+
+// Removes the process from the table when proc.start leaves.
+struct ProcessEntry {
+    uint32_t caller, ch;
+    ~ProcessEntry() { ProcessTable::get().remove(caller, ch); }
+};
+
 }  // namespace
 
 std::shared_ptr<void> proc_start_prepare(const CallRequest &req, Services &svc) {
@@ -152,246 +416,43 @@ std::shared_ptr<void> proc_start_prepare(const CallRequest &req, Services &svc) 
 // "pid"}. The call is answered when the process has exited and its output
 // has been sent: {"rc", "signal", "pid"}.
 void proc_start(const CallRequest &req, CallReply &reply, Services &svc) {
-    SpawnSpec spec = parse_spawn_spec(req);
-    bool use_pty = arg_bool(req, "pty", false);
-    int rows = int(arg_int(req, "rows", 24, 1, 10000)), cols = int(arg_int(req, "cols", 80, 1, 10000));
+    StartArgs args = read_start_args(req);
     std::shared_ptr<void> prepared = req.prepared ? req.prepared : proc_start_prepare(req, svc);
     auto &chans = *static_cast<StreamChannels *>(prepared.get());
     const uint32_t ch = chans.stdin_channel(), caller = req.caller;
-    const int wake_fd = chans.wake_fd;
-    const std::shared_ptr<ChannelInbox> inbox = chans.inbox;
-    Output outs[2];
-    for (int k = 0; k < 2; ++k) {
-        outs[k].ch = ch + 1 + uint32_t(k);
-        outs[k].window = chans.out[k];
-    }
-    struct ProcessEntry {
-        uint32_t caller, ch;
-        ~ProcessEntry() { ProcessTable::get().remove(caller, ch); }
-    } process_entry{caller, ch};
+    // In this order so that a call that leaves early kills the child first,
+    // then drops its table entry, and only then closes the pty master that
+    // proc.resize reaches through the entry.
+    StreamPump pump(chans, caller, args.use_pty, svc);
+    ProcessEntry process_entry{caller, ch};
     // The caller may have given up while the call waited for a worker: then
-    // nothing starts. (Should it give up from here on, the loop below sees it
-    // and kills the process.)
+    // nothing starts. (Should it give up from here on, the pump sees it and
+    // the process is killed.)
     if (ErrorInfo gave_up; chans.abandoned(gave_up)) throw Error(gave_up);
 
-    // ---- the child's ends
-    UniqueFd in_rd, in_wr, out_rd, out_wr, err_rd, err_wr, pty_master;
-    posix_spawn_file_actions_t fa;
-    if (posix_spawn_file_actions_init(&fa) != 0) throw std::bad_alloc();
-    struct FaGuard {
-        posix_spawn_file_actions_t *fa;
-        ~FaGuard() { posix_spawn_file_actions_destroy(fa); }
-    } fa_guard{&fa};
-    std::string slave_name;
-    if (use_pty) {
-        int m = -1, s = -1;
-        winsize ws{};
-        ws.ws_row = (unsigned short)rows;
-        ws.ws_col = (unsigned short)cols;
-        if (openpty(&m, &s, nullptr, nullptr, &ws) != 0) throw_os(req, "openpty", errno);
-        pty_master.reset(above_stdio(m));
-        char name[128];
-        if (ttyname_r(s, name, sizeof name) != 0) {
-            ::close(s);
-            throw_os(req, "ttyname", errno);
-        }
-        ::close(s);
-        slave_name = name;
-        // The child opens the slave after setsid(): it becomes its
-        // controlling terminal.
-        posix_spawn_file_actions_addopen(&fa, 0, slave_name.c_str(), O_RDWR, 0);
-        posix_spawn_file_actions_adddup2(&fa, 0, 1);
-        posix_spawn_file_actions_adddup2(&fa, 0, 2);
-    } else {
-        pipe_pair(req, in_rd, in_wr);
-        pipe_pair(req, out_rd, out_wr);
-        pipe_pair(req, err_rd, err_wr);
-        posix_spawn_file_actions_adddup2(&fa, in_rd.get(), 0);
-        posix_spawn_file_actions_adddup2(&fa, out_wr.get(), 1);
-        posix_spawn_file_actions_adddup2(&fa, err_wr.get(), 2);
-    }
-    pid_t pid = spawn_child(req, spec, &fa, use_pty, svc);
-    struct ChildGuard {
-        pid_t pid;
-        Services &svc;
-        bool reaped = false;
-        int status = 0;
-        ~ChildGuard() {
-            if (!reaped) {
-                ::kill(-pid, SIGKILL);
-                while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-                }
-            }
-            svc.unregister_process(pid);
-        }
-    } child{pid, svc};
-    in_rd.reset();
-    out_wr.reset();
-    err_wr.reset();
+    ChildStdio stdio;
+    if (args.use_pty) open_pty(req, args, stdio);
+    else open_pipes(req, stdio);
+    ChildProcess child(spawn_child(req, args.spec, &stdio.actions.fa, args.use_pty, svc), svc);
+    stdio.pipes.close_child_ends();
+    pump.take_parent_ends(stdio);
+    ProcessTable::get().add(caller, ch, RunningProcess{child.pid, pump.pty()});
+    pump.announce_start(child.pid);
 
-    UniqueFd in_fd;
-    if (use_pty) {
-        set_nonblocking_cloexec(pty_master.get());
-        in_fd.reset(::dup(pty_master.get()));  // closing stdin must not close the pty
-        set_nonblocking_cloexec(in_fd.get());
-        outs[0].fd = std::move(pty_master);
-    } else {
-        set_nonblocking_cloexec(in_wr.get());
-        set_nonblocking_cloexec(out_rd.get());
-        set_nonblocking_cloexec(err_rd.get());
-        in_fd = std::move(in_wr);
-        outs[0].fd = std::move(out_rd);
-        outs[1].fd = std::move(err_rd);
-    }
-    outs[0].open = true;
-    outs[1].open = bool(outs[1].fd);
-    ProcessTable::get().add(caller, ch, RunningProcess{pid, use_pty ? outs[0].fd.get() : -1});
-
-    Message started = chan_control_message(caller, outs[0].ch, "\"started\":true,\"pid\":" + std::to_string(pid));
-    svc.send(started);
-    if (!outs[1].open) {
-        Message eof = chan_eof_message(caller, outs[1].ch, "\"size\":0");
-        svc.send(eof);
-    }
-
-    // ---- moving bytes
-    std::string pending;  // stdin bytes taken from the channel, not yet written
-    size_t pending_off = 0;
-    bool in_eof = false;  // the caller closed stdin
-    std::string buf(kStreamChunk, '\0');
-    sigset_t pipe_set, old_set;
-    sigemptyset(&pipe_set);
-    sigaddset(&pipe_set, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &pipe_set, &old_set);
-    struct SigRestore {
-        sigset_t *set, *old;
-        ~SigRestore() {
-            timespec zero{0, 0};
-            while (sigtimedwait(set, nullptr, &zero) > 0) {
-            }
-            pthread_sigmask(SIG_SETMASK, old, nullptr);
-        }
-    } sig_restore{&pipe_set, &old_set};
-    ErrorInfo failure;
-    bool failed = false;
-    while (outs[0].open || outs[1].open) {
-        uint64_t drained;
-        while (::read(wake_fd, &drained, sizeof drained) > 0) {
-        }
-        // stdin. Once the process has closed it, what still comes is taken
-        // and acknowledged unwritten, so the caller's writes never hang.
-        while (!in_fd) {
-            ChannelChunk c;
-            ErrorInfo err;
-            if (inbox->pop(c, Clock::now(), err, 0) != SPORE_OK) break;
-            if (!c.data.empty()) {
-                Message ack = chan_ack_message(caller, ch, c.data.size());
-                svc.send(ack);
-            }
-        }
-        while (in_fd && pending_off == pending.size()) {
-            ChannelChunk c;
-            ErrorInfo err;
-            int rc = inbox->pop(c, Clock::now(), err, 0);
-            if (rc == SPORE_ETIMEDOUT) break;
-            if (rc != SPORE_OK) {
-                failure = err;
-                failed = true;
-                break;
-            }
-            if (c.abort) {
-                in_fd.reset();
-                break;
-            }
-            pending = std::move(c.data);
-            pending_off = 0;
-            if (c.eof) in_eof = true;
-            if (!pending.empty()) break;
-        }
-        if (failed) break;
-        if (in_fd && pending_off < pending.size()) {
-            ssize_t w = ::write(in_fd.get(), pending.data() + pending_off, pending.size() - pending_off);
-            if (w > 0) {
-                pending_off += size_t(w);
-                Message ack = chan_ack_message(caller, ch, uint64_t(w));
-                svc.send(ack);
-            } else if (w < 0 && errno != EAGAIN && errno != EINTR) {
-                // The process stopped reading: what it was sent is dropped.
-                Message ack = chan_ack_message(caller, ch, pending.size() - pending_off);
-                svc.send(ack);
-                pending_off = pending.size();
-                in_fd.reset();
-            }
-        }
-        if (in_fd && in_eof && pending_off == pending.size()) {
-            if (use_pty) {
-                // A terminal has no end of file: ^D tells a reading program so.
-                const char eot = 4;
-                ssize_t w = ::write(in_fd.get(), &eot, 1);
-                (void)w;
-            }
-            in_fd.reset();
-        }
-        // stdout, stderr
-        for (Output &o : outs) {
-            if (!o.open) continue;
-            for (int rounds = 0; rounds < 8; ++rounds) {
-                uint64_t room = o.window->room();
-                ErrorInfo err;
-                if (o.window->failed(&err)) {
-                    failure = err;
-                    failed = true;
-                    break;
-                }
-                if (room == 0) break;
-                ssize_t n = ::read(o.fd.get(), buf.data(), std::min<uint64_t>(room, buf.size()));
-                if (n > 0) {
-                    o.window->try_acquire(uint64_t(n));
-                    o.sent += uint64_t(n);
-                    Message m = chan_data_message(caller, o.ch, std::string(buf.data(), size_t(n)));
-                    svc.send(m);
-                    if (size_t(n) < buf.size()) break;
-                    continue;
-                }
-                if (n < 0 && (errno == EAGAIN || errno == EINTR)) break;
-                // EOF, or EIO from a pty whose last user has gone.
-                o.open = false;
-                if (use_pty && &o == &outs[0])
-                    ProcessTable::get().with(caller, ch, [](RunningProcess &p) { p.pty = -1; });
-                o.fd.reset();
-                Message eof = chan_eof_message(caller, o.ch, "\"size\":" + std::to_string(o.sent));
-                svc.send(eof);
-                break;
-            }
-            if (failed) break;
-        }
-        if (failed || (!outs[0].open && !outs[1].open)) break;
-        // Chunks already queued raise no new wake-up: take the next at once.
-        bool more_input = (in_fd ? pending_off == pending.size() : true) && inbox->ready();
-        pollfd p[4];
-        nfds_t np = 0;
-        p[np++] = {wake_fd, POLLIN, 0};
-        if (in_fd && pending_off < pending.size()) p[np++] = {in_fd.get(), POLLOUT, 0};
-        for (Output &o : outs)
-            if (o.open && o.window->room() > 0) p[np++] = {o.fd.get(), POLLIN, 0};
-        if (::poll(p, np, more_input ? 0 : -1) < 0 && errno != EINTR) throw_os(req, "poll", errno);
-    }
-    if (failed) {
+    if (std::optional<ErrorInfo> failure = pump.run(req)) {
         // The caller or this agent went away: the process goes too.
-        ::kill(-pid, SIGKILL);
-        throw Error(failure);
+        ::kill(-child.pid, SIGKILL);
+        throw Error(*failure);
     }
-    in_fd.reset();
+    pump.close_stdin();
     // It may outlive its output (proc.signal still reaches it meanwhile).
-    while (waitpid(pid, &child.status, 0) < 0 && errno == EINTR) {
-    }
-    child.reaped = true;
+    child.wait(0);
     ProcessTable::get().remove(caller, ch);
     Json res = json_object();
-    bool exited = WIFEXITED(child.status), signaled = WIFSIGNALED(child.status);
-    add(res.get(), "rc", check(exited ? cJSON_CreateNumber(WEXITSTATUS(child.status)) : cJSON_CreateNull()));
-    add(res.get(), "signal", check(signaled ? cJSON_CreateNumber(WTERMSIG(child.status)) : cJSON_CreateNull()));
-    add_num(res.get(), "pid", double(pid));
+    // proc.start has always read a status waitpid could not give as exit 0
+    // (proc.run reads it as null).
+    add_exit_status(res.get(), child.status().value_or(0));
+    add_num(res.get(), "pid", double(child.pid));
     reply.result = std::move(res);
 }
 

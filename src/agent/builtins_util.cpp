@@ -1,9 +1,14 @@
 // The helpers the built-in functions share (declared in builtins_util.h):
-// arguments, errors, JSON replies, the passwd and group files.
+// arguments, errors, JSON replies, the passwd and group files, starting and
+// reaping processes.
 #include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
+#include <signal.h>
+#include <spawn.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 
 #include <cmath>
 #include <cstdio>
@@ -15,6 +20,8 @@
 
 #include "agent/builtins_util.h"
 #include "core/channel.h"
+
+extern char **environ;
 
 namespace spore::agent {
 
@@ -286,6 +293,200 @@ mode_t current_umask() {
     mode_t m = ::umask(022);
     ::umask(m);
     return m;
+}
+
+// ---- processes -----------------------------------------------------------
+
+namespace {
+
+// PATH lookup with the child's PATH (posix_spawnp would use ours).
+std::string find_in_path(const std::string &prog, const char *path) {
+    std::string_view rest(path);
+    for (;;) {
+        size_t colon = rest.find(':');
+        std::string_view dir = rest.substr(0, colon);
+        std::string cand = dir.empty() ? prog : std::string(dir) + "/" + prog;
+        struct stat st;
+        if (::stat(cand.c_str(), &st) == 0 && S_ISREG(st.st_mode) && access(cand.c_str(), X_OK) == 0)
+            return cand.find('/') == std::string::npos ? "./" + cand : cand;
+        if (colon == std::string_view::npos) return prog;
+        rest.remove_prefix(colon + 1);
+    }
+}
+
+struct SpawnAttr {
+    posix_spawnattr_t a;
+    SpawnAttr() {
+        if (posix_spawnattr_init(&a) != 0) throw std::bad_alloc();
+    }
+    ~SpawnAttr() { posix_spawnattr_destroy(&a); }
+};
+
+}  // namespace
+
+SpawnSpec parse_spawn_spec(const CallRequest &req) {
+    SpawnSpec spec;
+    std::vector<std::string> &argv = spec.argv;
+    std::vector<std::string> &env = spec.env;
+    const cJSON *jargv = arg(req, "argv");
+    auto shell = arg_opt_str(req, "shell");
+    if (jargv && shell) bad_arg(req, "argv", "and 'shell' are mutually exclusive");
+    if (shell) {
+        argv = {"/bin/sh", "-c", *shell};
+    } else {
+        if (!cJSON_IsArray(jargv) || !cJSON_GetArraySize(jargv))
+            bad_arg(req, "argv", "must be a non-empty array of strings (or give 'shell')");
+        const cJSON *it;
+        cJSON_ArrayForEach(it, jargv) {
+            if (!cJSON_IsString(it) || !it->valuestring)
+                bad_arg(req, "argv", "must be a non-empty array of strings");
+            argv.emplace_back(it->valuestring);
+        }
+    }
+
+    bool env_clear = arg_bool(req, "env_clear", false);
+    if (!env_clear)
+        for (char **e = environ; e && *e; ++e) env.emplace_back(*e);
+    if (const cJSON *jenv = arg(req, "env")) {
+        if (!cJSON_IsObject(jenv)) bad_arg(req, "env", "must be an object of strings");
+        const cJSON *it;
+        cJSON_ArrayForEach(it, jenv) {
+            std::string_view key(it->string ? it->string : "");
+            if (key.empty() || key.find('=') != std::string_view::npos)
+                bad_arg(req, "env", "has a name that is empty or contains '='");
+            if (!cJSON_IsString(it) && !cJSON_IsNull(it))
+                bad_arg(req, "env", "must be an object of strings");
+            std::erase_if(env, [&](const std::string &e) {
+                return e.size() > key.size() && e[key.size()] == '=' && e.starts_with(key);
+            });
+            if (cJSON_IsString(it)) env.push_back(std::string(key) + "=" + it->valuestring);
+        }
+    }
+    spec.cwd = arg_opt_str(req, "cwd");
+
+    // Program path: honour a PATH given in the child's environment.
+    spec.prog = argv[0];
+    if (!spec.prog.empty() && spec.prog.find('/') == std::string::npos) {
+        const char *child_path = nullptr;
+        for (const std::string &e : env)
+            if (e.starts_with("PATH=")) {
+                child_path = e.c_str() + 5;
+                break;
+            }
+        const char *our_path = getenv("PATH");
+        if (child_path && (!our_path || strcmp(child_path, our_path) != 0))
+            spec.prog = find_in_path(spec.prog, child_path);
+    }
+    return spec;
+}
+
+int above_stdio(int fd) {
+    if (fd > 2 || fd < 0) return fd;
+    int moved = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    int e = errno;
+    ::close(fd);
+    errno = e;
+    return moved;
+}
+
+Pipe open_pipe(const CallRequest &req) {
+    int ends[2];
+    if (pipe2(ends, O_CLOEXEC) != 0) throw_os(req, "pipe", errno);
+    Pipe p;
+    p.read_end.reset(above_stdio(ends[0]));
+    p.write_end.reset(above_stdio(ends[1]));
+    return p;
+}
+
+SpawnFileActions::SpawnFileActions() {
+    if (posix_spawn_file_actions_init(&fa) != 0) throw std::bad_alloc();
+}
+
+SpawnFileActions::~SpawnFileActions() { posix_spawn_file_actions_destroy(&fa); }
+
+void check_spawn(int rc) {
+    if (rc == ENOMEM) throw std::bad_alloc();
+}
+
+pid_t spawn_child(const CallRequest &req, SpawnSpec &spec, posix_spawn_file_actions_t *fa, bool new_session,
+                  Services &svc) {
+    if (spec.cwd) check_spawn(posix_spawn_file_actions_addchdir_np(fa, spec.cwd->c_str()));
+    // Only stdin, stdout and stderr: nothing the agent inherited leaks on.
+    check_spawn(posix_spawn_file_actions_addclosefrom_np(fa, 3));
+    SpawnAttr attr;
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    posix_spawnattr_setflags(&attr.a, (new_session ? POSIX_SPAWN_SETSID : POSIX_SPAWN_SETPGROUP) |
+                                          POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    if (!new_session) posix_spawnattr_setpgroup(&attr.a, 0);
+    posix_spawnattr_setsigmask(&attr.a, &none);
+    posix_spawnattr_setsigdefault(&attr.a, &all);
+
+    std::vector<char *> cargv, cenv;
+    for (std::string &s : spec.argv) cargv.push_back(s.data());
+    cargv.push_back(nullptr);
+    for (std::string &s : spec.env) cenv.push_back(s.data());
+    cenv.push_back(nullptr);
+
+    if (int refused = svc.begin_spawn(req.caller); refused != SPORE_OK)
+        throw Error(refused, std::string(req.function) + ": nothing started: " +
+                                 (refused == SPORE_ESHUTDOWN ? "context " + svc.context_name() + " is exiting"
+                                                             : "its caller has gone"));
+    pid_t pid = -1;
+    int rc = posix_spawnp(&pid, spec.prog.c_str(), fa, &attr.a, cargv.data(), cenv.data());
+    if (!svc.register_process(rc == 0 ? pid : -1, req.caller) && rc == 0) ::kill(-pid, SIGKILL);
+    if (rc != 0) {
+        if (spec.cwd) {
+            struct stat st;
+            if (::stat(spec.cwd->c_str(), &st) != 0) throw_os(req, "cwd '" + *spec.cwd + "'", errno);
+            if (!S_ISDIR(st.st_mode)) throw_os(req, "cwd '" + *spec.cwd + "'", ENOTDIR);
+        }
+        throw_remote(req, errno_type(rc),
+                     std::string(req.function) + ": cannot execute '" + spec.argv[0] +
+                         "': " + errno_text(rc) + " (errno " + std::to_string(rc) + ")");
+    }
+    return pid;
+}
+
+ChildProcess::~ChildProcess() {
+    if (reaped_) return;
+    ::kill(-pid, SIGKILL);
+    wait(0);
+}
+
+bool ChildProcess::wait(int flags) {
+    int st = 0;
+    pid_t r;
+    while ((r = waitpid(pid, &st, flags)) < 0 && errno == EINTR) {
+    }
+    if (r == 0) return false;
+    reaped_ = true;
+    if (r == pid) status_ = st;
+    svc_.unregister_process(pid);
+    return true;
+}
+
+void add_exit_status(cJSON *obj, std::optional<int> wait_status) {
+    bool exited = wait_status && WIFEXITED(*wait_status);
+    bool signaled = wait_status && WIFSIGNALED(*wait_status);
+    add(obj, "rc", check(exited ? cJSON_CreateNumber(WEXITSTATUS(*wait_status)) : cJSON_CreateNull()));
+    add(obj, "signal", check(signaled ? cJSON_CreateNumber(WTERMSIG(*wait_status)) : cJSON_CreateNull()));
+}
+
+SigpipeBlock::SigpipeBlock() {
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &set, &old);
+}
+
+SigpipeBlock::~SigpipeBlock() {
+    if (got_epipe) {
+        struct timespec zero {};
+        while (sigtimedwait(&set, nullptr, &zero) > 0) {
+        }
+    }
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
 }
 
 }  // namespace detail

@@ -1,6 +1,7 @@
 // Helpers shared by the built-in functions (internal to the agent).
 #pragma once
 
+#include <signal.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -133,6 +134,41 @@ private:
     uint32_t peer_, ch_, count_;
 };
 
+// Moves fd (close-on-exec) above the standard descriptors, so that the
+// child's dup2 onto 0-2 never clobbers another of its pipe ends. -1, errno
+// set, when it cannot.
+int above_stdio(int fd);
+
+// A pipe for one of a child's standard descriptors: close-on-exec, both
+// ends above 0-2 (an end that could not be moved there is left empty).
+struct Pipe {
+    UniqueFd read_end, write_end;
+};
+Pipe open_pipe(const CallRequest &req);  // throws "<function>: pipe: ..."
+
+// Pipes for a child's stdin, stdout and stderr (one not wanted stays empty).
+struct StdioPipes {
+    Pipe in, out, err;
+    // Once the child has its ends, the parent closes them: it sees end of
+    // file when the child's output ends, and the child when stdin does.
+    void close_child_ends() {
+        in.read_end.reset();
+        out.write_end.reset();
+        err.write_end.reset();
+    }
+};
+
+// posix_spawn file actions, destroyed with the object.
+struct SpawnFileActions {
+    posix_spawn_file_actions_t fa;
+    SpawnFileActions();
+    ~SpawnFileActions();
+    SpawnFileActions(const SpawnFileActions &) = delete;
+    SpawnFileActions &operator=(const SpawnFileActions &) = delete;
+};
+// Throws std::bad_alloc when a posix_spawn set-up call ran out of memory.
+void check_spawn(int rc);
+
 // posix_spawn with the file actions given (plus cwd), in a new process group
 // (or a new session, for a pty), registered with svc for req.caller (the
 // caller unregisters it once reaped). Throws the call's error when it fails,
@@ -141,6 +177,45 @@ private:
 // returned already killed, to be reaped as usual.
 pid_t spawn_child(const CallRequest &req, SpawnSpec &spec, posix_spawn_file_actions_t *fa, bool new_session,
                   Services &svc);
+
+// A child that spawn_child started: killed (its whole process group) and
+// reaped if the call leaves before it was; unregistered from svc once reaped.
+class ChildProcess {
+public:
+    ChildProcess(pid_t pid, Services &svc) : pid(pid), svc_(svc) {}
+    ChildProcess(const ChildProcess &) = delete;
+    ChildProcess &operator=(const ChildProcess &) = delete;
+    ~ChildProcess();
+
+    // waitpid with flags; true when the child is gone.
+    bool wait(int flags);
+    bool reaped() const { return reaped_; }
+    // Its wait status, when waitpid gave one.
+    std::optional<int> status() const { return status_; }
+
+    const pid_t pid;
+
+private:
+    Services &svc_;
+    bool reaped_ = false;
+    std::optional<int> status_;
+};
+
+// Adds "rc" (the exit code) and "signal" (the signal that ended it) of a
+// wait status to a reply; each is null where it does not apply, and both
+// when the status is unknown.
+void add_exit_status(cJSON *obj, std::optional<int> wait_status);
+
+// Blocks SIGPIPE in this thread while it writes to a child's stdin, then
+// swallows the one a write to a closed pipe may have left pending.
+struct SigpipeBlock {
+    sigset_t set, old;
+    bool got_epipe = false;  // a write failed with EPIPE: a SIGPIPE is pending
+    SigpipeBlock();
+    ~SigpipeBlock();
+    SigpipeBlock(const SigpipeBlock &) = delete;
+    SigpipeBlock &operator=(const SigpipeBlock &) = delete;
+};
 
 // ---- the built-ins -------------------------------------------------------
 
