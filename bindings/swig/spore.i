@@ -118,6 +118,10 @@ static int spore_process_read_data(spore_process *p, int fd, size_t cap, int tim
 /* spore_free takes memory spore returned as char *; nothing in this
  * interface hands such memory out, so it is not wrapped. */
 %ignore spore_free;
+/* The option tables are for C programs and the CLI (spore help options);
+ * the bindings pass options through as they are given. */
+%ignore spore_option_table;
+%ignore spore_option_info;
 
 #define SPORE_EXTERN(type) type
 #define SPORE_NOEXCEPT

@@ -132,6 +132,23 @@ SPORE_EXTERN(int) spore_options_set_bool(spore_options *opts, const char *key,
  *  options keep their own copy, so this may be called at any time after. */
 SPORE_EXTERN(void) spore_options_free(spore_options *opts) SPORE_NOEXCEPT;
 
+/** One option the library takes, as its option table describes it. */
+typedef struct spore_option_info {
+    const char *key;
+    const char *type_name; /**< "string", "integer", "boolean", "list" or "boolean or string" */
+    int64_t min, max;     /**< integers: the accepted range (both 0: any integer) */
+    const char *fallback; /**< the default as the docs print it; "" when there is none */
+    const char *doc;      /**< one line */
+} spore_option_info;
+
+/** The options of one kind: "router" (spore_router_new), "attach"
+ *  (spore_router_attach), "connect" (spore_connect, every method; each
+ *  method's own options are in docs/methods.md), "transfer" (the file
+ *  functions) or "process" (spore_proc_start). *out gets a static array,
+ *  valid for the life of the process; NULL and 0 for an unknown kind.
+ *  @return the number of entries. Thread-safe. */
+SPORE_EXTERN(size_t) spore_option_table(const char *kind, const spore_option_info **out) SPORE_NOEXCEPT;
+
 /* ----------------------------------------------------------------- router */
 
 /** Creates a router and starts its I/O thread.

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <new>
 #include <string>
+#include <vector>
 
 #include <climits>
 #include <cmath>
@@ -234,6 +235,46 @@ int spore_options_set_bool(spore_options *opts, const char *key, int value) noex
 }
 
 void spore_options_free(spore_options *opts) noexcept { delete opts; }
+
+namespace {
+// The C view of one table (core/options.h): its strings are literals, so
+// the pointers stay valid for the life of the process.
+std::vector<spore_option_info> c_option_table(std::span<const spore::OptionSpec> table) {
+    std::vector<spore_option_info> out;
+    for (const auto &s : table) {
+        const char *type = s.type == spore::OptionType::kString    ? "string"
+                           : s.type == spore::OptionType::kInteger ? "integer"
+                           : s.type == spore::OptionType::kBoolean ? "boolean"
+                           : s.type == spore::OptionType::kList    ? "list"
+                                                                   : "boolean or string";
+        // A default-constructed string_view has no data: give C an empty string.
+        out.push_back(spore_option_info{s.key.data(), type, s.min, s.max, s.fallback.empty() ? "" : s.fallback.data(),
+                                        s.doc.empty() ? "" : s.doc.data()});
+    }
+    return out;
+}
+}  // namespace
+
+size_t spore_option_table(const char *kind, const spore_option_info **out) noexcept {
+    if (out) *out = nullptr;
+    if (!kind || !out) return 0;
+    try {
+        static const std::vector<std::pair<std::string, std::vector<spore_option_info>>> tables = {
+            {"router", c_option_table(spore::router_option_table())},
+            {"attach", c_option_table(spore::attach_option_table())},
+            {"connect", c_option_table(spore::connect_option_table())},
+            {"transfer", c_option_table(spore::transfer_option_table())},
+            {"process", c_option_table(spore::process_option_table())},
+        };
+        for (const auto &t : tables)
+            if (t.first == kind) {
+                *out = t.second.data();
+                return t.second.size();
+            }
+    } catch (...) {
+    }
+    return 0;
+}
 
 // ----------------------------------------------------------------- router
 

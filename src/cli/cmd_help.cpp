@@ -1,4 +1,7 @@
 // spore help [command], and the overview that spore --help shows.
+#include <algorithm>
+#include <string>
+
 #include "cmd.h"
 #include "failure.h"
 #include "io.h"
@@ -16,7 +19,7 @@ const char kMainHelp[] =
     "  run <target> [OPTIONS] [--] <argv...>  run a command, stream its output, exit with its status\n"
     "  ssh-shim [--target T] HOST COMMAND...  stand in for ssh (rsync -e, git): run COMMAND with our stdio\n"
     "  daemon [OPTIONS]                       keep connections open in the background for --daemon\n"
-    "  help [command]                         show this help or a command's\n"
+    "  help [command|options]                 show this help, a command's, or every library option\n"
     "\n"
     "Options (before the command, or among its own options):\n"
     "  --timeout MS          fail a call not answered within MS milliseconds\n"
@@ -57,9 +60,48 @@ const char kMainHelp[] =
     "  spore call --compact local/fork fs.stat '{\"path\": \"/etc\"}'\n"
     "  spore run local -- sh -c 'echo hello from $(hostname)'\n";
 
+namespace {
+
+// spore help options: the library's own option tables (spore_option_table),
+// so this list can never disagree with what the library accepts.
+void print_option_tables() {
+    static const char *const kinds[][2] = {
+        {"router", "router options (spore_router_new)"},
+        {"attach", "attach options (spore_router_attach, --daemon)"},
+        {"connect", "connect options (every hop: method?option=value&...; each method's own: docs/methods.md)"},
+        {"transfer", "transfer options (spore_put_file and the other file functions)"},
+        {"process", "process options (spore_proc_start)"},
+    };
+    std::string out;
+    for (const auto &kind : kinds) {
+        const spore_option_info *table = nullptr;
+        size_t n = spore_option_table(kind[0], &table);
+        out += std::string(kind[1]) + ":\n";
+        for (size_t i = 0; i < n; ++i) {
+            const spore_option_info &o = table[i];
+            std::string type = o.type_name;
+            if (type == "integer" && (o.min || o.max))
+                type += " " + std::to_string(o.min) + ".." + std::to_string(o.max);
+            std::string line = "  " + std::string(o.key);
+            line.resize(std::max<size_t>(line.size() + 1, 22), ' ');
+            line += type;
+            if (*o.fallback) line += ", default " + std::string(o.fallback);
+            out += line + "\n" + std::string(24, ' ') + o.doc + "\n";
+        }
+        out += "\n";
+    }
+    out_stdout(out);
+}
+
+}  // namespace
+
 int cmd_help(Args &a) {
     if (a.done()) {
         out_stdout(kMainHelp);
+        return kExitOk;
+    }
+    if (a.peek() == "options") {
+        print_option_tables();
         return kExitOk;
     }
     const Command *command = find_command(a.peek());

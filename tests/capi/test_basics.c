@@ -492,6 +492,48 @@ static void test_router_create_free_cycles(void **state) {
     th_end(&b);
 }
 
+/* The option tables the library validates with, readable by any program:
+ * every kind lists its keys, a key the router refuses is not in them, and
+ * every key listed is accepted with a value of its own type. */
+static void test_option_tables(void **state) {
+    (void)state;
+    const spore_option_info *t = (const spore_option_info *)(uintptr_t)1;
+    assert_int_equal(spore_option_table("no-such-kind", &t), 0);
+    assert_null(t);
+    assert_int_equal(spore_option_table(NULL, &t), 0);
+    assert_int_equal(spore_option_table("router", NULL), 0);
+    const char *kinds[] = {"router", "attach", "connect", "transfer", "process"};
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+        size_t n = spore_option_table(kinds[k], &t);
+        assert_true(n > 0);
+        for (size_t i = 0; i < n; i++) {
+            assert_non_null(t[i].key);
+            assert_non_null(t[i].type_name);
+            assert_non_null(t[i].fallback);
+            assert_non_null(t[i].doc);
+            assert_true(t[i].min <= t[i].max);
+        }
+    }
+    size_t n = spore_option_table("router", &t);
+    int seen_liveness = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(t[i].key, "liveness_interval") == 0) {
+            seen_liveness = 1;
+            assert_string_equal(t[i].type_name, "integer");
+            assert_string_equal(t[i].fallback, "10000");
+        }
+        /* Each router option takes a value of its type (strings: agent_path). */
+        spore_options *o = NULL;
+        TH_OK(spore_options_new(&o));
+        if (strcmp(t[i].type_name, "integer") == 0) TH_OK(spore_options_set_int(o, t[i].key, t[i].min ? t[i].min : 1));
+        else TH_OK(spore_options_set_str(o, t[i].key, getenv("SPORE_AGENT_PATH")));
+        spore_router *r = th_router(o);
+        spore_router_free(r);
+        spore_options_free(o);
+    }
+    assert_true(seen_liveness);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_version_functions_match_macros),
@@ -506,6 +548,7 @@ int main(void) {
         cmocka_unit_test(test_router_agent_path_option),
         cmocka_unit_test(test_entry_points_reject_null),
         cmocka_unit_test(test_router_create_free_cycles),
+        cmocka_unit_test(test_option_tables),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

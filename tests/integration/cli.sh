@@ -195,6 +195,11 @@ expect_one_error_line "ssh hop (not yet a method)" 'ssh'
 run_cli --help
 expect_rc "--help" 0
 printf '%s' "$out" | grep -q 'call' && printf '%s' "$out" | grep -q 'run' || fail "--help does not mention call and run"
+run_cli help options
+expect_rc "help options" 0
+for key in liveness_interval log_queue_bytes agent_compress window max_size timeout_ms; do
+  printf '%s' "$out" | grep -q "^  $key " || fail "help options does not list $key"
+done
 run_cli call --help
 expect_rc "call --help" 0
 run_cli run --help
