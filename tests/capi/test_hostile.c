@@ -105,6 +105,18 @@ static int have_python(void) {
     return 0;
 }
 
+/* Whether this process's VmRSS follows what the library holds: ASan keeps
+ * freed memory in its quarantine, TSan adds shadow memory, and valgrind
+ * runs the process itself, so the RSS bounds hold only in a plain build
+ * (which the suite always runs too). The agents are never instrumented. */
+static int own_rss_is_meaningful(void) {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    return 0;
+#else
+    return th_time_factor() == 1.0;
+#endif
+}
+
 /* Connects a hostile_peer.py child in `mode` (with its arguments) under via
  * (NULL: directly under the master). */
 static spore_context *connect_peer(spore_router *r, spore_context *via, const char *mode) {
@@ -141,7 +153,7 @@ static void test_header_alone_allocates_nothing(void **state) {
     print_message("RSS growth with %d huge headers: master %ld KiB, agent %ld KiB (%d headers)\n",
                   kDirect + kBehindAgent, master_growth, agent_growth, kBehindAgent);
     /* Before the fix: 6 x 127 MiB in the master, 4 x 127 MiB in the agent. */
-    assert_true(master_growth < 48 * 1024);
+    if (own_rss_is_meaningful()) assert_true(master_growth < 48 * 1024);
     assert_true(agent_growth < 16 * 1024);
 
     /* Everything else still works. */
@@ -224,14 +236,19 @@ static void test_huge_log_records_are_bounded(void **state) {
     spore_router *r = th_router(o);
     spore_options_free(o);
     long before = th_rss_kib(getpid());
-    spore_context *peer = connect_peer(r, NULL, "big-logs 25 15000000");
+    /* Fewer under valgrind, where parsing 375 MB of JSON takes minutes. */
+    int records = th_time_factor() > 1.0 ? 8 : 25;
+    char mode[64];
+    snprintf(mode, sizeof mode, "big-logs %d 15000000", records);
+    spore_context *peer = connect_peer(r, NULL, mode);
     char *json = th_call(peer, "sys.ping", NULL);  /* answered after every record */
     free(json);
     long growth = th_rss_kib(getpid()) - before;
     uint64_t dropped = spore_router_dropped_logs(r);
-    print_message("25 records of 15 MB: RSS growth %ld KiB, %llu dropped\n", growth, (unsigned long long)dropped);
-    assert_true(growth < 150 * 1024); /* before: every record kept, 375 MB */
-    assert_true(dropped >= 20);       /* 256 KiB hold three cut records */
+    print_message("%d records of 15 MB: RSS growth %ld KiB, %llu dropped\n", records, growth,
+                  (unsigned long long)dropped);
+    if (own_rss_is_meaningful()) assert_true(growth < 150 * 1024); /* before: every record kept, 375 MB */
+    assert_true(dropped >= (uint64_t)records - 5); /* 256 KiB hold three cut records */
     int kept = 0, newest = 0;
     spore_log_record *rec = NULL;
     while (spore_router_next_log(r, &rec, 0) == SPORE_OK) {
@@ -239,8 +256,13 @@ static void test_huge_log_records_are_bounded(void **state) {
         if (strcmp(spore_log_record_logger(rec), "hostile") == 0) {
             kept++;
             assert_true(strlen(m) < 65536 + 100);
-            TH_CONTAINS(m, "[... truncated by spore: 14934467 more bytes]");
-            newest = strncmp(m, "24:", 3) == 0;
+            char last[16], marker[64];
+            snprintf(last, sizeof last, "%d:", records - 1);
+            /* "N:" and 15,000,000 characters, cut at 64 KiB */
+            snprintf(marker, sizeof marker, "[... truncated by spore: %zu more bytes]",
+                     strlen(last) + 15000000 - 65536);
+            TH_CONTAINS(m, marker);
+            newest = strncmp(m, last, strlen(last)) == 0;
         }
         spore_log_record_free(rec);
     }
