@@ -41,7 +41,7 @@ Keepalive::Keepalive(Loop &loop, PingFn ping, DeadFn dead) : loop_(loop), ping_(
 
 void Keepalive::watch(const std::shared_ptr<Stream> &s, KeepaliveSettings k) {
     if (!k.on()) return;
-    watched_[s.get()] = Watched{s, k, monotonic_ms()};
+    watched_[s.get()] = Watched{s, k, monotonic_ms(), 0, s->bytes_out(), 0};
     // Ticks a few times per interval, so a death is noticed within about
     // interval * count + interval / 4 whatever the phase.
     int tick = std::clamp(k.interval_ms / 4, 20, 1000);
@@ -73,6 +73,10 @@ void Keepalive::tick() {
             continue;
         }
         Watched &w = it->second;
+        uint64_t out = s->bytes_out();
+        if (out - w.bytes_out_seen > w.pings_since * kHeaderSize) w.since_ms = now;  // it took our bytes
+        w.bytes_out_seen = out;
+        w.pings_since = 0;
         int64_t idle = now - std::max(w.since_ms, s->last_read_ms());
         int64_t limit = int64_t(w.settings.interval_ms) * w.settings.count;
         if (idle >= limit) {
@@ -83,6 +87,7 @@ void Keepalive::tick() {
         } else if (idle >= w.settings.interval_ms && now - w.last_ping_ms >= w.settings.interval_ms) {
             w.last_ping_ms = now;
             ping_(*s);
+            ++w.pings_since;
         }
         ++it;
     }

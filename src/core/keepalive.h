@@ -1,7 +1,11 @@
 // Liveness of the streams to a context's children (docs/architecture.md,
 // "Liveness"). A child that sends nothing for one interval is pinged; one
 // that stays silent for `count` intervals is declared dead, so a stopped or
-// wedged hop is noticed even while no call waits on it. Loop thread only.
+// wedged hop is noticed even while no call waits on it. A child still
+// taking bytes we write to it (other than pings) counts as alive: a ping
+// waits behind a large message relayed to the child, however slowly it
+// arrives from upstream. A stopped child takes bytes only until the socket
+// buffers are full. Loop thread only.
 #pragma once
 
 #include <cstdint>
@@ -49,8 +53,10 @@ private:
     struct Watched {
         std::weak_ptr<Stream> stream;
         KeepaliveSettings settings;
-        int64_t since_ms;         // when watching began
+        int64_t since_ms;         // when watching began, or the child last took bytes
         int64_t last_ping_ms = 0;
+        uint64_t bytes_out_seen = 0;  // the stream's bytes_out() at the last tick
+        uint64_t pings_since = 0;     // pings written since then
     };
     void tick();
     void arm();

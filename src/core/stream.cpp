@@ -108,7 +108,7 @@ bool Stream::send_raw(std::string bytes, bool bulk) {
             ssize_t n = write_fd(bytes.data() + off, bytes.size() - off);
             if (n > 0) {
                 off += size_t(n);
-                bytes_out_ += uint64_t(n);
+                bytes_out_.fetch_add(uint64_t(n), std::memory_order_relaxed);
                 continue;
             }
             if (n < 0 && errno == EINTR) continue;
@@ -202,7 +202,7 @@ bool Stream::flush_locked(int &errno_out) {
             errno_out = errno;
             return false;
         }
-        bytes_out_ += uint64_t(n);
+        bytes_out_.fetch_add(uint64_t(n), std::memory_order_relaxed);
         size_t left = size_t(n);
         wq_bytes_ -= left;
         // Consume in the order of the iovecs; a message left half written

@@ -4,6 +4,7 @@
 // nothing is queued, so a caller's request costs no thread hop.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -76,7 +77,8 @@ public:
     uint64_t bytes_in() const { return bytes_in_; }
     // When bytes last arrived (monotonic_ms()); loop thread.
     int64_t last_read_ms() const { return last_read_ms_; }
-    uint64_t bytes_out() const { return bytes_out_; }
+    // Bytes the fd has taken so far. Any thread.
+    uint64_t bytes_out() const { return bytes_out_.load(std::memory_order_relaxed); }
 
 private:
     static void on_read_cb(evutil_socket_t, short, void *arg);
@@ -119,7 +121,8 @@ private:
     bool corked_ = false;      // loop thread only
     bool closed_ = false;      // guarded by wmu_
     bool close_notified_ = false;
-    uint64_t bytes_in_ = 0, bytes_out_ = 0;
+    uint64_t bytes_in_ = 0;
+    std::atomic<uint64_t> bytes_out_{0};  // written under wmu_, read by liveness checks
     int64_t last_read_ms_ = 0;
     int close_code_ = SPORE_EDISCONNECTED;
 };
