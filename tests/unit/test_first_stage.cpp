@@ -326,10 +326,8 @@ TEST(ShellQuote, QuotesEverything) {
 
 TEST(AgentImage, CompressionOptions) {
     auto parse = [](const char *json) {
-        cJSON *o = cJSON_Parse(json);
-        CompressOption c = parse_agent_compress(o);
-        cJSON_Delete(o);
-        return c;
+        Json o(cJSON_Parse(json));  // freed also when parse_agent_compress throws
+        return parse_agent_compress(o.get());
     };
     EXPECT_EQ(parse("{}"), CompressOption::automatic);
     EXPECT_EQ(parse(R"({"agent_compress":true})"), CompressOption::automatic);
