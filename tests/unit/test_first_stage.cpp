@@ -16,6 +16,7 @@
 
 #include "core/error.h"
 #include "core/image.h"
+#include "core/json.h"
 
 namespace fs = std::filesystem;
 using namespace spore;
@@ -325,8 +326,8 @@ TEST(ShellQuote, QuotesEverything) {
 }
 
 TEST(AgentImage, CompressionOptions) {
-    auto parse = [](const char *json) {
-        Json o(cJSON_Parse(json));  // freed also when parse_agent_compress throws
+    auto parse = [](const char *text) {
+        spore::Json o(cJSON_Parse(text));  // freed also when parse_agent_compress throws
         return parse_agent_compress(o.get());
     };
     EXPECT_EQ(parse("{}"), CompressOption::automatic);
