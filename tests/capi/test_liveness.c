@@ -126,12 +126,15 @@ static void test_router_free_leaves_no_stopped_descendant(void **state) {
 static void test_busy_context_stays_alive(void **state) {
     (void)state;
     th_baseline b = th_begin();
-    int interval = (int)(100 * th_time_factor());
-    spore_router *r = router_with_keepalive(interval, 2);
+    /* A 900 ms window: shorter than the busy spells below, long enough that
+     * a loaded machine (the sanitizer runs share two cores) does not stall
+     * a healthy agent past it. */
+    int interval = (int)(300 * th_time_factor());
+    spore_router *r = router_with_keepalive(interval, 3);
     spore_context *parent = th_connect(r, "local", NULL);
     spore_context *child = th_connect(r, "local", parent);
     spore_result *res = NULL;
-    TH_OK(spore_call(&res, child, "proc.run", "{\"argv\": [\"sleep\", \"1\"]}", NULL, 0, 20000));
+    TH_OK(spore_call(&res, child, "proc.run", "{\"argv\": [\"sleep\", \"2\"]}", NULL, 0, 20000));
     spore_result_free(res);
     size_t n = 8u << 20;
     char *blob = malloc(n);
@@ -142,7 +145,7 @@ static void test_busy_context_stays_alive(void **state) {
         spore_result_free(res);
     }
     free(blob);
-    /* Idle for several intervals: the pings keep it alive. */
+    /* Idle for several windows: the pings keep it alive. */
     th_sleep_ms(interval * 8);
     assert_true(spore_context_alive(parent));
     assert_true(spore_context_alive(child));
