@@ -53,10 +53,13 @@ void Keepalive::watch(const std::shared_ptr<Stream> &s, KeepaliveSettings k) {
 
 void Keepalive::forget(const Stream *s) {
     watched_.erase(s);
-    if (watched_.empty()) {
-        timer_.reset();
-        tick_ms_ = 0;
-    }
+    stop_if_idle();
+}
+
+void Keepalive::stop_if_idle() {
+    if (!watched_.empty()) return;
+    timer_.reset();
+    tick_ms_ = 0;
 }
 
 void Keepalive::arm() {
@@ -81,32 +84,23 @@ void Keepalive::tick() {
         int64_t limit = int64_t(w.settings.interval_ms) * w.settings.count;
         if (idle >= limit) {
             dead.emplace_back(s, "unresponsive: " + s->name() + " sent nothing for " + std::to_string(idle) +
-                                     " ms (keepalive every " +
-                                     std::to_string(w.settings.interval_ms) + " ms, " +
+                                     " ms (keepalive every " + std::to_string(w.settings.interval_ms) + " ms, " +
                                      std::to_string(w.settings.count) + " missed)");
-        } else if (idle >= w.settings.interval_ms && now - w.last_ping_ms >= w.settings.interval_ms) {
+            it = watched_.erase(it);
+            continue;
+        }
+        if (idle >= w.settings.interval_ms && now - w.last_ping_ms >= w.settings.interval_ms) {
             w.last_ping_ms = now;
             ping_(*s);
             ++w.pings_since;
         }
         ++it;
     }
-    // Re-armed before the dead are reported: reporting may forget streams
-    // (and with the last one, the timer).
-    if (watched_.empty()) {
-        timer_.reset();
-        tick_ms_ = 0;
-    } else {
-        arm();
-    }
-    for (auto &d : dead) {
-        watched_.erase(d.first.get());
-        dead_(*d.first, d.second);
-    }
-    if (watched_.empty()) {
-        timer_.reset();
-        tick_ms_ = 0;
-    }
+    // Settled before the dead are reported: reporting closes their streams,
+    // which comes back here through forget().
+    if (watched_.empty()) stop_if_idle();
+    else arm();
+    for (auto &d : dead) dead_(*d.first, d.second);
 }
 
 }  // namespace spore

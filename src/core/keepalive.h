@@ -60,6 +60,7 @@ private:
     };
     void tick();
     void arm();
+    void stop_if_idle();
 
     Loop &loop_;
     PingFn ping_;
