@@ -41,6 +41,8 @@ const (
 	ErrNoSpace          Code = -22 // no space left on device (file transfers)
 	ErrChanged          Code = -23 // the source file changed size during a transfer
 	ErrUnresponsive     Code = -24 // a hop on the way stopped answering keepalives
+	ErrNoPython         Code = -25 // no usable Python interpreter in the context
+	ErrWorkerDied       Code = -26 // the context's Python worker died during the call
 )
 
 var codeNames = map[Code]string{
@@ -50,13 +52,13 @@ var codeNames = map[Code]string{
 	ErrShutdown: "ESHUTDOWN", ErrInternal: "EINTERNAL", ErrUnknown: "EUNKNOWN", ErrAuth: "EAUTH",
 	ErrPasswordRequired: "EPASSREQ", ErrHostKey: "EHOSTKEY", ErrDenied: "EDENIED",
 	ErrNotFound: "ENOENT", ErrPermission: "EACCES", ErrNoSpace: "ENOSPC", ErrChanged: "ECHANGED",
-	ErrUnresponsive: "EUNRESPONSIVE",
+	ErrUnresponsive: "EUNRESPONSIVE", ErrNoPython: "ENOPYTHON", ErrWorkerDied: "EWORKER",
 }
 
 // Codes lists every error code, in the C library's order.
 func Codes() []Code {
 	out := make([]Code, 0, len(codeNames))
-	for c := ErrInvalid; c >= ErrUnresponsive; c-- {
+	for c := ErrInvalid; c >= ErrWorkerDied; c-- {
 		out = append(out, c)
 	}
 	return out

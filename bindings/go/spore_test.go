@@ -232,7 +232,8 @@ func TestErrorCodesMatchTheCLibrary(t *testing.T) {
 		spore.ErrPasswordRequired: capi.SPORE_EPASSREQ, spore.ErrHostKey: capi.SPORE_EHOSTKEY,
 		spore.ErrDenied: capi.SPORE_EDENIED, spore.ErrNotFound: capi.SPORE_ENOENT,
 		spore.ErrPermission: capi.SPORE_EACCES, spore.ErrNoSpace: capi.SPORE_ENOSPC, spore.ErrChanged: capi.SPORE_ECHANGED,
-		spore.ErrUnresponsive: capi.SPORE_EUNRESPONSIVE,
+		spore.ErrUnresponsive: capi.SPORE_EUNRESPONSIVE, spore.ErrNoPython: capi.SPORE_ENOPYTHON,
+		spore.ErrWorkerDied: capi.SPORE_EWORKER,
 	}
 	if len(pairs) != len(codes) {
 		t.Fatalf("the table names %d codes of %d", len(pairs), len(codes))

@@ -35,14 +35,16 @@
     X(EACCES,       -21, "permission denied")                                \
     X(ENOSPC,       -22, "no space left on device")                          \
     X(ECHANGED,     -23, "file changed during transfer")                     \
-    X(EUNRESPONSIVE, -24, "context stopped responding")
+    X(EUNRESPONSIVE, -24, "context stopped responding")                       \
+    X(ENOPYTHON,    -25, "no usable Python interpreter")                      \
+    X(EWORKER,      -26, "the Python worker died")
 
 typedef enum spore_error_code {
     SPORE_OK = 0,
 #define SPORE__ERROR_ENUM(name, num, text) SPORE_##name = (num),
     SPORE_ERROR_MAP(SPORE__ERROR_ENUM)
 #undef SPORE__ERROR_ENUM
-    SPORE__ERROR_LAST = -24
+    SPORE__ERROR_LAST = -26
 } spore_error_code;
 
 #endif /* SPORE_ERRORS_H */

@@ -77,6 +77,7 @@ typedef struct spore_error {
     const char *remote_type; /**< for SPORE_EREMOTE: the remote error type, e.g. "OSError" */
     const char *context;     /**< name of the context involved, if any */
     const char *function;    /**< name of the function called, if any */
+    const char *traceback;   /**< a Python function's remote traceback ("" if none) */
 } spore_error;
 
 /* ---------------------------------------------------------------- library */
@@ -251,6 +252,59 @@ SPORE_EXTERN(int) spore_router_log_fd(spore_router *router) SPORE_NOEXCEPT;
 /** Number of log records dropped because the queue was full (in records or
  *  in bytes). */
 SPORE_EXTERN(uint64_t) spore_router_dropped_logs(const spore_router *router) SPORE_NOEXCEPT;
+
+/* ----------------------------------------------------------- Python modules */
+
+/* A call of "py:module:function" (or "py:dotted.name") runs a Python function
+ * in the context's Python worker (docs/python.md, "Your own functions";
+ * docs/protocol.md, "Python functions"). Modules the worker cannot import
+ * on its target are asked of this router, which serves the ones registered
+ * here, then those found in its "module_path" directories. */
+
+/** Registers the source of a module to serve under `name` (a dotted module
+ *  name, or "__main__"); it wins over the module_path directories, and a
+ *  second registration of the name replaces the first.
+ *  @param filename shown in the remote module's __file__ and tracebacks.
+ *  @param data,len the source, UTF-8 text.
+ *  @param is_package nonzero for a package (its submodules are asked for
+ *  by name too).
+ *  @return SPORE_OK, SPORE_EINVAL (not a module name, not UTF-8). Thread-safe. */
+SPORE_EXTERN(int) spore_router_add_module(spore_router *router, const char *name, const char *filename,
+                                          const void *data, size_t len, int is_package) SPORE_NOEXCEPT;
+
+/** Flags of spore_router_add_module_path. */
+enum {
+    /** Serve its modules only when asked for by name, never along with a
+     *  module that imports them: for installed packages, which the target
+     *  may have itself (the Python binding adds site-packages this way). */
+    SPORE_MODULE_PATH_ON_DEMAND = 1
+};
+
+/** Adds a directory to serve modules from (as the router option
+ *  "module_path" does, with flags 0): name a.b is a/b.py, a/b/__init__.py,
+ *  or a directory a/b (a namespace package). A module found there is sent
+ *  with the modules its source imports from directories without
+ *  SPORE_MODULE_PATH_ON_DEMAND, so a function usually costs one round trip.
+ *  @return SPORE_OK, SPORE_EINVAL. Thread-safe. */
+SPORE_EXTERN(int) spore_router_add_module_path(spore_router *router, const char *dir, int flags) SPORE_NOEXCEPT;
+
+/** Never serves `name` or anything under it (as the router option
+ *  "module_deny" does): a worker asking for it gets ModuleNotFoundError
+ *  saying it was refused. @return SPORE_OK, SPORE_EINVAL. Thread-safe. */
+SPORE_EXTERN(int) spore_router_deny_module(spore_router *router, const char *name) SPORE_NOEXCEPT;
+
+/** Counters of the module server, for spore_router_module_stat. */
+typedef enum spore_module_stat {
+    SPORE_MODULE_REQUESTS = 0,   /**< module names asked for by contexts */
+    SPORE_MODULE_SENT = 1,       /**< modules sent (found ones, extras included) */
+    SPORE_MODULE_BYTES_SENT = 2, /**< bytes of module source sent */
+    SPORE_MODULE_REFUSED = 3,    /**< names refused by the deny list */
+    SPORE_MODULE_WORKERS = 4     /**< times the worker's own code was sent */
+} spore_module_stat;
+
+/** One counter of the module server since the router was made; 0 for an
+ *  unknown counter or a NULL router. Thread-safe. */
+SPORE_EXTERN(uint64_t) spore_router_module_stat(const spore_router *router, int which) SPORE_NOEXCEPT;
 
 /* -------------------------------------------------------------- log records */
 

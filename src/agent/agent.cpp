@@ -132,6 +132,10 @@ int Agent::run(int parent_in, int parent_out) {
                         [this](Message &&m, const MessageRouter::StreamPtr &) { channels_.deliver_ack(m); });
     router_.set_handler(kHandlePeerGone, Policy::kParentAuthority,
                         [this](Message &&m, const MessageRouter::StreamPtr &) { on_peer_gone(std::move(m)); });
+    router_.set_handler(kHandleModuleRequest, Policy::kImmediateChild,
+                        [this](Message &&m, const MessageRouter::StreamPtr &) { on_module_request(std::move(m)); });
+    router_.set_handler(kHandleModuleAnswer, Policy::kParentAuthority,
+                        [this](Message &&m, const MessageRouter::StreamPtr &) { on_module_answer(std::move(m)); });
     router_.set_on_parent_lost([this](const std::string &reason) { begin_exit("parent stream closed: " + reason); });
     children_.on_all_reaped([this] {
         if (shutting_down_) loop_.stop();
@@ -178,6 +182,10 @@ void Agent::on_init(Message &&m) {
     router_.set_keepalive_default(cfg->liveness);
     parent_->set_remote_id(cfg->parent_ids.front());
     level_.store(cfg->log_level);
+    python_ = std::make_unique<PythonWorker>(loop_, *this, modules_);
+    python_->set_python_path(cfg->python_path);
+    python_->set_limits(lim);
+    python_->set_log_level(cfg->log_level);
     std::vector<Message> corked;
     {
         std::lock_guard<std::mutex> lk(state_mu_);
@@ -267,6 +275,7 @@ ErrorInfo Agent::run_builtin_step(const Job &job, const std::function<void(const
 
 void Agent::start_job(Job &&job) {
     if (job.fn == kConnectFunction) return internal_connect(std::move(job));
+    if (job.fn.rfind(kPythonPrefix, 0) == 0) return start_python_job(std::move(job));
     const Builtin *b = find_builtin(job.fn);
     if (!b) {
         ErrorInfo e{SPORE_ENOFUNC, "unknown function '" + job.fn + "' in context " + context_name(), "",
@@ -343,7 +352,7 @@ void Agent::reply(const Message &req, CallReply &&r, const ErrorInfo *err) {
         m.h.flags = kFlagError;
         m.json = MessageRouter::error_json(*err);
     } else {
-        m.json = r.result ? json_print(r.result.get()) : "null";
+        m.json = !r.json_text.empty() ? std::move(r.json_text) : r.result ? json_print(r.result.get()) : "null";
         m.bin = std::move(r.data);
     }
     if (m.bin.size() >= kLargeMessage) heap_dirty_.store(true);
@@ -401,7 +410,9 @@ void Agent::internal_connect(Job &&job) {
             init.h.dst_id = rq.id;
             init.h.src_id = init.h.auth_id = router_.id();
             init.h.handle = kHandleInit;
-            init.json = router_.child_init(rq.id, rq.name, level_.load()).encode();
+            InitMessage body = router_.child_init(rq.id, rq.name, level_.load());
+            body.python_path = rq.python_path;
+            init.json = body.encode();
             stream->send(init);
 
             CallReply out;
@@ -468,11 +479,60 @@ void Agent::on_peer_gone(Message &&m) {
     router_.send_down(kHandlePeerGone, m.json);
 }
 
+void Agent::start_python_job(Job &&job) {
+    if (job.fn.size() <= kPythonPrefix.size()) {
+        ErrorInfo e{SPORE_ENOFUNC, "'py:' names no Python function", "", context_name(), job.fn};
+        return finish_job(job, CallReply{}, &e);
+    }
+    auto shared = std::make_shared<Job>(std::move(job));
+    python_->call(shared->msg, shared->fn, [this, shared](CallReply &&r, const ErrorInfo *err) {
+        finish_job(*shared, std::move(r), err);
+    });
+}
+
+void Agent::ask_modules(const std::vector<std::string> &names) {
+    Message m;
+    m.h.dst_id = parent_ ? parent_->remote_id() : 0;
+    m.h.src_id = m.h.auth_id = router_.id();
+    m.h.handle = kHandleModuleRequest;
+    m.json = ModuleRequest{names}.encode();
+    if (parent_) parent_->send(m);
+}
+
+void Agent::on_module_request(Message &&m) {
+    auto req = ModuleRequest::decode(m.json);
+    uint32_t child = m.h.src_id;
+    if (!req) {
+        log(SPORE_LOG_WARNING, "spore.agent", "dropped a malformed module request from context " + std::to_string(child));
+        return;
+    }
+    modules_.request(child, req->names, [this, child](std::vector<ModuleRelay::EntryPtr> entries) {
+        ModuleAnswer a;
+        for (const auto &e : entries) a.modules.push_back(*e);
+        Message out;
+        out.h.dst_id = child;
+        out.h.src_id = out.h.auth_id = router_.id();
+        out.h.handle = kHandleModuleAnswer;
+        a.encode(out.json, out.bin);
+        router_.send(out);
+    });
+}
+
+void Agent::on_module_answer(Message &&m) {
+    auto a = ModuleAnswer::decode(m.json, m.bin);
+    if (!a) {
+        log(SPORE_LOG_WARNING, "spore.agent", "dropped a malformed module answer from the parent");
+        return;
+    }
+    modules_.deliver(std::move(*a));
+}
+
 void Agent::on_set_log_level(Message &&m) {
     std::string err;
     Json j = json_parse(m.json, kDefaultMaxJsonDepth, &err);
     if (!j) return;
     level_.store(int(json_int(j.get(), "level", level_.load())));
+    if (python_) python_->set_log_level(level_.load());
     router_.send_down(kHandleSetLogLevel, m.json);
 }
 
@@ -557,6 +617,7 @@ void Agent::forward_output(int fd, std::string &buf, const char *logger, EventPt
 }
 
 void Agent::final_cleanup() {
+    if (python_) python_->stop("the agent is exiting");
     // Children first: closing their streams makes their agents exit; then
     // make sure of it and reap them, along with processes of built-ins.
     for (auto &s : router_.child_streams()) s->close("parent exiting");

@@ -19,6 +19,8 @@
 #include <unordered_map>
 
 #include "agent/builtins.h"
+#include "agent/module_relay.h"
+#include "agent/python_worker.h"
 #include "agent/worker_pool.h"
 #include "core/child_agents.h"
 #include "core/connection.h"
@@ -80,6 +82,9 @@ private:
     void on_set_log_level(Message &&m);
     void on_chan_data(Message &&m);
     void on_peer_gone(Message &&m);
+    void on_module_request(Message &&m);
+    void on_module_answer(Message &&m);
+    void start_python_job(Job &&job);
     void begin_exit(const std::string &why);
     void final_cleanup();
     void setup_output_capture();
@@ -118,6 +123,12 @@ private:
     int out_r_ = -1, err_r_ = -1;
     EventPtr out_ev_, err_ev_;
     std::string out_buf_, err_buf_;
+    // Python: the module cache every py: import goes through, and the warm
+    // worker. Declared last: the worker goes first, while all it uses is
+    // still there.
+    ModuleRelay modules_{[this](const std::vector<std::string> &names) { ask_modules(names); }};
+    void ask_modules(const std::vector<std::string> &names);
+    std::unique_ptr<PythonWorker> python_;
 };
 
 }  // namespace spore::agent

@@ -29,6 +29,9 @@ struct CallRequest {
 
 struct CallReply {
     Json result;       // any JSON value; null when left empty
+    // The result as JSON text, sent as it is (a Python worker's, whose
+    // numbers must not be reprinted): used instead of result when set.
+    std::string json_text;
     std::string data;  // binary part of the reply
 };
 
@@ -82,6 +85,9 @@ struct Builtin {
     bool blocking;  // true: runs on the worker pool, false: inline on the I/O loop
     PrepareFn prepare = nullptr;
 };
+
+// Calls of Python functions, run by the context's Python worker.
+inline constexpr std::string_view kPythonPrefix = "py:";
 
 // Looks a built-in up by name; null when there is none.
 const Builtin *find_builtin(std::string_view name);

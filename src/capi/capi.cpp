@@ -13,6 +13,7 @@
 
 #include "core/error.h"
 #include "core/json.h"
+#include "core/messages.h"
 #include "core/options.h"
 #include "controller/router.h"
 #include "controller/process.h"
@@ -77,6 +78,7 @@ void fill_view(const ErrorInfo &info, spore_error &view) {
     view.remote_type = info.remote_type.c_str();
     view.context = info.context.c_str();
     view.function = info.function.c_str();
+    view.traceback = info.traceback.c_str();
 }
 
 int set_error(ErrorInfo info) {
@@ -145,6 +147,21 @@ void take_options(const spore_options *opts, std::span<const spore::OptionSpec> 
         spore::check_option(*spec, item, scope);
         take(key, item);
     }
+}
+
+// A list option's words: an array of strings, or one string as one word.
+std::vector<std::string> string_list(const cJSON *item) {
+    std::vector<std::string> out;
+    if (cJSON_IsString(item)) {
+        out.emplace_back(item->valuestring);
+        return out;
+    }
+    const cJSON *e;
+    cJSON_ArrayForEach(e, item) {
+        if (!cJSON_IsString(e)) throw spore::Error(SPORE_EINVAL, std::string("router option '") + item->string + "' must be a list of strings");
+        out.emplace_back(e->valuestring);
+    }
+    return out;
 }
 
 // The log options of both spore_router_new and spore_router_attach;
@@ -288,6 +305,8 @@ int spore_router_new(spore_router **out, const spore_options *opts) noexcept {
             else if (key == "max_message_size") mo.max_message_size = uint64_t(item->valuedouble);
             else if (key == "liveness_interval") mo.keepalive.interval_ms = int(item->valuedouble);
             else if (key == "liveness_count") mo.keepalive.count = int(item->valuedouble);
+            else if (key == "module_path") mo.module_path = string_list(item);
+            else if (key == "module_deny") mo.module_deny = string_list(item);
             else take_log_option(key, item, mo);
         });
         auto r = std::make_unique<spore_router>();
@@ -389,6 +408,53 @@ int spore_router_log_fd(spore_router *router) noexcept {
 
 uint64_t spore_router_dropped_logs(const spore_router *router) noexcept {
     return router ? router->m->dropped_logs() : 0;
+}
+
+// --------------------------------------------------------- Python modules
+
+int spore_router_add_module(spore_router *router, const char *name, const char *filename, const void *data,
+                            size_t len, int is_package) noexcept {
+    return guarded([&]() -> int {
+        SPORE_REQUIRE(router && name, "spore_router_add_module: router and name are required");
+        SPORE_REQUIRE(data || len == 0, "spore_router_add_module: data is NULL");
+        std::string n = name;
+        SPORE_REQUIRE(n == "__main__" || spore::valid_module_name(n),
+                      "spore_router_add_module: '" + n.substr(0, 200) + "' is not a module name");
+        std::string source(static_cast<const char *>(data), len);
+        SPORE_REQUIRE(spore::valid_utf8(source), "spore_router_add_module: the source of " + n + " is not UTF-8");
+        router->m->modules().add_module(n, filename ? filename : "", std::move(source), is_package != 0);
+        return SPORE_OK;
+    });
+}
+
+int spore_router_add_module_path(spore_router *router, const char *dir, int flags) noexcept {
+    return guarded([&]() -> int {
+        SPORE_REQUIRE(router && dir && *dir, "spore_router_add_module_path: router and a directory are required");
+        SPORE_REQUIRE((flags & ~SPORE_MODULE_PATH_ON_DEMAND) == 0, "spore_router_add_module_path: unknown flags");
+        router->m->modules().add_path(dir, (flags & SPORE_MODULE_PATH_ON_DEMAND) == 0);
+        return SPORE_OK;
+    });
+}
+
+int spore_router_deny_module(spore_router *router, const char *name) noexcept {
+    return guarded([&]() -> int {
+        SPORE_REQUIRE(router && name && *name, "spore_router_deny_module: router and a name are required");
+        router->m->modules().deny(name);
+        return SPORE_OK;
+    });
+}
+
+uint64_t spore_router_module_stat(const spore_router *router, int which) noexcept {
+    if (!router) return 0;
+    auto st = router->m->modules().stats();
+    switch (which) {
+    case SPORE_MODULE_REQUESTS: return st.requests;
+    case SPORE_MODULE_SENT: return st.modules_sent;
+    case SPORE_MODULE_BYTES_SENT: return st.bytes_sent;
+    case SPORE_MODULE_REFUSED: return st.refused;
+    case SPORE_MODULE_WORKERS: return router->m->worker_sources_sent();
+    default: return 0;
+    }
 }
 
 // ------------------------------------------------------------ log records
@@ -685,7 +751,7 @@ int spore_call_fd(spore_pending *call) noexcept {
 }
 
 const spore_error *spore_call_error(const spore_pending *call) noexcept {
-    static const spore_error none = {SPORE_EINVAL, "call is NULL", "", "", ""};
+    static const spore_error none = {SPORE_EINVAL, "call is NULL", "", "", "", ""};
     if (!call) return &none;
     auto *c = const_cast<spore_pending *>(call);
     if (!c->finished.load() && c->pc->done()) c->err = c->pc->error();

@@ -14,6 +14,7 @@
 
 #include "controller/listener.h"
 #include "core/messages.h"
+#include "core/shlex.h"
 #include "methods/method.h"
 #include "methods/ssh_libssh2.h"
 #include "spore/spore.h"
@@ -23,6 +24,9 @@
 #endif
 
 namespace spore {
+// src/python/spore_worker.py, embedded by the build (python_worker_source.cpp).
+extern const char kPythonWorkerSource[];
+
 namespace {
 
 // The outcome of work on the loop that another thread waits for; the
@@ -177,6 +181,12 @@ void Router::start() {
                         [this](Message &&m, const MessageRouter::StreamPtr &) { channels_.deliver_data(std::move(m)); });
     router_.set_handler(kHandleChanAck, Policy::kAny,
                         [this](Message &&m, const MessageRouter::StreamPtr &) { channels_.deliver_ack(m); });
+    // Python modules for the workers of direct children (each agent asks
+    // its own parent, so only those ask here).
+    router_.set_handler(kHandleModuleRequest, Policy::kImmediateChild,
+                        [this](Message &&m, const MessageRouter::StreamPtr &) { on_module_request(std::move(m)); });
+    for (const auto &dir : opts_.module_path) modules_.add_path(dir);
+    for (const auto &name : opts_.module_deny) modules_.deny(name);
     router_.set_keepalive_default(opts_.keepalive);
     router_.set_on_route_lost(
         [this](uint32_t id, int code, const std::string &reason) { on_route_lost(id, code, reason); });
@@ -261,11 +271,14 @@ std::string Router::new_chain_id() {
     return std::to_string(getpid()) + "-" + std::to_string(next_chain_.fetch_add(1));
 }
 
-void Router::send_init(const std::shared_ptr<Stream> &s, const ContextState &ctx) {
+void Router::send_init(const std::shared_ptr<Stream> &s, const ContextState &ctx,
+                       const std::vector<std::string> &python_path) {
     Message init;
     init.h.dst_id = ctx.id;
     init.h.handle = kHandleInit;
-    init.json = router_.child_init(ctx.id, ctx.name, level_.load()).encode();
+    InitMessage body = router_.child_init(ctx.id, ctx.name, level_.load());
+    body.python_path = python_path;
+    init.json = body.encode();
     s->send(init);
 }
 
@@ -371,6 +384,7 @@ std::shared_ptr<ContextState> Router::connect_fresh(const std::string &method, J
     rq.agent_compress = parse_agent_compress(options.get());
     rq.remote_name = json_str(options.get(), "remote_name");
     rq.keepalive = keepalive_from_options(options.get(), opts_.keepalive);
+    rq.python_path = option_words(options.get(), "python_path");
     rq.local_agent = opts_.agent_path.empty() ? default_agent_path() : opts_.agent_path;
 
     if (via) {
@@ -429,7 +443,7 @@ std::shared_ptr<ContextState> Router::connect_fresh(const std::string &method, J
                     if (SPORE_LOG_INFO >= level_.load())
                         push_log(LogRecord{ctx->id, ctx->name, "spore.agent.stderr", line, SPORE_LOG_INFO, now_seconds()});
                 });
-                send_init(conn->stream(), *ctx);
+                send_init(conn->stream(), *ctx, conn->request().python_path);
                 finish(ErrorInfo{});
             });
         conn->on_debug([this, ctx](const std::string &line) {
@@ -586,6 +600,7 @@ int Router::send(Message &m) {
 }
 
 void Router::on_route_lost(uint32_t id, int code, const std::string &reason) {
+    modules_sent_.erase(id);
     if (listener_ && listener_->on_route_lost(id, reason)) return;  // an attached router went away
     {
         std::lock_guard<std::mutex> lk(shared_mu_);
@@ -665,6 +680,42 @@ void Router::on_log(Message &&m) {
     if (listener_) listener_->forward_log(m, r.level);
     if (r.level < level_.load()) return;
     push_log(std::move(r));
+}
+
+void Router::on_module_request(Message &&m) {
+    auto req = ModuleRequest::decode(m.json);
+    uint32_t child = m.h.src_id;
+    if (!req) {
+        push_log(LogRecord{0, "master", "spore.router", "dropped a malformed module request from context " +
+                           std::to_string(child), SPORE_LOG_WARNING, now_seconds()});
+        return;
+    }
+    ModuleAnswer answer;
+    std::vector<std::string> names;
+    for (const auto &n : req->names) {
+        if (n == kWorkerSourceName) {
+            ModuleEntry e;
+            e.name = n;
+            e.found = true;
+            e.file = "spore_worker.py";
+            e.source = kPythonWorkerSource;
+            e.hash = sha256_hex(e.source);
+            answer.modules.push_back(std::move(e));
+            worker_sources_sent_.fetch_add(1);
+        } else {
+            names.push_back(n);
+        }
+    }
+    if (!names.empty()) {
+        // Room for what the asked modules import, within the message limit.
+        size_t budget = std::min<uint64_t>(8u << 20, router_.limits().max_message_size / 4);
+        for (auto &e : modules_.answer(names, modules_sent_[child], budget)) answer.modules.push_back(std::move(e));
+    }
+    Message r;
+    r.h.dst_id = child;
+    r.h.handle = kHandleModuleAnswer;
+    answer.encode(r.json, r.bin);
+    router_.send(r);
 }
 
 void Router::on_alloc_ids(Message &&m) {

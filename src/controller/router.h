@@ -8,6 +8,8 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <map>
+#include <set>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -16,6 +18,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "controller/module_server.h"
 #include "core/child_agents.h"
 #include "core/channel.h"
 #include "core/connection.h"
@@ -111,6 +114,8 @@ public:
         size_t log_queue_size = 10000;
         size_t log_queue_bytes = kDefaultLogQueueBytes;
         KeepaliveSettings keepalive;  // for every child without settings of its own
+        std::vector<std::string> module_path;  // directories Python modules are served from
+        std::vector<std::string> module_deny;  // module names (and packages) never served
     };
 
     static std::shared_ptr<Router> create(Options opts);
@@ -119,6 +124,10 @@ public:
     // spore::Error: SPORE_ECONNECT, SPORE_EACCES, SPORE_ETIMEDOUT, SPORE_EPROTO.
     static std::shared_ptr<Router> attach(const std::string &path, Options opts, int timeout_ms);
     bool attached() const { return attached_; }
+    // The Python modules this router serves (thread-safe).
+    ModuleServer &modules() { return modules_; }
+    // How many times the Python worker's own code was sent to a context.
+    uint64_t worker_sources_sent() const { return worker_sources_sent_.load(); }
     // Starts accepting attached routers on a Unix socket at path. Throws
     // spore::Error (SPORE_EINVAL: bad or unsafe path, already listening).
     void listen(const std::string &path);
@@ -206,9 +215,11 @@ private:
     void on_reply(Message &&m);
     void on_log(Message &&m);
     void on_alloc_ids(Message &&m);
+    void on_module_request(Message &&m);
     std::shared_ptr<AgentImage> image();
     void fail_all_pending(int code, const std::string &why);
-    void send_init(const std::shared_ptr<Stream> &s, const ContextState &ctx);
+    void send_init(const std::shared_ptr<Stream> &s, const ContextState &ctx,
+                   const std::vector<std::string> &python_path);
     std::shared_ptr<ContextState> find_context(uint32_t id) const;
     void shutdown_on_loop();
     void shutdown_check();
@@ -248,6 +259,11 @@ private:
     std::shared_ptr<AgentImage> image_;
     uint32_t next_id_block_ = 1u << 30;  // ids handed to agents that ask
     ChannelTable channels_;
+    // Python modules for the contexts' workers, and per direct child what
+    // it was already sent (loop thread).
+    ModuleServer modules_;
+    std::map<uint32_t, std::set<std::string>> modules_sent_;
+    std::atomic<uint64_t> worker_sources_sent_{0};
     std::atomic<uint32_t> next_channel_{1};
 
     std::mutex shared_mu_;

@@ -104,6 +104,7 @@ ConnectRequest ConnectRequest::from_call_args(const cJSON *a, KeepaliveSettings 
     try {
         req.keepalive = keepalive_from_options(req.options.get(), inherited);
         req.agent_compress = parse_agent_compress(a);
+        req.python_path = option_words(req.options.get(), "python_path");
     } catch (const Error &e) {
         throw Error(SPORE_EBADARGS, std::string(kConnectFunction) + ": " + e.what());
     }

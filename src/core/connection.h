@@ -37,6 +37,8 @@ struct ConnectRequest {
     // How the parent watches the new context's stream (read from the
     // options before they are dropped with their secrets).
     KeepaliveSettings keepalive;
+    // The connect option python_path, for the child's init message.
+    std::vector<std::string> python_path;
 
     // The arguments of the call (kConnectFunction) that asks a via context
     // to make this connect: everything above but in_agent and local_agent,

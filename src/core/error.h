@@ -15,6 +15,8 @@ struct ErrorInfo {
     std::string remote_type;
     std::string context;
     std::string function;
+    // A Python function's formatted remote traceback (docs/protocol.md).
+    std::string traceback = {};
 };
 
 // Thrown inside the core; never crosses the C ABI.

@@ -39,6 +39,8 @@ enum Handle : uint32_t {
                               // parent -> children, listener -> attached routers
     kHandleKeepalive = 113,   // parent -> child: are you there? (empty)
     kHandleKeepaliveAck = 114,  // child -> parent: yes (empty)
+    kHandleModuleRequest = 115,  // child -> parent: {"names"}: Python modules a worker needs
+    kHandleModuleAnswer = 116,   // parent -> child: {"modules"} + sources
     kFirstDynamicHandle = 1000,
 };
 

@@ -164,6 +164,7 @@ std::string MessageRouter::error_json(const ErrorInfo &e) {
     if (!e.remote_type.empty()) cJSON_AddStringToObject(j.get(), "type", e.remote_type.c_str());
     if (!e.context.empty()) cJSON_AddStringToObject(j.get(), "context", e.context.c_str());
     if (!e.function.empty()) cJSON_AddStringToObject(j.get(), "function", e.function.c_str());
+    if (!e.traceback.empty()) cJSON_AddStringToObject(j.get(), "traceback", e.traceback.c_str());
     return json_print(j.get());
 }
 
@@ -183,6 +184,7 @@ ErrorInfo MessageRouter::parse_error_json(const std::string &json) {
     e.remote_type = json_str(j.get(), "type");
     e.context = json_str(j.get(), "context");
     e.function = json_str(j.get(), "function");
+    e.traceback = json_str(j.get(), "traceback");
     return e;
 }
 

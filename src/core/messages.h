@@ -30,6 +30,9 @@ struct InitMessage {
     uint64_t max_message_size = kDefaultMaxMessageSize;  // at least 4096 once decoded
     bool unidirectional = true;
     KeepaliveSettings liveness;  // how the child watches its own children
+    // The argv prefix that starts Python in the child (its connect option
+    // python_path); empty: the agent's candidate list.
+    std::vector<std::string> python_path;
 
     std::string encode() const;
     // nullopt with *why set when the body is not an init message.
@@ -56,6 +59,47 @@ struct LossNotice {
 
     std::string encode() const;
     static std::optional<LossNotice> decode(std::string_view json);
+};
+
+// Python modules (docs/protocol.md, "Module messages"). A module name:
+// parts [A-Za-z_][A-Za-z0-9_]* joined by single dots, at most 200
+// characters; such a name maps to a relative path of plain components.
+bool valid_module_name(std::string_view name);
+// What a module request may name: a module name, "__main__", or
+// kWorkerSourceName (the worker's own code).
+bool valid_request_name(std::string_view name);
+inline constexpr std::string_view kWorkerSourceName = "spore:worker";
+inline constexpr size_t kMaxModuleNames = 64;
+
+// module-request (115), and the worker link's "need" frame.
+struct ModuleRequest {
+    std::vector<std::string> names;  // as sent: each still to be checked with valid_module_name
+
+    std::string encode() const;
+    // nullopt when the body is not a list of 1 to kMaxModuleNames strings.
+    static std::optional<ModuleRequest> decode(std::string_view json);
+};
+
+// module-answer (116), and the worker link's "modules" frame: the sources
+// travel in the binary part.
+struct ModuleEntry {
+    std::string name;
+    bool found = false;
+    bool package = false;
+    std::string file;    // where the controller read it (shown in tracebacks)
+    std::string hash;    // sha256 hex of source
+    std::string reason;  // why it was not found
+    std::string source;
+};
+
+struct ModuleAnswer {
+    std::vector<ModuleEntry> modules;
+
+    // JSON part and binary part.
+    void encode(std::string &json, std::string &bin) const;
+    // nullopt when malformed: a slice outside the binary part, an entry
+    // without a valid name, or more than max_entries entries.
+    static std::optional<ModuleAnswer> decode(std::string_view json, std::string_view bin, size_t max_entries = 100000);
 };
 
 }  // namespace spore

@@ -27,6 +27,8 @@ constexpr OptionSpec kRouterOptions[] = {
     {"liveness_interval", T::kInteger, 0, 86400000, "10000",
      "ms of silence after which a parent pings a child; 0: off"},
     {"liveness_count", T::kInteger, 1, 1000, "3", "silent intervals after which a child is declared dead"},
+    {"module_path", T::kList, 0, 0, "", "directories Python modules are served from to the contexts' workers"},
+    {"module_deny", T::kList, 0, 0, "", "Python module names (and packages) never served"},
 };
 
 constexpr OptionSpec kAttachOptions[] = {
@@ -46,6 +48,7 @@ constexpr OptionSpec kConnectOptions[] = {
     {"liveness_interval", T::kInteger, 0, 86400000, "", "the router's liveness_interval for this context"},
     {"liveness_count", T::kInteger, 1, 1000, "", "the router's liveness_count for this context"},
     {"reuse", T::kBoolean, 0, 0, "", "through an attached router: the listener's live context for the same request"},
+    {"python_path", T::kList, 0, 0, "", "argv prefix that starts Python in the context; unset: the first of python3, /usr/libexec/platform-python, ..."},
 };
 
 constexpr OptionSpec kTransferOptions[] = {

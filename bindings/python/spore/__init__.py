@@ -6,6 +6,8 @@
         print(ctx.call("sys.info")["hostname"])
         fork = r.connect("fork", via=ctx)
         print(fork.call("fs.stat", path="/etc"))
+        print(fork.call(os.getcwd))     # your own functions too
+
 
 A thin layer over the C API (the SWIG module spore.spore_c):
 - handles become objects that may be dropped in any order;
@@ -26,9 +28,10 @@ import threading
 from collections import namedtuple
 
 from . import spore_c as _c
+from . import _remote
 
 __all__ = [
-    "Router", "Context", "Chain", "Reply", "Error", "version",
+    "Router", "Context", "Chain", "PythonCalls", "Reply", "Error", "CallError", "version",
     "DEBUG", "INFO", "WARNING", "ERROR",
 ]
 
@@ -53,7 +56,7 @@ class Error(Exception):
 
     code = None
 
-    def __init__(self, message, code=None, remote_type=None, context=None, function=None):
+    def __init__(self, message, code=None, remote_type=None, context=None, function=None, remote_traceback=None):
         super().__init__(message)
         if code is not None:
             self.code = code
@@ -61,6 +64,7 @@ class Error(Exception):
         self.remote_type = remote_type or None
         self.context = context or None
         self.function = function or None
+        self.remote_traceback = remote_traceback or None
 
     @property
     def code_name(self):
@@ -76,7 +80,8 @@ _CLASS_NAMES = {
     "ESHUTDOWN": "ShutDown", "EINTERNAL": "InternalError", "EUNKNOWN": "UnknownError",
     "EAUTH": "AuthenticationFailed", "EPASSREQ": "PasswordRequired", "EHOSTKEY": "HostKeyError",
     "EDENIED": "Denied", "ENOENT": "NotFound", "EACCES": "PermissionDenied", "ENOSPC": "NoSpace",
-    "ECHANGED": "FileChanged", "EUNRESPONSIVE": "Unresponsive",
+    "ECHANGED": "FileChanged", "EUNRESPONSIVE": "Unresponsive", "ENOPYTHON": "PythonNotFound",
+    "EWORKER": "WorkerDied",
 }
 _CODE_NAMES = {}
 _BY_CODE = {}
@@ -89,9 +94,25 @@ for _name, _cls_name in _CLASS_NAMES.items():
     __all__.append(_cls_name)
 
 
+class CallError(RemoteError):  # noqa: F821 (made above)
+    """A failure inside the called function (SPORE_EREMOTE): for a Python
+    function, remote_type is its exception's class ("ValueError",
+    "mypkg.errors.Refused") and remote_traceback the formatted remote
+    traceback, which str() shows too."""
+
+    def __str__(self):
+        if self.remote_traceback:
+            return "%s\n%s" % (self.message, self.remote_traceback.rstrip("\n"))
+        return self.message
+
+
+_BY_CODE[_c.SPORE_EREMOTE] = CallError
+
+
 def _error_from(e):
     cls = _BY_CODE.get(e.code, _BY_CODE[_c.SPORE_EUNKNOWN])
-    return cls(e.message or _c.spore_strerror(e.code), e.code, e.remote_type, e.context, e.function)
+    return cls(e.message or _c.spore_strerror(e.code), e.code, e.remote_type, e.context, e.function,
+               getattr(e, "traceback", None))
 
 
 def _check(rc):
@@ -191,9 +212,10 @@ class _Future(concurrent.futures.Future):
     that cannot take it waits on the Future's condition for the holder to
     finish."""
 
-    def __init__(self, pending, completer):
+    def __init__(self, pending, completer, decode=None):
         super().__init__()
         self.set_running_or_notify_cancel()
+        self._decode = decode
         self._pending = pending
         self._completer = completer
         self._claim = threading.Lock()
@@ -273,6 +295,13 @@ class _Future(concurrent.futures.Future):
         try:
             if rc < 0:
                 self.set_exception(_error_from(_c.spore_call_error(pending)))
+            elif self._decode is not None:
+                try:
+                    value = self._decode(text, data)
+                except ValueError as e:
+                    self.set_exception(ProtocolError("malformed result: %s" % e, _c.SPORE_EPROTO))  # noqa: F821
+                else:
+                    self.set_result(value)
             else:
                 value = _parse(text)
                 self.set_result(Reply(value, data) if data else value)
@@ -383,7 +412,8 @@ def _pump_logs(handle):
         try:
             name = _c.spore_log_record_context(rec) or "master"
             logger = logging.getLogger("spore." + name)
-            level = _LEVELS.get(_c.spore_log_record_level(rec), logging.INFO)
+            number = _c.spore_log_record_level(rec)
+            level = _LEVELS.get(number, number if number > 0 else logging.INFO)
             if logger.isEnabledFor(level):
                 record = logger.makeRecord(logger.name, level, "(spore)", 0, _c.spore_log_record_message(rec),
                                            None, None, extra={
@@ -459,6 +489,7 @@ class Router(_Closing):
     def _setup(self, handle, forward_logs):
         self._handle = handle
         self._lock = threading.Lock()
+        self._serving = None
         self._completer = _Completer()
         self._completer.start()
         self._log_thread = None
@@ -509,6 +540,45 @@ class Router(_Closing):
 
     def set_log_level(self, level):
         _check(_c.spore_router_set_log_level(self._h(), level))
+
+    # ---------------------------------------------------- Python modules
+
+    @property
+    def _modules(self):
+        """What this router serves to its contexts' Python workers, set up
+        on the first call of a Python function."""
+        serving = self._serving
+        if serving is None:
+            with self._lock:
+                if self._serving is None:
+                    self._serving = _remote.ModuleServing(self._h())
+                serving = self._serving
+        return serving
+
+    def add_module_path(self, path, on_demand=False):
+        """Serves Python modules from the directory `path` too (sys.path is
+        served already). on_demand=True: only when asked for by name, never
+        sent along with a module that imports them."""
+        flags = _c.SPORE_MODULE_PATH_ON_DEMAND if on_demand else 0
+        _check(_c.spore_router_add_module_path(self._h(), os.fspath(path), flags))
+
+    def deny_module(self, name):
+        """Never serves the module `name` or anything under it: a worker
+        importing it gets ModuleNotFoundError saying it was refused."""
+        _check(_c.spore_router_deny_module(self._h(), name))
+
+    def module_stats(self):
+        """Counters of the module server: requests (names asked for),
+        modules_sent, bytes_sent (module source), refused, workers (times
+        the worker's own code was sent)."""
+        h = self._h()
+        return {
+            "requests": _c.spore_router_module_stat(h, _c.SPORE_MODULE_REQUESTS),
+            "modules_sent": _c.spore_router_module_stat(h, _c.SPORE_MODULE_SENT),
+            "bytes_sent": _c.spore_router_module_stat(h, _c.SPORE_MODULE_BYTES_SENT),
+            "refused": _c.spore_router_module_stat(h, _c.SPORE_MODULE_REFUSED),
+            "workers": _c.spore_router_module_stat(h, _c.SPORE_MODULE_WORKERS),
+        }
 
     def connect(self, method, via=None, **options):
         """Opens a context with a connection method ("local", "fork", "ssh",
@@ -570,27 +640,63 @@ class Context:
     def alive(self):
         return self._handle is not None and _c.spore_context_alive(self._handle) == 1
 
-    def call(self, function, *, data=None, timeout=None, **args):
-        """Runs `function` with keyword arguments `args` (and binary `data`)
-        and returns its result: the JSON value, or Reply(value, data) when
-        the result has a binary part. timeout is in seconds (None: wait
-        for ever). Ctrl-C interrupts the wait."""
-        rc, pending = _c.spore_call_async(self._h(), function, _args_json(args), _data(data))
+    def call(self, function, *args, **kwargs):
+        """Runs a function in this context and returns its result.
+
+        A Python function (a module-level function, staticmethod or
+        classmethod, or its dotted name as a string) gets *args and
+        **kwargs and returns any value spore can carry; its module is
+        imported in the context, and shipped from here if the context lacks
+        it. Exceptions arrive as CallError. For a timeout or fork isolation
+        use with_options(). See docs/python.md, "Your own functions".
+
+        A built-in ("sys.info", "fs.stat", ...) takes keyword arguments
+        only, plus data (binary part) and timeout (seconds); its result is
+        the JSON value, or Reply(value, data) when it has a binary part.
+        Ctrl-C interrupts the wait either way."""
+        if isinstance(function, str) and _remote.is_builtin(function):
+            return self._call_builtin(function, *args, **kwargs)
+        return self.with_options().call(function, *args, **kwargs)
+
+    def call_async(self, function, *args, **kwargs):
+        """Starts a call (as call()) and returns a concurrent.futures.Future
+        of its result."""
+        if isinstance(function, str) and _remote.is_builtin(function):
+            if args:
+                raise TypeError("built-in %s takes keyword arguments only" % function)
+            data = kwargs.pop("data", None)
+            rc, pending = _c.spore_call_async(self._h(), function, _args_json(kwargs), _data(data))
+            _check(rc)
+            return _Future(pending, self._router._completer)
+        return self.with_options().call_async(function, *args, **kwargs)
+
+    def call_no_reply(self, function, *args, **kwargs):
+        """Sends a call (as call()) nobody waits for; its failure is logged
+        by the context."""
+        if isinstance(function, str) and _remote.is_builtin(function):
+            if args:
+                raise TypeError("built-in %s takes keyword arguments only" % function)
+            data = kwargs.pop("data", None)
+            _check(_c.spore_call_no_reply(self._h(), function, _args_json(kwargs), _data(data)))
+            return
+        self.with_options().call_no_reply(function, *args, **kwargs)
+
+    def with_options(self, timeout=None, isolation=None):
+        """Calls of Python functions with options: timeout (seconds, None:
+        none) and isolation ("shared", the default: the context's warm
+        worker; "fork": a fresh fork of it for each call, so sys.exit,
+        chdir, environment changes, leaked fds or a crash stay there)."""
+        return PythonCalls(self, timeout, isolation)
+
+    def _call_builtin(self, function, *args, data=None, timeout=None, **kwargs):
+        if args:
+            raise TypeError("built-in %s takes keyword arguments only" % function)
+        rc, pending = _c.spore_call_async(self._h(), function, _args_json(kwargs), _data(data))
         _check(rc)
         try:
             return _wait(pending, timeout)
         finally:
             _c.spore_call_free(pending)
-
-    def call_async(self, function, *, data=None, **args):
-        """Starts a call and returns a concurrent.futures.Future of its result."""
-        rc, pending = _c.spore_call_async(self._h(), function, _args_json(args), _data(data))
-        _check(rc)
-        return _Future(pending, self._router._completer)
-
-    def call_no_reply(self, function, *, data=None, **args):
-        """Sends a call nobody waits for (failures are logged by the agent)."""
-        _check(_c.spore_call_no_reply(self._h(), function, _args_json(args), _data(data)))
 
     def _with_options(self, options, fn, *args):
         """Calls fn(handle, *args, options) with a C options object made from
@@ -680,7 +786,46 @@ class Context:
         _check(_c.spore_context_shutdown(self._h(), ms))
 
 
-def _wait(pending, timeout):
+class PythonCalls:
+    """Calls of Python functions in one context with the same options (see
+    Context.with_options)."""
+
+    def __init__(self, context, timeout=None, isolation=None):
+        if isolation not in (None, "shared", "fork"):
+            raise ValueError("isolation must be 'shared' or 'fork', not %r" % (isolation,))
+        self._context = context
+        self._timeout = timeout
+        self._isolation = isolation
+
+    def _request(self, function, args, kwargs):
+        name = _remote.call_name(function, self._context._router._modules)
+        text, data = _remote.encode_call(args, kwargs, self._isolation)
+        return name, text, data
+
+    def call(self, function, *args, **kwargs):
+        """Runs the function with these arguments and returns its result."""
+        name, text, data = self._request(function, args, kwargs)
+        rc, pending = _c.spore_call_async(self._context._h(), name, text, data)
+        _check(rc)
+        try:
+            return _wait(pending, self._timeout, _remote.decode_result)
+        finally:
+            _c.spore_call_free(pending)
+
+    def call_async(self, function, *args, **kwargs):
+        """Starts the call; a concurrent.futures.Future of its result."""
+        name, text, data = self._request(function, args, kwargs)
+        rc, pending = _c.spore_call_async(self._context._h(), name, text, data)
+        _check(rc)
+        return _Future(pending, self._context._router._completer, _remote.decode_result)
+
+    def call_no_reply(self, function, *args, **kwargs):
+        """Sends the call; nobody waits for it (failures are logged)."""
+        name, text, data = self._request(function, args, kwargs)
+        _check(_c.spore_call_no_reply(self._context._h(), name, text, data))
+
+
+def _wait(pending, timeout, decode=None):
     """Waits for a call in slices, so that signals (Ctrl-C) get through."""
     remaining = None if timeout is None else int(timeout * 1000)
     while True:
@@ -696,6 +841,11 @@ def _wait(pending, timeout):
             continue
         if rc < 0:
             raise _error_from(_c.spore_call_error(pending))
+        if decode is not None:
+            try:
+                return decode(text, data)
+            except ValueError as e:
+                raise ProtocolError("malformed result: %s" % e, _c.SPORE_EPROTO)  # noqa: F821
         value = _parse(text)
         return Reply(value, data) if data else value
 
@@ -828,11 +978,41 @@ class Chain(_Closing):
         if h is not None:
             _c.spore_chain_free(h)
 
-    def step(self, function, *, data=None, **args):
-        _check(_c.spore_chain_call_no_reply(self._handle, function, _args_json(args), _data(data)))
+    def _python(self, function, args, kwargs):
+        name = _remote.call_name(function, self._context._router._modules)
+        text, data = _remote.encode_call(args, kwargs, None)
+        return name, text, data
 
-    def call(self, function, *, data=None, timeout=None, **args):
-        ms = -1 if timeout is None else int(timeout * 1000)
-        rc, res = _c.spore_chain_call(self._handle, function, _args_json(args), _data(data), ms)
+    def step(self, function, *args, **kwargs):
+        """Sends a step without waiting: a built-in with keyword arguments
+        (and data), or a Python function with any arguments."""
+        if isinstance(function, str) and _remote.is_builtin(function):
+            if args:
+                raise TypeError("built-in %s takes keyword arguments only" % function)
+            data = kwargs.pop("data", None)
+            _check(_c.spore_chain_call_no_reply(self._handle, function, _args_json(kwargs), _data(data)))
+            return
+        name, text, data = self._python(function, args, kwargs)
+        _check(_c.spore_chain_call_no_reply(self._handle, name, text, data))
+
+    def call(self, function, *args, **kwargs):
+        """Sends a step and waits for its result (after the earlier steps).
+        A built-in takes timeout (seconds) among its keyword arguments."""
+        if isinstance(function, str) and _remote.is_builtin(function):
+            if args:
+                raise TypeError("built-in %s takes keyword arguments only" % function)
+            data = kwargs.pop("data", None)
+            timeout = kwargs.pop("timeout", None)
+            ms = -1 if timeout is None else int(timeout * 1000)
+            rc, res = _c.spore_chain_call(self._handle, function, _args_json(kwargs), _data(data), ms)
+            _check(rc)
+            return _decode(res)
+        name, text, data = self._python(function, args, kwargs)
+        rc, res = _c.spore_chain_call(self._handle, name, text, data, -1)
         _check(rc)
-        return _decode(res)
+        try:
+            text = _c.spore_result_json(res)
+            data = _c.spore_result_data(res)
+        finally:
+            _c.spore_result_free(res)
+        return _remote.decode_result(text, data)

@@ -129,7 +129,7 @@ def test_error_classes(router):
     for name in ("ConnectError", "Timeout", "Disconnected", "UnknownFunction", "BadArguments", "RemoteError",
                  "Refused", "MessageTooLarge", "ProtocolError", "NoRoute", "ShutDown", "AuthenticationFailed",
                  "PasswordRequired", "HostKeyError", "Denied", "NotFound", "PermissionDenied", "NoSpace",
-                 "FileChanged", "Unresponsive"):
+                 "FileChanged", "Unresponsive", "PythonNotFound", "WorkerDied", "CallError"):
         cls = getattr(spore, name)
         assert issubclass(cls, spore.Error)
         assert isinstance(cls.code, int) and cls.code < 0

@@ -51,7 +51,8 @@ module Spore
     "ESHUTDOWN" => "ShutDown", "EINTERNAL" => "InternalError", "EUNKNOWN" => "UnknownError",
     "EAUTH" => "AuthenticationFailed", "EPASSREQ" => "PasswordRequired", "EHOSTKEY" => "HostKeyError",
     "EDENIED" => "Denied", "ENOENT" => "NotFound", "EACCES" => "PermissionDenied", "ENOSPC" => "NoSpace",
-    "ECHANGED" => "FileChanged", "EUNRESPONSIVE" => "Unresponsive"
+    "ECHANGED" => "FileChanged", "EUNRESPONSIVE" => "Unresponsive",
+    "ENOPYTHON" => "PythonNotFound", "EWORKER" => "WorkerDied"
   }.freeze
   BY_CODE = {}
   CLASS_NAMES.each do |name, class_name|

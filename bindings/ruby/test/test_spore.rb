@@ -83,7 +83,7 @@ class SporeTest < Minitest::Test
       Process.kill("KILL", pid)
       assert_raises(Spore::Disconnected) { ctx.call("proc.run", argv: ["sleep", "5"]) }
     end
-    %w[ConnectError Timeout Disconnected AuthenticationFailed PasswordRequired HostKeyError Denied NotFound PermissionDenied NoSpace FileChanged Unresponsive].each do |n|
+    %w[ConnectError Timeout Disconnected AuthenticationFailed PasswordRequired HostKeyError Denied NotFound PermissionDenied NoSpace FileChanged Unresponsive PythonNotFound WorkerDied].each do |n|
       assert Spore.const_get(n) < Spore::Error
     end
   end

@@ -1,0 +1,1 @@
+"""A package served to workers: submodules and relative imports."""

@@ -1,0 +1,3 @@
+from .tools import NAME
+
+VALUE = "lazy+" + NAME

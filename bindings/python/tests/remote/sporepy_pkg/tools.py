@@ -1,0 +1,5 @@
+NAME = "tools"
+
+
+class Refused(Exception):
+    """A custom exception whose class name travels back."""

@@ -1,0 +1,18 @@
+# spore Python worker bootstrap, run as `python -c <this text>`: refuses Python < 3.6 (exit 3), else reads "<length>\n<worker source>" from fd 3 (exit 4 on early EOF) and runs it.
+import os,sys
+v=sys.version_info
+if v<(3,6):
+ sys.stderr.write("spore: Python %d.%d.%d at %s is too old: the worker needs 3.6 or newer\n"%(v[0],v[1],v[2],sys.executable));sys.exit(3)
+def r(n):
+ b=[];k=0
+ while k<n:
+  c=os.read(3,n-k)
+  if not c:os._exit(4)
+  b.append(c);k+=len(c)
+ return b"".join(b)
+n=b""
+while 1:
+ c=r(1)
+ if c==b"\n":break
+ n+=c
+exec(compile(r(int(n)),"spore_worker.py","exec"),{"__name__":"__spore_worker__","__file__":"spore_worker.py"})

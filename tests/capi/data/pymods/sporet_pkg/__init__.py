@@ -1,0 +1,1 @@
+"""A package with submodules and relative imports, served by the C API tests."""

@@ -1,0 +1,5 @@
+NAME = "helpers"
+
+
+class Refused(Exception):
+    pass

@@ -1,0 +1,1 @@
+from .. import helpers  # noqa: F401 (relative import from a subpackage)
