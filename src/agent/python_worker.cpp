@@ -306,14 +306,16 @@ void PythonWorker::on_reply(Message &&m) {
     if (state_ != State::kReady) return violation("a reply before its hello");
     auto it = inflight_.find(m.h.reply_to);
     if (it == inflight_.end()) return violation("a reply for job " + std::to_string(m.h.reply_to) + ", which it does not have");
-    if (std::string problem = json_text_problem(m.json, kDefaultMaxJsonDepth); !problem.empty())
-        return violation("a reply that is not valid JSON: " + problem);
+    // Checked whole (a parse): the caller's side must never meet a reply
+    // that is not JSON, and a worker is not trusted to send only JSON.
+    std::string problem;
+    Json parsed = json_parse(m.json, kDefaultMaxJsonDepth, &problem);
+    if (!parsed) return violation("a reply that is not valid JSON: " + problem);
     InFlight job = std::move(it->second);
     inflight_.erase(it);
     if (m.h.flags & kFlagError) {
         ErrorInfo e = MessageRouter::parse_error_json(m.json);
-        if (e.code == SPORE_EUNKNOWN && json_str(json_parse(m.json, kDefaultMaxJsonDepth, nullptr).get(), "code").empty())
-            e.code = SPORE_EREMOTE;
+        if (json_str(parsed.get(), "code").empty()) e.code = SPORE_EREMOTE;
         // The worker may only claim the codes of a Python call's own failures.
         if (e.code != SPORE_EREMOTE && e.code != SPORE_ENOFUNC && e.code != SPORE_EBADARGS && e.code != SPORE_EWORKER)
             e.code = SPORE_EREMOTE;

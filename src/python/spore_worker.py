@@ -7,10 +7,15 @@ of docs/python_protocol.md): a main reader thread takes frames in, calls run
 on a bounded pool of threads, and replies, log records and module requests
 go out whole under one write lock.
 
-Startup time is most of a fresh context's first call, so only modules that
-are built in or already loaded by the interpreter are imported here;
-everything else (traceback, the logging handler, importlib pieces) is
-loaded on first need.
+Startup is most of a fresh context's first call, so:
+- only modules that are built in or already loaded by the interpreter are
+  imported here; traceback, logging's handler and importlib pieces are
+  loaded on first need;
+- compiling this source is the worker's largest startup cost (about 0.3 ms
+  per KB in a fresh process), so the code no first call needs (fork
+  isolation, the logging handler, exception replies, the codec's rare types
+  and refusals) is kept as text in _COLD_SOURCE at the end and compiled
+  into this module on first use, through the stubs of _cold_stub().
 
 encode() and decode() are the value codec of the protocol; the Python
 binding imports them from a copy of this file, so importing it has no side
@@ -119,21 +124,6 @@ class _Refused(Exception):
         self.path = []
 
 
-def _type_label(t):
-    """'set', 'datetime.datetime': how a type is named in messages."""
-    mod = getattr(t, "__module__", None)
-    name = getattr(t, "__qualname__", t.__name__)
-    if mod in (None, "builtins"):
-        return name
-    if mod == "__spore_main__":
-        mod = "__main__"
-    return mod + "." + name
-
-
-def _a(label):
-    return ("an " if label[:1].lower() in "aeiou" else "a ") + label
-
-
 def _prep(v, st):
     """The JSON tree of v; bytes-like parts are appended to st (st[0] is
     the running length of the binary part)."""
@@ -169,17 +159,6 @@ def _prep(v, st):
     return _prep_other(v, st)
 
 
-def _locate(seq):
-    """Raises the refusal of a list or tuple again with the index of the
-    first refused item in its path (error path only)."""
-    for i, x in enumerate(seq):
-        try:
-            _prep(x, [0])
-        except _Refused as e:
-            e.path.append("[%d]" % i)
-            raise e
-
-
 def _prep_dict(v, st):
     out = {}
     k = None
@@ -200,41 +179,16 @@ def _prep_dict(v, st):
     raise _Refused("a dict key of type %s" % _type_label(type(k)))
 
 
-def _prep_other(v, st):
-    """Subclasses of the plain types, bytearray and memoryview; anything
-    else is refused."""
-    if isinstance(v, (bytes, bytearray, memoryview)):
-        m = memoryview(v)
-        if not m.c_contiguous:
-            m = memoryview(m.tobytes())
-        elif m.format != "B" or m.ndim != 1:
-            m = m.cast("B")
-        n = m.nbytes
-        off = st[0]
-        if n:
-            st[0] = off + n
-            st.append(m)
-        return {"$b": [off, n]}
-    if isinstance(v, bool):
-        return bool(v)
-    if isinstance(v, int):
-        return int(v)
-    if isinstance(v, float):
-        return _prep(float(v), st)
-    if isinstance(v, str):
-        return str.__str__(v)
-    if isinstance(v, dict):
-        return _prep_dict(v, st)
-    if isinstance(v, list):
-        return _prep(list(v), st)
-    if isinstance(v, tuple):
-        return _prep(tuple(v), st)
-    raise _Refused(_a(_type_label(type(v))))
-
-
-def _refusal(e, where):
-    return TypeError("cannot send %s at %s%s"
-                     % (e.what, where, "".join(reversed(e.path))))
+def _type_label(t):
+    """'set', 'datetime.datetime': how a type is named in messages and
+    error replies."""
+    mod = getattr(t, "__module__", None)
+    name = getattr(t, "__qualname__", t.__name__)
+    if mod in (None, "builtins"):
+        return name
+    if mod == "__spore_main__":
+        mod = "__main__"
+    return mod + "." + name
 
 
 def _encode_parts(value, where):
@@ -270,8 +224,8 @@ def encode_call(args=(), kwargs=None, isolation=None):
     refusals name them "args[i]..." and "kwargs['name']..."."""
     st = [0]
     obj = {}
+    where = "args"
     try:
-        where = "args"
         if args:
             obj["args"] = _prep(list(args), st)
         where = "kwargs"
@@ -411,26 +365,45 @@ def _frames(fd):
                     buf[start + jl:pos] if bl else b"")
                 continue
             if size > _CHUNK:
-                body = bytearray(jl + bl)
-                have = avail - 32
-                body[:have] = memoryview(buf)[pos + 32:]
                 head = buf[pos:pos + 32]
+                j = buf[pos + 32:pos + 32 + jl]
+                have = avail - 32 - len(j)
+                if len(j) < jl:
+                    try:
+                        j += _read_exact(fd, jl - len(j))
+                    except EOFError:
+                        return
+                    have = 0
+                body = bytearray(bl)
+                if have:
+                    body[:have] = memoryview(buf)[pos + 32 + jl:]
                 buf = b""
                 pos = 0
                 mv = memoryview(body)
-                while have < len(body):
+                while have < bl:
                     n = os.readv(fd, [mv[have:]])
                     if not n:
                         return
                     have += n
                 yield (head[3], int.from_bytes(head[8:12], "big"), v >> 96,
-                       (v >> 64) & _M32, bytes(mv[:jl]), mv[jl:])
+                       (v >> 64) & _M32, j, mv)
                 continue
         chunk = read(fd, _CHUNK)
         if not chunk:
             return
         buf = buf[pos:] + chunk if avail else chunk
         pos = 0
+
+
+def _read_exact(fd, n):
+    parts = []
+    while n > 0:
+        chunk = os.read(fd, n)
+        if not chunk:
+            raise EOFError
+        parts.append(chunk)
+        n -= len(chunk)
+    return b"".join(parts)
 
 
 def _write_all(fd, bufs):
@@ -498,26 +471,15 @@ def _send_log(job, logger, level, when, msg):
                                  "time": when, "msg": msg}).encode())
 
 
-def _report(what):
-    """A failure of the worker's own machinery: on fd 2, which the agent
-    turns into "stderr" log records; never raises."""
-    try:
-        import traceback
-        text = "spore worker: %s\n%s" % (what, traceback.format_exc())
-        os.write(2, text.encode("utf-8", "replace"))
-    except BaseException:
-        pass
-
-
 # ---------------------------------------------------------- output, logs
 
 # Job id of the call running on each thread (thread ident -> job id).
 _jobs = {}
 _get_ident = _thread.get_ident
-_log_level = 20
-_applied_level = None
+_reader_ident = None
+_log_level = 20        # from the last log-level frame
+_applied_level = 20    # the level the handler and root logger have
 _log_handler = None
-_log_lock = _thread.allocate_lock()
 
 
 class _Output(io.TextIOBase):
@@ -552,7 +514,7 @@ class _Output(io.TextIOBase):
 
     @property
     def buffer(self):
-        return _BinaryOutput(self)
+        return _binary_output(self)
 
     def write(self, s):
         if type(s) is not str:
@@ -593,21 +555,6 @@ class _Output(io.TextIOBase):
                 self._send_lines(_jobs.get(ident, 0), [rest])
 
 
-class _BinaryOutput(object):
-    """sys.stdout.buffer: bytes are decoded (UTF-8, invalid bytes replaced)
-    and written as text."""
-
-    def __init__(self, text):
-        self._text = text
-
-    def write(self, b):
-        self._text.write(bytes(b).decode("utf-8", "replace"))
-        return len(b)
-
-    def flush(self):
-        self._text.flush()
-
-
 _stdout = _Output("stdout", 1)
 _stderr = _Output("stderr", 2)
 
@@ -617,53 +564,10 @@ def _flush_output(ident):
     _stderr.flush_thread(ident)
 
 
-def _emit(handler, record):
-    """logging.Handler.emit of the worker's handler: one `log` frame."""
-    try:
-        msg = handler.format(record)
-        _send_log(_jobs.get(_get_ident(), 0), record.name, record.levelno,
-                  record.created, msg)
-    except Exception:
-        handler.handleError(record)
-
-
-def _install_logging(logging):
-    """Puts the worker's handler on the root logger: called as soon as the
-    logging module has been executed (see _LoggingWatch), or found loaded
-    before a call."""
-    global _log_handler, _applied_level
-    with _log_lock:
-        if _log_handler is not None:
-            return
-        cls = type("SporeHandler", (logging.Handler,), {
-            "emit": _emit,
-            "__doc__": "Sends each record to the agent as a log frame."})
-        handler = cls(_log_level)
-        logging.root.addHandler(handler)
-        _applied_level = _log_level
-        logging.root.setLevel(_log_level)
-        _log_handler = handler
-
-
-def _check_logging():
-    """Before each call: a handler for a logging module loaded some other
-    way, and the level of the last log-level frame."""
-    global _applied_level
-    if _log_handler is None:
-        logging = sys.modules.get("logging")
-        if logging is not None and hasattr(logging, "root"):
-            _install_logging(logging)
-    elif _applied_level != _log_level:
-        level = _log_level
-        _applied_level = level
-        _log_handler.setLevel(level)
-        sys.modules["logging"].root.setLevel(level)
-
-
 class _LoggingWatch(object):
-    """First on sys.meta_path until logging is imported: finds logging's
-    spec through the other finders and wraps its loader's exec_module, so
-    the handler is there before the importing call logs anything."""
+    """First on sys.meta_path until logging is imported, so the worker's
+    handler is on the root logger before the importing call logs anything
+    (_watch_logging wraps logging's loader)."""
 
     done = False
 
@@ -671,28 +575,7 @@ class _LoggingWatch(object):
         if fullname != "logging" or self.done:
             return None
         self.done = True
-        spec = None
-        for finder in sys.meta_path:
-            find = getattr(finder, "find_spec", None)
-            if finder is self or find is None:
-                continue
-            spec = find(fullname, path, target)
-            if spec is not None:
-                break
-        loader = spec.loader if spec is not None else None
-        if loader is None or isinstance(loader, type):
-            return spec  # a class as loader: left alone (checked per call)
-        run = loader.exec_module
-
-        def exec_module(module):
-            run(module)
-            try:
-                sys.meta_path.remove(self)
-            except ValueError:
-                pass
-            _install_logging(module)
-        loader.exec_module = exec_module
-        return spec
+        return _watch_logging(self, fullname, path, target)
 
     def invalidate_caches(self):
         pass
@@ -725,13 +608,11 @@ def _valid_module_name(name):
 
 
 def _store_answer(j, data):
-    """Caches every entry of a modules answer (first answer wins); returns
-    the names stored."""
+    """Caches every entry of a modules answer (first answer wins)."""
     answer = _loads(bytes(j).decode("utf-8"))
     entries = answer.get("modules") if type(answer) is dict else None
     if type(entries) is not list:
         raise ValueError("a modules answer without a modules array")
-    stored = []
     for e in entries:
         name = e.get("name") if type(e) is dict else None
         if type(name) is not str or name in _mod_cache:
@@ -751,8 +632,6 @@ def _store_answer(j, data):
                      str(e.get("reason") or "not found in the controller"))
         _mod_cache[name] = entry
         _mod_order.append(name)
-        stored.append(name)
-    return stored
 
 
 def _on_modules(j, data):
@@ -768,11 +647,13 @@ def _on_modules(j, data):
 
 def _ensure(name):
     """Makes sure _mod_cache has an entry for name, asking the agent and
-    blocking until the answer when it has none (pool threads only; the
-    reader thread must never get here)."""
+    blocking until the answer when it has none."""
     if name in _mod_cache:
         return
-    if not _valid_module_name(name):
+    if not _valid_module_name(name) or _get_ident() == _reader_ident:
+        # Never asked: the agent kills a worker that asks for an invalid
+        # name, and the reader thread waiting for its own answer would
+        # wait forever.
         with _mod_lock:
             if name not in _mod_cache:
                 _mod_cache[name] = (False, False, None, b"",
@@ -795,14 +676,6 @@ def _ensure(name):
     lock.acquire()
 
 
-def _module_spec_class():
-    frozen = sys.modules.get("_frozen_importlib")
-    if frozen is not None:
-        return frozen.ModuleSpec
-    import importlib.machinery
-    return importlib.machinery.ModuleSpec
-
-
 def _remote_name(fullname):
     return "__main__" if fullname == "__spore_main__" else fullname
 
@@ -815,6 +688,8 @@ class _Importer(object):
     _spec_class = None
 
     def find_spec(self, fullname, path=None, target=None):
+        if _get_ident() == _reader_ident:
+            return None
         remote = _remote_name(fullname)
         entry = _mod_cache.get(remote)
         if entry is None:
@@ -823,11 +698,15 @@ class _Importer(object):
         if not entry[0]:
             raise ModuleNotFoundError("No module named %r (%s)"
                                       % (fullname, entry[4]), name=fullname)
-        if self._spec_class is None:
-            _Importer._spec_class = _module_spec_class()
+        cls = self._spec_class
+        if cls is None:
+            # importlib's own, loaded at startup: no importlib import.
+            frozen = sys.modules.get("_frozen_importlib")
+            if frozen is None:
+                import importlib.machinery as frozen
+            cls = _Importer._spec_class = frozen.ModuleSpec
         origin = entry[2]
-        spec = self._spec_class(fullname, self, origin=origin,
-                                is_package=entry[1])
+        spec = cls(fullname, self, origin=origin, is_package=entry[1])
         spec.has_location = bool(origin and origin.endswith(".py"))
         return spec
 
@@ -895,16 +774,16 @@ def _resolve(fn):
             raise _CallError("ENOFUNC", "malformed function name %r" % fn)
         obj = _import(modname)
     else:
-        parts = rest.split(".")
         if ":" in rest or not _valid_module_name(rest):
             raise _CallError("ENOFUNC", "malformed function name %r" % fn)
+        parts = rest.split(".")
         obj = _import(parts[0])
         modname = parts[0]
         i = 1
-        # The longest importable prefix: a further import is only tried
+        # The longest importable prefix. A further import is tried only
         # where Python could find a submodule (a package) and no attribute
-        # other than a module is there already (which saves asking the
-        # controller for "pkg.func").
+        # other than a module is there already, which saves asking the
+        # controller for "pkg.func".
         while i < len(parts):
             attr = getattr(obj, parts[i], _MISSING)
             if not hasattr(obj, "__path__") or not (
@@ -933,6 +812,10 @@ def _resolve(fn):
                          % (fn, _a(_type_label(type(obj)))))
     _fns[fn] = obj
     return obj
+
+
+def _a(label):
+    return ("an " if label[:1].lower() in "aeiou" else "a ") + label
 
 
 def _parse_call(j, data):
@@ -984,33 +867,6 @@ def _parse_call(j, data):
 # ----------------------------------------------------------------- calls
 
 
-def _skip_own_frames(tb):
-    while tb is not None and tb.tb_frame.f_code.co_filename == \
-            "spore_worker.py":
-        tb = tb.tb_next
-    return tb
-
-
-def _reply_exception(job, exc):
-    """The EREMOTE error reply of an exception, with its traceback minus
-    the worker's own frames."""
-    import traceback
-    cls = type(exc)
-    try:
-        text = str(exc)
-    except BaseException:
-        text = "<unprintable %s>" % cls.__name__
-    message = "%s: %s" % (cls.__qualname__, text) if text else \
-        cls.__qualname__
-    try:
-        tb = "".join(traceback.format_exception(
-            cls, exc, _skip_own_frames(exc.__traceback__)))
-    except BaseException:
-        tb = message + "\n"
-    _flush_output(_get_ident())
-    _send_error(job, "EREMOTE", message, _type_label(cls), tb)
-
-
 def _reply_result(job, result):
     _flush_output(_get_ident())
     if result is None:
@@ -1018,11 +874,7 @@ def _reply_result(job, result):
         return
     try:
         j, parts, plen = _encode_parts(result, "result")
-    except TypeError as e:
-        _send_error(job, "EREMOTE", "TypeError: %s" % e, "TypeError",
-                    "TypeError: %s\n" % e)
-        return
-    except BaseException as e:  # a huge int, a recursion too deep
+    except BaseException as e:  # a refused value, a huge int, deep nesting
         _reply_exception(job, e)
         return
     _send(H_REPLY, job, 0, j, parts, plen)
@@ -1042,7 +894,8 @@ def _run_job(job, j, data):
     ident = _get_ident()
     _jobs[ident] = job
     try:
-        if _log_handler is None or _applied_level != _log_level:
+        if _applied_level != _log_level or (
+                _log_handler is None and "logging" in sys.modules):
             _check_logging()
         try:
             target, args, kwargs, fork = _parse_call(j, data)
@@ -1113,7 +966,311 @@ def _pool_thread(slot):
             slot[1] = None
 
 
-# ------------------------------------------------------------------ fork
+# ------------------------------------------------------------------ main
+
+
+def main(fd=_LINK_FD):
+    """Runs the worker on the link fd until the agent closes it."""
+    global _wfd, _LINK_FD, _reader_ident
+    _LINK_FD = _wfd = fd
+    _reader_ident = _get_ident()
+    sys.stdout = _stdout
+    sys.stderr = _stderr
+    sys.meta_path.append(_importer)
+    if "logging" in sys.modules:
+        _install_logging(sys.modules["logging"])
+    else:
+        sys.meta_path.insert(0, _LoggingWatch())
+    v = sys.version_info
+    _send(H_HELLO, 0, 0, _dumps({"version": "%d.%d.%d" % (v[0], v[1], v[2]),
+                                 "pid": os.getpid()}).encode())
+    status = 0
+    try:
+        for flags, src, handle, reply_to, j, d in _frames(fd):
+            try:
+                if handle == H_CALL:
+                    _submit((reply_to, j, d))
+                elif handle == H_MODULES:
+                    _on_modules(j, d)
+                elif handle == H_LOG_LEVEL:
+                    _on_log_level(j)
+                else:
+                    os.write(2, b"spore worker: a frame for unknown handle "
+                             b"%d ignored\n" % handle)
+            except Exception:
+                _report("handling a frame for handle %d" % handle)
+    except _LinkError as e:
+        os.write(2, ("spore worker: %s\n" % e).encode())
+        status = 2
+    except BaseException:
+        _report("the reader failed")
+        status = 2
+    # EOF (or a broken link): nobody is left to answer to; calls still
+    # running die with the process.
+    for f in (sys.__stdout__, sys.__stderr__):
+        try:
+            f.flush()
+        except BaseException:
+            pass
+    os._exit(status)
+
+
+def _on_log_level(j):
+    """Reader thread: the level is taken by the handler at once, by the
+    root logger before the next call (its setLevel takes logging's lock,
+    which the reader never waits for)."""
+    global _log_level
+    level = _loads(bytes(j).decode("utf-8")).get("level")
+    if type(level) is int:
+        _log_level = level
+        if _log_handler is not None:
+            _log_handler.level = level
+
+
+# ------------------------------------------------------------------ cold
+
+_cold_lock = _thread.allocate_lock()
+_cold_loaded = False
+_SELF_FILE = _on_log_level.__code__.co_filename
+
+
+def _load_cold():
+    """Compiles _COLD_SOURCE into this module's globals (once), replacing
+    the stubs; its line numbers are those of this file."""
+    global _cold_loaded
+    with _cold_lock:
+        if not _cold_loaded:
+            code = compile("\n" * _COLD_LINE + _COLD_SOURCE, _SELF_FILE,
+                           "exec", dont_inherit=True)
+            exec(code, globals())
+            _cold_loaded = True
+
+
+def _cold_stub(name):
+    """A stand-in for a function of _COLD_SOURCE: loads it, then calls it
+    (by then the global name is the real function)."""
+    def stub(*args, **kwargs):
+        _load_cold()
+        return globals()[name](*args, **kwargs)
+    stub.__name__ = name
+    return stub
+
+
+_prep_other = _cold_stub("_prep_other")
+_locate = _cold_stub("_locate")
+_refusal = _cold_stub("_refusal")
+_binary_output = _cold_stub("_binary_output")
+_install_logging = _cold_stub("_install_logging")
+_check_logging = _cold_stub("_check_logging")
+_watch_logging = _cold_stub("_watch_logging")
+_reply_exception = _cold_stub("_reply_exception")
+_report = _cold_stub("_report")
+_run_forked = _cold_stub("_run_forked")
+
+try:
+    _COLD_LINE = sys._getframe().f_lineno
+except AttributeError:
+    _COLD_LINE = 0
+_COLD_SOURCE = r'''
+# ---------------------------------------------------- cold: rare values
+
+
+def _prep_other(v, st):
+    """Subclasses of the plain types, bytearray and memoryview; anything
+    else is refused."""
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        m = memoryview(v)
+        if not m.c_contiguous:
+            m = memoryview(m.tobytes())
+        elif m.format != "B" or m.ndim != 1:
+            m = m.cast("B")
+        n = m.nbytes
+        off = st[0]
+        if n:
+            st[0] = off + n
+            st.append(m)
+        return {"$b": [off, n]}
+    if isinstance(v, int):
+        return int(v)
+    if isinstance(v, float):
+        return _prep(float(v), st)
+    if isinstance(v, str):
+        return str.__str__(v)
+    if isinstance(v, dict):
+        return _prep_dict(v, st)
+    if isinstance(v, list):
+        return _prep(list(v), st)
+    if isinstance(v, tuple):
+        return _prep(tuple(v), st)
+    raise _Refused(_a(_type_label(type(v))))
+
+
+def _locate(seq):
+    """Raises the refusal of a list or tuple again with the index of the
+    first refused item in its path."""
+    for i, x in enumerate(seq):
+        try:
+            _prep(x, [0])
+        except _Refused as e:
+            e.path.append("[%d]" % i)
+            raise e
+
+
+def _refusal(e, where):
+    return TypeError("cannot send %s at %s%s"
+                     % (e.what, where, "".join(reversed(e.path))))
+
+
+# ------------------------------------------------- cold: output, logging
+
+
+class _BinaryOutput(object):
+    """sys.stdout.buffer: bytes are decoded (UTF-8, invalid bytes replaced)
+    and written as text."""
+
+    def __init__(self, text):
+        self._text = text
+
+    def write(self, b):
+        self._text.write(bytes(b).decode("utf-8", "replace"))
+        return len(b)
+
+    def flush(self):
+        self._text.flush()
+
+
+def _binary_output(text):
+    return _BinaryOutput(text)
+
+
+def _emit(handler, record):
+    """logging.Handler.emit of the worker's handler: one `log` frame."""
+    try:
+        msg = handler.format(record)
+        _send_log(_jobs.get(_get_ident(), 0), record.name, record.levelno,
+                  record.created, msg)
+    except Exception:
+        handler.handleError(record)
+
+
+_log_lock = _thread.allocate_lock()
+
+
+def _install_logging(logging):
+    """Puts the worker's handler on the root logger, at the level of the
+    last log-level frame (INFO by default)."""
+    global _log_handler, _applied_level
+    with _log_lock:
+        if _log_handler is not None:
+            return
+        cls = type("SporeHandler", (logging.Handler,), {
+            "emit": _emit,
+            "__doc__": "Sends each record to the agent as a log frame."})
+        level = _log_level
+        handler = cls(level)
+        logging.root.addHandler(handler)
+        logging.root.setLevel(level)
+        _applied_level = level
+        _log_handler = handler
+
+
+def _check_logging():
+    """Before a call: a handler for a logging module that the watch missed,
+    and the level of the last log-level frame."""
+    global _applied_level
+    logging = sys.modules.get("logging")
+    if _log_handler is None:
+        if logging is not None and hasattr(logging, "root"):
+            _install_logging(logging)
+        else:
+            _applied_level = _log_level
+        return
+    level = _log_level
+    if _applied_level != level:
+        _applied_level = level
+        _log_handler.setLevel(level)
+        logging.root.setLevel(level)
+
+
+def _watch_logging(watch, fullname, path, target):
+    """logging's spec, found by the other finders, its loader's
+    exec_module wrapped to install the handler right after logging runs."""
+    spec = None
+    for finder in sys.meta_path:
+        find = getattr(finder, "find_spec", None)
+        if finder is watch or find is None:
+            continue
+        spec = find(fullname, path, target)
+        if spec is not None:
+            break
+    loader = spec.loader if spec is not None else None
+    if loader is None or isinstance(loader, type):
+        return spec  # a class as loader: left alone (checked per call)
+    run = loader.exec_module
+
+    def exec_module(module):
+        run(module)
+        try:
+            sys.meta_path.remove(watch)
+        except ValueError:
+            pass
+        del loader.exec_module
+        _install_logging(module)
+    loader.exec_module = exec_module
+    return spec
+
+
+def _report(what):
+    """A failure of the worker's own machinery: on fd 2, which the agent
+    turns into "stderr" log records; never raises. The reader thread
+    formats no traceback unless the module is there (it must not import)."""
+    try:
+        exc = sys.exc_info()[1]
+        if _get_ident() != _reader_ident or "traceback" in sys.modules:
+            import traceback
+            detail = traceback.format_exc()
+        else:
+            detail = "%s: %s\n" % (type(exc).__name__, exc)
+        text = "spore worker: %s\n%s" % (what, detail)
+        os.write(2, text.encode("utf-8", "replace"))
+    except BaseException:
+        pass
+
+
+# ---------------------------------------------------- cold: exceptions
+
+
+def _skip_own_frames(tb):
+    while tb is not None and tb.tb_frame.f_code.co_filename == _SELF_FILE:
+        tb = tb.tb_next
+    return tb
+
+
+def _reply_exception(job, exc):
+    """The EREMOTE error reply of an exception, with its traceback minus
+    the worker's own frames. A refused result is a TypeError whose
+    traceback is its message alone."""
+    import traceback
+    cls = type(exc)
+    try:
+        text = str(exc)
+    except BaseException:
+        text = "<unprintable %s>" % cls.__name__
+    message = "%s: %s" % (cls.__qualname__, text) if text else \
+        cls.__qualname__
+    tb = _skip_own_frames(exc.__traceback__)
+    try:
+        if tb is None:
+            tb = message + "\n"
+        else:
+            tb = "".join(traceback.format_exception(cls, exc, tb))
+    except BaseException:
+        tb = message + "\n"
+    _flush_output(_get_ident())
+    _send_error(job, "EREMOTE", message, _type_label(cls), tb)
+
+
+# --------------------------------------------------------- cold: fork
 
 _fork_lock = _thread.allocate_lock()
 _child_frames = None
@@ -1196,17 +1353,20 @@ def _relay_need(j, down_w, mark):
 def _child(job, target, args, kwargs, up_r, up_w, down_r, down_w):
     """The forked process: only fresh locks (another thread may have held
     any of the old ones at fork time), frames to the pipe, then exit."""
-    global _wfd, _wlock, _mod_lock, _pool_lock, _fork_lock, _jobs
-    global _child_frames, _ensure
+    global _wfd, _wlock, _mod_lock, _pool_lock, _fork_lock, _cold_lock
+    global _log_lock, _jobs, _child_frames, _ensure, _reader_ident
     try:
         _wlock = _thread.allocate_lock()
         _mod_lock = _thread.allocate_lock()
         _pool_lock = _thread.allocate_lock()
         _fork_lock = _thread.allocate_lock()
+        _cold_lock = _thread.allocate_lock()
+        _log_lock = _thread.allocate_lock()
         os.close(up_r)
         os.close(down_w)
         os.close(_LINK_FD)
         _wfd = up_w
+        _reader_ident = None
         _jobs = {_get_ident(): job}
         _stdout._partial = {}
         _stderr._partial = {}
@@ -1227,71 +1387,15 @@ def _child_ensure(name):
     with _mod_lock:
         if name in _mod_cache:
             return
-        _send(H_NEED, 0, 0, _dumps({"names": [name]}).encode())
-        for flags, src, handle, reply_to, j, d in _child_frames:
-            _store_answer(j, d)
-            break
+        if _valid_module_name(name):
+            _send(H_NEED, 0, 0, _dumps({"names": [name]}).encode())
+            for flags, src, handle, reply_to, j, d in _child_frames:
+                _store_answer(j, d)
+                break
         if name not in _mod_cache:
             _mod_cache[name] = (False, False, None, b"",
-                                "the worker did not answer")
-
-
-# ------------------------------------------------------------------ main
-
-
-def _on_log_level(j):
-    global _log_level
-    level = _loads(bytes(j).decode("utf-8")).get("level")
-    if type(level) is int:
-        _log_level = level
-        if _log_handler is not None:
-            _log_handler.level = level  # the rest is done before a call
-
-
-def main(fd=_LINK_FD):
-    """Runs the worker on the link fd until the agent closes it."""
-    global _wfd, _LINK_FD
-    _LINK_FD = _wfd = fd
-    sys.stdout = _stdout
-    sys.stderr = _stderr
-    sys.meta_path.append(_importer)
-    if "logging" in sys.modules:
-        _install_logging(sys.modules["logging"])
-    else:
-        sys.meta_path.insert(0, _LoggingWatch())
-    v = sys.version_info
-    _send(H_HELLO, 0, 0, _dumps({"version": "%d.%d.%d" % (v[0], v[1], v[2]),
-                                 "pid": os.getpid()}).encode())
-    status = 0
-    try:
-        for flags, src, handle, reply_to, j, d in _frames(fd):
-            try:
-                if handle == H_CALL:
-                    _submit((reply_to, j, d))
-                elif handle == H_MODULES:
-                    _on_modules(j, d)
-                elif handle == H_LOG_LEVEL:
-                    _on_log_level(j)
-                else:
-                    os.write(2, b"spore worker: a frame for unknown handle "
-                             b"%d ignored\n" % handle)
-            except Exception:
-                _report("handling a frame for handle %d" % handle)
-    except _LinkError as e:
-        os.write(2, ("spore worker: %s\n" % e).encode())
-        status = 2
-    except BaseException:
-        _report("the reader failed")
-        status = 2
-    # EOF (or a broken link): nobody is left to answer to; calls still
-    # running die with the process.
-    for f in (sys.__stdout__, sys.__stderr__):
-        try:
-            f.flush()
-        except BaseException:
-            pass
-    os._exit(status)
-
+                                "not a valid module name")
+'''
 
 if __name__ == "__spore_worker__":
     main(3)
