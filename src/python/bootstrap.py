@@ -1,4 +1,4 @@
-# spore Python worker bootstrap, run as `python -c <this text>`: refuses Python < 3.6 (exit 3), else reads "<length>\n<worker source>" from fd 3 (exit 4 on early EOF) and runs it.
+# spore worker bootstrap (python -c): needs Python 3.6 (else exit 3); runs the source from fd 3 per '# ---' section
 import os,sys
 v=sys.version_info
 if v<(3,6):
@@ -15,4 +15,6 @@ while 1:
  c=r(1)
  if c==b"\n":break
  n+=c
-exec(compile(r(int(n)),"spore_worker.py","exec"),{"__name__":"__spore_worker__","__file__":"spore_worker.py"})
+g={"__name__":"__spore_worker__","__file__":"spore_worker.py"};k=0;p=b""
+for c in r(int(n)).split(b"\n# ---"):
+ exec(compile(b"\n"*k+p+c,"spore_worker.py","exec"),g);k+=c.count(b"\n")+1;p=b"# ---"

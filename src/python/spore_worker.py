@@ -11,11 +11,16 @@ Startup is most of a fresh context's first call, so:
 - only modules that are built in or already loaded by the interpreter are
   imported here; traceback, logging's handler and importlib pieces are
   loaded on first need;
-- compiling this source is the worker's largest startup cost (about 0.3 ms
-  per KB in a fresh process), so the code no first call needs (fork
-  isolation, the logging handler, exception replies, the codec's rare types
-  and refusals) is kept as text in _COLD_SOURCE at the end and compiled
-  into this module on first use, through the stubs of _cold_stub().
+- compiling this source is the worker's largest startup cost, mostly in
+  faulting in fresh memory for the parser (on some VMs every page fault
+  costs over 10 us). So the code no first call needs (fork isolation, the
+  logging handler, exception replies, the codec's rare types and refusals)
+  is kept as text in _COLD_SOURCE at the end, compiled into this module on
+  first use through the stubs of _cold_stub(); and the bootstrap compiles
+  the rest one section at a time, cutting before each line that starts
+  with "# ---" (the section headers, which are therefore only put at the
+  top level, and never start a line inside a string), so the parser's
+  memory is reused: about half the time of one whole compile.
 
 encode() and decode() are the value codec of the protocol; the Python
 binding imports them from a copy of this file, so importing it has no side
@@ -94,7 +99,7 @@ def _loads(text):
         # already loaded json.decoder, and fails this way without it.
         if "json.decoder" in sys.modules:
             raise
-        import json.decoder  # noqa: F401
+        __import__("json.decoder")
         return _loads(text)
     if end != len(text) and text[end:].strip(_WS):
         raise ValueError("extra data after the JSON value at character %d"
@@ -204,6 +209,8 @@ def _encode_parts(value, where):
     return _dumps(tree).encode(), st[1:], st[0]
 
 
+# ------------------------------------------------- values: the public API
+
 def encode(value, where="value"):
     """The wire form of value: (JSON text, binary part as bytes).
 
@@ -252,6 +259,8 @@ def decode(text, data=b""):
         value = _untag(value, data)
     return value
 
+
+# ------------------------------------------------------- values: decoding
 
 def _untag(v, data):
     t = type(v)
@@ -341,7 +350,7 @@ class _LinkError(Exception):
 def _frames(fd):
     """Yields (flags, src_id, handle, reply_to, json bytes, binary part) for
     each frame read from fd, until EOF. Small frames come out of one shared
-    read buffer; a large body is read straight into its own buffer, so a
+    read buffer; a large body is read on its own (see _read_into), so a
     16 MiB message costs no buffer growth."""
     read = os.read
     buf = b""
@@ -367,26 +376,17 @@ def _frames(fd):
             if size > _CHUNK:
                 head = buf[pos:pos + 32]
                 j = buf[pos + 32:pos + 32 + jl]
-                have = avail - 32 - len(j)
-                if len(j) < jl:
-                    try:
-                        j += _read_exact(fd, jl - len(j))
-                    except EOFError:
-                        return
-                    have = 0
-                body = bytearray(bl)
-                if have:
-                    body[:have] = memoryview(buf)[pos + 32 + jl:]
+                d = buf[pos + 32 + jl:]
                 buf = b""
                 pos = 0
-                mv = memoryview(body)
-                while have < bl:
-                    n = os.readv(fd, [mv[have:]])
-                    if not n:
-                        return
-                    have += n
+                try:
+                    if len(j) < jl:
+                        j += _read_exact(fd, jl - len(j))
+                    d = _read_into(fd, bl, d)
+                except EOFError:
+                    return
                 yield (head[3], int.from_bytes(head[8:12], "big"), v >> 96,
-                       (v >> 64) & _M32, j, mv)
+                       (v >> 64) & _M32, j, d)
                 continue
         chunk = read(fd, _CHUNK)
         if not chunk:
@@ -394,6 +394,8 @@ def _frames(fd):
         buf = buf[pos:] + chunk if avail else chunk
         pos = 0
 
+
+# ----------------------------------------------- frames: reading, writing
 
 def _read_exact(fd, n):
     parts = []
@@ -404,6 +406,21 @@ def _read_exact(fd, n):
         parts.append(chunk)
         n -= len(chunk)
     return b"".join(parts)
+
+
+def _read_into(fd, n, first):
+    """A memoryview of n bytes (first, then the rest read from fd straight
+    into one bytearray). This takes the fewest fresh pages, which matters
+    more than a copy: a $b tag decodes to a copy of its slice anyway."""
+    mv = memoryview(bytearray(n))
+    have = len(first)
+    mv[:have] = first
+    while have < n:
+        k = os.readv(fd, [mv[have:]])
+        if not k:
+            raise EOFError
+        have += k
+    return mv
 
 
 def _write_all(fd, bufs):
@@ -555,6 +572,8 @@ class _Output(io.TextIOBase):
                 self._send_lines(_jobs.get(ident, 0), [rest])
 
 
+# ----------------------------------------- output: streams, logging watch
+
 _stdout = _Output("stdout", 1)
 _stderr = _Output("stderr", 2)
 
@@ -644,6 +663,8 @@ def _on_modules(j, data):
             for lock in _mod_waiters.pop(name):
                 lock.release()
 
+
+# -------------------------------------------- modules: requests, importer
 
 def _ensure(name):
     """Makes sure _mod_cache has an entry for name, asking the agent and
@@ -814,6 +835,8 @@ def _resolve(fn):
     return obj
 
 
+# ----------------------------------------------- functions: call messages
+
 def _a(label):
     return ("an " if label[:1].lower() in "aeiou" else "a ") + label
 
@@ -974,6 +997,9 @@ def main(fd=_LINK_FD):
     global _wfd, _LINK_FD, _reader_ident
     _LINK_FD = _wfd = fd
     _reader_ident = _get_ident()
+    # `python -c` puts the current directory first on sys.path: files
+    # lying there would shadow the target's modules and the controller's.
+    sys.path[:] = [p for p in sys.path if p not in ("", ".")]
     sys.stdout = _stdout
     sys.stderr = _stderr
     sys.meta_path.append(_importer)
@@ -1067,12 +1093,10 @@ _reply_exception = _cold_stub("_reply_exception")
 _report = _cold_stub("_report")
 _run_forked = _cold_stub("_run_forked")
 
-try:
-    _COLD_LINE = sys._getframe().f_lineno
-except AttributeError:
-    _COLD_LINE = 0
+_getframe = getattr(sys, "_getframe", None)
+_COLD_LINE = _getframe().f_lineno if _getframe else 0  # this line's number
 _COLD_SOURCE = r'''
-# ---------------------------------------------------- cold: rare values
+# ===================================================== cold: rare values
 
 
 def _prep_other(v, st):
@@ -1121,7 +1145,7 @@ def _refusal(e, where):
                      % (e.what, where, "".join(reversed(e.path))))
 
 
-# ------------------------------------------------- cold: output, logging
+# ================================================== cold: output, logging
 
 
 class _BinaryOutput(object):
@@ -1237,7 +1261,7 @@ def _report(what):
         pass
 
 
-# ---------------------------------------------------- cold: exceptions
+# ===================================================== cold: exceptions
 
 
 def _skip_own_frames(tb):
@@ -1270,7 +1294,7 @@ def _reply_exception(job, exc):
     _send_error(job, "EREMOTE", message, _type_label(cls), tb)
 
 
-# --------------------------------------------------------- cold: fork
+# =========================================================== cold: fork
 
 _fork_lock = _thread.allocate_lock()
 _child_frames = None

@@ -85,6 +85,20 @@ SUITES = {
         ("go_pipelined_async", None, None, "pipelined_async",
          "Go: c.CallAsync('sys.ping') x N, then Wait of each; baseline: Mitogen call_async"),
     ],
+    "python": [
+        ("py_connect_first_call", "<=", 40.0, "py_connect_first_call",
+         "r.local() (agent cached) + the first call of a shipped function (worker started, module shipped); "
+         "baseline: Mitogen router.local() + context.call of the same function"),
+        ("py_call_rtt", "<=", 35.0, "py_call_rtt",
+         "ctx.call(noop) of a shipped function, warm worker; baseline: Mitogen context.call(noop)"),
+        ("py_pipelined", ">=", 150000.0, "py_pipelined",
+         "10,000 ctx.call_async(noop), then result() of each; baseline: Mitogen call_async + get().unpickle()"),
+        ("py_echo_16mib", ">=", 500.0, "py_echo_16mib",
+         "a function returning its 16 MiB bytes argument, 2 x 16 MiB per round trip; baseline: Mitogen with a Blob"),
+        ("py_module_bytes_hop", "<=", 0.0, None,
+         "module bytes the router sends for a second context behind the same parent calling a function that "
+         "imports 10 of the caller's modules (cached at the hop)"),
+    ],
     "files": [
         ("put_local_1gib", ">=", 800.0, "put_local_1gib",
          "spore_put_file of 1 GiB (/dev/shm to /dev/shm) to a local context, sync off; "
