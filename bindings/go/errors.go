@@ -82,6 +82,7 @@ type Error struct {
 	RemoteType string // for ErrRemote: the error type in the context, e.g. "FileNotFoundError"
 	Context    string // name of the context involved, if any
 	Function   string // name of the function called, if any
+	Traceback  string // a Python function's formatted remote traceback, if any
 	cause      error  // a context.Context error that ended the wait, if that is what happened
 }
 
@@ -103,7 +104,7 @@ func (e *Error) Unwrap() []error {
 
 func errorFrom(code int, e capi.Spore_error) *Error {
 	return &Error{Code: Code(code), Message: e.GetMessage(), RemoteType: e.GetRemote_type(),
-		Context: e.GetContext(), Function: e.GetFunction()}
+		Context: e.GetContext(), Function: e.GetFunction(), Traceback: e.GetTraceback()}
 }
 
 // check runs f, a C call returning a status, and turns a failure into an

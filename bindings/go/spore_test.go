@@ -174,6 +174,25 @@ func TestLocalContextAndResultTypes(t *testing.T) {
 	}
 }
 
+// Python functions the target has, by name (py:), and their errors.
+func TestPythonFunctionsByName(t *testing.T) {
+	r := newRouter(t)
+	ctx := bg(t)
+	c := must(r.Local(ctx, spore.Options{"python_path": "/usr/bin/env python3"}))
+	if s := must(spore.CallAs[string](ctx, c, "py:posixpath:join", spore.Args{"args": []any{"a", "b"}})); s != "a/b" {
+		t.Fatalf("posixpath.join: %q", s)
+	}
+	_, err := c.Call(ctx, "py:json:loads", spore.Args{"args": []any{"{not json"}})
+	var e *spore.Error
+	if !errors.As(err, &e) || e.Code != spore.ErrRemote || e.RemoteType != "json.decoder.JSONDecodeError" ||
+		!strings.Contains(e.Traceback, "Traceback") {
+		t.Fatalf("json.loads of bad JSON: %v", err)
+	}
+	if _, err := c.Call(ctx, "py:json:no_such_function", nil); !errors.Is(err, spore.ErrNoFunc) {
+		t.Fatalf("a missing function: %v", err)
+	}
+}
+
 func TestBinaryData(t *testing.T) {
 	r := newRouter(t)
 	ctx := bg(t)

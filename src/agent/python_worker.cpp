@@ -72,6 +72,32 @@ std::string find_on_path(const std::string &name, std::string &why) {
     return {};
 }
 
+// The worker's environment: the agent's, with glibc's malloc told to use
+// transparent huge pages for large blocks (bytes arguments and results of
+// megabytes would otherwise be faulted in 4 KiB at a time, which costs more
+// than copying them). The worker puts GLIBC_TUNABLES back as it found it
+// (SPORE_WORKER_TUNABLES: "-" for unset, else "=" and the value), so what
+// the called functions start sees the context's own environment.
+std::vector<std::string> worker_environment() {
+    std::vector<std::string> env;
+    std::string saved = "-";
+    std::string tunables = "glibc.malloc.hugetlb=1";
+    for (char **e = environ; *e; ++e) {
+        std::string_view kv(*e);
+        if (kv.rfind("GLIBC_TUNABLES=", 0) == 0) {
+            std::string_view value = kv.substr(15);
+            saved = "=" + std::string(value);
+            if (!value.empty()) tunables = std::string(value) + ":" + tunables;
+            continue;
+        }
+        if (kv.rfind("SPORE_WORKER_TUNABLES=", 0) == 0) continue;
+        env.emplace_back(kv);
+    }
+    env.push_back("GLIBC_TUNABLES=" + tunables);
+    env.push_back("SPORE_WORKER_TUNABLES=" + saved);
+    return env;
+}
+
 std::string signal_text(int sig) {
     const char *name = sigabbrev_np(sig);
     return std::to_string(sig) + (name ? std::string(" (SIG") + name + ")" : "");
@@ -210,6 +236,10 @@ bool PythonWorker::spawn_candidate(const std::vector<std::string> &words, std::s
     std::vector<char *> cargv;
     for (auto &a : argv) cargv.push_back(a.data());
     cargv.push_back(nullptr);
+    std::vector<std::string> env = worker_environment();
+    std::vector<char *> cenv;
+    for (auto &e : env) cenv.push_back(e.data());
+    cenv.push_back(nullptr);
 
     int rc = SPORE_OK;
     if (int refused = services_.begin_spawn(0); refused != SPORE_OK) {
@@ -219,7 +249,7 @@ bool PythonWorker::spawn_candidate(const std::vector<std::string> &words, std::s
         return false;
     }
     pid_t pid = -1;
-    rc = posix_spawn(&pid, prog.c_str(), &fa, &attr, cargv.data(), environ);
+    rc = posix_spawn(&pid, prog.c_str(), &fa, &attr, cargv.data(), cenv.data());
     services_.register_process(rc == 0 ? pid : -1, 0);
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&attr);

@@ -504,7 +504,10 @@ std::shared_ptr<PendingCall> Router::call_async(const std::shared_ptr<ContextSta
                                   std::to_string(m.json.size()) + " bytes of JSON, over the limit of " +
                                   std::to_string(max_json) + " (send bulk data as the call's binary part)",
                               "", ctx->name, function});
-    if (data && len) m.bin.assign(static_cast<const char *>(data), len);
+    if (data && len) {
+        reserve_bulk(m.bin, len);
+        m.bin.assign(static_cast<const char *>(data), len);
+    }
     if (m.wire_size() > opts_.max_message_size)
         throw Error(ErrorInfo{SPORE_ETOOBIG,
                               "call of " + function + " is " + std::to_string(m.wire_size()) +

@@ -1,5 +1,7 @@
 #include "core/frame.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -47,13 +49,25 @@ Header decode_header(const uint8_t in[kHeaderSize]) {
     return h;
 }
 
+void reserve_bulk(std::string &s, size_t n) {
+    constexpr size_t kHuge = size_t(2) << 20;
+    size_t want = s.size() + n;
+    if (want <= s.capacity()) return;
+    s.reserve(want);
+    if (want < 2 * kHuge) return;
+    // Only the 2 MiB-aligned part of the block can use huge pages.
+    auto start = (reinterpret_cast<uintptr_t>(s.data()) + kHuge - 1) & ~(uintptr_t(kHuge) - 1);
+    auto end = (reinterpret_cast<uintptr_t>(s.data()) + s.capacity()) & ~(uintptr_t(kHuge) - 1);
+    if (end > start) madvise(reinterpret_cast<void *>(start), end - start, MADV_HUGEPAGE);
+}
+
 void encode_message(const Message &m, std::string &out) {
     Header h = m.h;
     h.json_len = uint32_t(m.json.size());
     h.bin_len = uint32_t(m.bin.size());
     uint8_t hdr[kHeaderSize];
     encode_header(h, hdr);
-    out.reserve(out.size() + kHeaderSize + m.json.size() + m.bin.size());
+    reserve_bulk(out, kHeaderSize + m.json.size() + m.bin.size());
     out.append(reinterpret_cast<const char *>(hdr), kHeaderSize);
     out.append(m.json);
     out.append(m.bin);
@@ -97,6 +111,13 @@ void ByteBuffer::reserve(size_t n, size_t keep) {
         if (p) std::free(data_);
     }
     if (!p) throw std::bad_alloc();
+    constexpr size_t kHuge = size_t(2) << 20;
+    if (cap >= 2 * kHuge) {
+        // As reserve_bulk: the new part is written next, in huge pages.
+        auto start = (reinterpret_cast<uintptr_t>(p) + kHuge - 1) & ~(uintptr_t(kHuge) - 1);
+        auto end = (reinterpret_cast<uintptr_t>(p) + cap) & ~(uintptr_t(kHuge) - 1);
+        if (end > start) madvise(reinterpret_cast<void *>(start), end - start, MADV_HUGEPAGE);
+    }
     data_ = static_cast<char *>(p);
     cap_ = cap;
 }
@@ -165,6 +186,8 @@ FrameDecoder::Status FrameDecoder::next(Message &out) {
     out.h = h;
     const char *body = buf_.data() + begin_ + kHeaderSize;
     out.json.assign(body, h.json_len);
+    out.bin.clear();
+    reserve_bulk(out.bin, h.bin_len);
     out.bin.assign(body + h.json_len, h.bin_len);
     begin_ += size_t(total);
     if (begin_ == end_) consumed_all();

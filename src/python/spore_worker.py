@@ -347,11 +347,12 @@ class _LinkError(Exception):
     """The byte stream is not frames: framing is lost for good."""
 
 
-def _frames(fd):
+def _frames(fd, before_read=None):
     """Yields (flags, src_id, handle, reply_to, json bytes, binary part) for
     each frame read from fd, until EOF. Small frames come out of one shared
     read buffer; a large body is read on its own (see _read_into), so a
-    16 MiB message costs no buffer growth."""
+    16 MiB message costs no buffer growth. before_read() is called before
+    each read that may block."""
     read = os.read
     buf = b""
     pos = 0
@@ -379,6 +380,8 @@ def _frames(fd):
                 d = buf[pos + 32 + jl:]
                 buf = b""
                 pos = 0
+                if before_read is not None:
+                    before_read()
                 try:
                     if len(j) < jl:
                         j += _read_exact(fd, jl - len(j))
@@ -388,6 +391,8 @@ def _frames(fd):
                 yield (head[3], int.from_bytes(head[8:12], "big"), v >> 96,
                        (v >> 64) & _M32, j, d)
                 continue
+        if before_read is not None:
+            before_read()
         chunk = read(fd, _CHUNK)
         if not chunk:
             return
@@ -408,11 +413,24 @@ def _read_exact(fd, n):
     return b"".join(parts)
 
 
+# One large receive buffer is kept for the next large frame: faulting in
+# fresh memory costs more than copying it (over 10 us a page on some VMs),
+# and a $b tag decodes to a copy of its slice anyway.
+_spare = []
+_SPARE_MAX = 32 << 20
+
+
 def _read_into(fd, n, first):
-    """A memoryview of n bytes (first, then the rest read from fd straight
-    into one bytearray). This takes the fewest fresh pages, which matters
-    more than a copy: a $b tag decodes to a copy of its slice anyway."""
-    mv = memoryview(bytearray(n))
+    """A memoryview of n bytes: first, then the rest read from fd straight
+    into the spare buffer if it is large enough, else a new one. Its
+    reader hands it back with _recycle once done with it."""
+    try:
+        buf = _spare.pop()
+        if len(buf) < n:
+            buf = bytearray(n)
+    except IndexError:
+        buf = bytearray(n)
+    mv = memoryview(buf)[:n]
     have = len(first)
     mv[:have] = first
     while have < n:
@@ -423,8 +441,23 @@ def _read_into(fd, n, first):
     return mv
 
 
+def _recycle(data):
+    """Takes back the buffer of a large frame's binary part (a memoryview
+    from _read_into) once nothing reads it any more."""
+    if type(data) is memoryview:
+        buf = data.obj
+        try:
+            data.release()
+        except BufferError:  # a view of it is still in use: not reused
+            return
+        if not _spare and len(buf) <= _SPARE_MAX:
+            _spare.append(buf)
+
+
 def _write_all(fd, bufs):
     """Writes the buffers whole (looping on a short write)."""
+    if len(bufs) > 512:  # stay well under IOV_MAX (many lines of output)
+        bufs = [b"".join(bufs)]
     n = _writev(fd, bufs)
     total = 0
     for b in bufs:
@@ -441,8 +474,6 @@ def _frame(handle, reply_to, flags, j, parts=(), plen=0):
                            | (len(j) << 32) | plen).to_bytes(16, "big")
     if not plen:
         return [head + j]
-    if len(parts) > 512:  # stay well under IOV_MAX
-        parts = [b"".join(parts)]
     bufs = [head, j]
     bufs.extend(parts)
     return bufs
@@ -468,7 +499,7 @@ def _send_bufs(bufs):
                     _write_all(_wfd, [memoryview(data)[n:]])
             else:
                 _write_all(_wfd, bufs)
-    except OSError:
+    except (BrokenPipeError, ConnectionResetError):
         # The agent (or the parent of a forked call) is gone: nobody is
         # left to answer to.
         os._exit(0 if _wfd == _LINK_FD else 1)
@@ -671,10 +702,8 @@ def _ensure(name):
     blocking until the answer when it has none."""
     if name in _mod_cache:
         return
-    if not _valid_module_name(name) or _get_ident() == _reader_ident:
-        # Never asked: the agent kills a worker that asks for an invalid
-        # name, and the reader thread waiting for its own answer would
-        # wait forever.
+    if not _valid_module_name(name):
+        # Never asked: the agent kills a worker that asks for one.
         with _mod_lock:
             if name not in _mod_cache:
                 _mod_cache[name] = (False, False, None, b"",
@@ -710,7 +739,7 @@ class _Importer(object):
 
     def find_spec(self, fullname, path=None, target=None):
         if _get_ident() == _reader_ident:
-            return None
+            return None  # it would wait for an answer only it can read
         remote = _remote_name(fullname)
         entry = _mod_cache.get(remote)
         if entry is None:
@@ -922,6 +951,7 @@ def _run_job(job, j, data):
             _check_logging()
         try:
             target, args, kwargs, fork = _parse_call(j, data)
+            _recycle(data)
         except _CallError as e:
             _flush_output(ident)
             _send_error(job, e.code, e.message)
@@ -951,6 +981,7 @@ _pool_lock = _thread.allocate_lock()
 _idle = []        # slots [wake lock, job] of idle threads, last idle first
 _queue = []       # jobs waiting for a thread
 _nthreads = 0
+_to_wake = []     # wake locks of idle threads given a call (see _wake)
 
 
 def _submit(job):
@@ -961,7 +992,7 @@ def _submit(job):
         if _idle:
             slot = _idle.pop()
             slot[1] = job
-            slot[0].release()
+            _to_wake.append(slot[0])
             return
         if _nthreads >= _MAX_THREADS:
             _queue.append(job)
@@ -969,7 +1000,24 @@ def _submit(job):
         _nthreads += 1
     slot = [_thread.allocate_lock(), job]
     slot[0].acquire()
-    _thread.start_new_thread(_pool_thread, (slot,))
+    try:
+        _thread.start_new_thread(_pool_thread, (slot,))
+    except BaseException as e:  # out of threads: a running one takes it
+        with _pool_lock:
+            _nthreads -= 1
+            if _nthreads:
+                _queue.append(job)
+                return
+        _send_error(job[0], "EREMOTE", "%s: %s" % (type(e).__name__, e),
+                    type(e).__name__)
+
+
+def _wake():
+    """Reader thread, right before it blocks in a read: wakes the threads
+    given calls since. Woken any earlier, a thread would find the GIL still
+    held by the reader and sleep again (a second wake-up, 5-10 us)."""
+    while _to_wake:
+        _to_wake.pop().release()
 
 
 def _pool_thread(slot):
@@ -1012,12 +1060,13 @@ def main(fd=_LINK_FD):
                                  "pid": os.getpid()}).encode())
     status = 0
     try:
-        for flags, src, handle, reply_to, j, d in _frames(fd):
+        for flags, src, handle, reply_to, j, d in _frames(fd, _wake):
             try:
                 if handle == H_CALL:
                     _submit((reply_to, j, d))
                 elif handle == H_MODULES:
                     _on_modules(j, d)
+                    _recycle(d)
                 elif handle == H_LOG_LEVEL:
                     _on_log_level(j)
                 else:
@@ -1314,12 +1363,11 @@ def _run_forked(job, target, args, kwargs):
             _child(job, target, args, kwargs, up_r, up_w, down_r, down_w)
         os.close(up_w)
         os.close(down_r)
-    replied = False
+    reply = None
     try:
         for flags, src, handle, reply_to, j, d in _frames(up_r):
             if handle == H_REPLY:
-                _send(H_REPLY, job, flags & 1, j, [d], len(d))
-                replied = True
+                reply = (flags & 1, j, d)
                 break
             if handle == H_LOG:
                 _send(H_LOG, job, 0, j)
@@ -1332,10 +1380,16 @@ def _run_forked(job, target, args, kwargs):
         except OSError:
             pass
     finally:
+        # Before the reply goes out: the caller's next call finds the
+        # fork reaped and these descriptors closed.
         os.close(up_r)
         os.close(down_w)
         status = os.waitpid(pid, 0)[1]
-    if not replied:
+    if reply is not None:
+        flags, j, d = reply
+        _send(H_REPLY, job, flags, j, [d], len(d))
+        _recycle(d)
+    else:
         if os.WIFSIGNALED(status):
             why = "died of signal %d" % os.WTERMSIG(status)
         else:
@@ -1411,14 +1465,15 @@ def _child_ensure(name):
     with _mod_lock:
         if name in _mod_cache:
             return
+        reason = "not a valid module name"
         if _valid_module_name(name):
+            reason = "the worker did not answer the forked call's request"
             _send(H_NEED, 0, 0, _dumps({"names": [name]}).encode())
             for flags, src, handle, reply_to, j, d in _child_frames:
                 _store_answer(j, d)
                 break
         if name not in _mod_cache:
-            _mod_cache[name] = (False, False, None, b"",
-                                "not a valid module name")
+            _mod_cache[name] = (False, False, None, b"", reason)
 '''
 
 if __name__ == "__spore_worker__":

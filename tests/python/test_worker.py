@@ -286,7 +286,10 @@ class FakeAgent(object):
                 self.logs
 
     def close(self, timeout=5):
-        """Closes the link; the worker must exit by itself."""
+        """Closes the link; the worker must exit by itself. Returns its
+        exit status (again if called twice)."""
+        if self.sock.fileno() < 0:
+            return self.proc.returncode
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -427,6 +430,12 @@ MODULES = {
         def import_missing():
             import nothere_anywhere
     ''',
+    "bigmod.py": '''
+        BIG = """%s"""
+
+        def size():
+            return len(BIG)
+    ''' % ("x" * 300000),
     "lazymod.py": '''
         VALUE = "lazy"
     ''',
@@ -515,9 +524,24 @@ def modroot(tmp_path_factory):
 
 
 @pytest.fixture
-def agent(modroot):
-    a = FakeAgent(modroot, main_file=os.path.join(modroot, "main_script.py"),
-                  proactive={"pro.a": ["pro.b"], "pro2.c": ["pro2.d"]})
+def spawn(modroot):
+    """Starts workers (FakeAgent arguments); whatever a test leaves open is
+    closed after it, failed or not."""
+    agents = []
+
+    def start(**kwargs):
+        a = FakeAgent(modroot, **kwargs)
+        agents.append(a)
+        return a
+    yield start
+    for a in agents:
+        a.close()
+
+
+@pytest.fixture
+def agent(spawn, modroot):
+    a = spawn(main_file=os.path.join(modroot, "main_script.py"),
+              proactive={"pro.a": ["pro.b"], "pro2.c": ["pro2.d"]})
     a.wait_hello()
     yield a
     rc = a.close()
@@ -585,6 +609,15 @@ def test_values_round_trip(agent, isolation):
     # bytearray and memoryview are sent as bytes.
     got = agent.value("py:tools:echo", [bytearray(b"ba"), memoryview(b"mv")])
     assert same(got, [b"ba", b"mv"])
+
+
+def test_large_json_and_module(agent):
+    """Frames over the worker's 64 KiB read size: a call whose JSON part
+    alone is large, and a module answer (300 KB of source)."""
+    text = "\u00e9" * 300000
+    assert agent.value("py:tools:echo", [text, b"x" * 100000]) == [
+        text, b"x" * 100000]
+    assert agent.value("py:bigmod:size") == 300000
 
 
 def test_float_stays_float_on_the_wire():
@@ -880,8 +913,8 @@ def test_large_echo(agent):
             assert len(blob) / best > 250e6
 
 
-def test_eof_exits_even_with_calls_running(modroot):
-    a = FakeAgent(modroot)
+def test_eof_exits_even_with_calls_running(spawn):
+    a = spawn()
     a.wait_hello()
     a.start_call("py:tools:sleep", (30,))
     a.value("py:tools:noop")
@@ -890,11 +923,11 @@ def test_eof_exits_even_with_calls_running(modroot):
     assert time.perf_counter() - t0 < 2
 
 
-def test_bootstrap_eof_exits_4(modroot):
-    a = FakeAgent(modroot, send_source=False)
+def test_bootstrap_eof_exits_4(spawn):
+    a = spawn(send_source=False)
     a.sock.sendall(b"100\nshort")
     assert a.close() == 4
-    a = FakeAgent(modroot, send_source=False)
+    a = spawn(send_source=False)
     assert a.close() == 4
 
 
@@ -922,44 +955,41 @@ OTHER_PYTHONS = [p for p in (
 
 @pytest.mark.skipif(not OTHER_PYTHONS, reason="no other Python here")
 @pytest.mark.parametrize("python", OTHER_PYTHONS)
-def test_other_pythons(modroot, python):
+def test_other_pythons(spawn, python):
     """The worker on the oldest and newest interpreters at hand."""
-    a = FakeAgent(modroot, python=python)
-    try:
-        a.wait_hello()
-        assert a.value("py:pkg:top") == "pkg:pkg.sub.deep|pkg.sub|pkg:"
-        assert same(a.value("py:tools:echo", (1.0, b"x", {"$t": 2})),
-                    (1.0, b"x", {"$t": 2}))
-        assert a.call("py:errs:fail", "no").error["type"] == "errs.Refused"
-        assert a.value("py:tools:lazy_import", _isolation="fork") == "lazy"
-        job = a.start_call("py:tools:chatty", (1,))
-        a.wait(job)
-        assert [r["msg"] for j, r in a.logs if j == job][:2] == [
-            "line 0", "info 0"]
-    finally:
-        assert a.close() == 0, a.out
+    a = spawn(python=python)
+    a.wait_hello()
+    assert a.value("py:pkg:top") == "pkg:pkg.sub.deep|pkg.sub|pkg:"
+    assert same(a.value("py:tools:echo", (1.0, b"x", {"$t": 2})),
+                (1.0, b"x", {"$t": 2}))
+    assert a.call("py:errs:fail", "no").error["type"] == "errs.Refused"
+    assert a.value("py:tools:lazy_import", _isolation="fork") == "lazy"
+    job = a.start_call("py:tools:chatty", (1,))
+    a.wait(job)
+    assert [r["msg"] for j, r in a.logs if j == job][:2] == [
+        "line 0", "info 0"]
+    assert a.close() == 0, a.out
 
 
-def test_latency_and_startup(modroot):
-    """Prints the figures: a fresh worker's hello and first call (which
-    fetches one module), and a no-op call's round trip."""
+def test_latency_and_startup(spawn):
+    """Prints the figures through this fake agent (threads and Python on
+    both ends, so an upper bound): a fresh worker's hello and first call
+    (which fetches one module), and a no-op call's round trip."""
     t0 = time.perf_counter()
-    a = FakeAgent(modroot)
-    try:
-        reply = a.call("py:tools:noop")
-        first = time.perf_counter() - t0
-        assert reply.ok
-        n = 3000
-        t0 = time.perf_counter()
-        for _ in range(n):
-            a.call("py:tools:noop")
-        rtt = (time.perf_counter() - t0) / n
-        print("\nstartup: hello after %.1f ms, first call answered after "
-              "%.1f ms; no-op round trip %.1f us" % (
-                  (a.t_hello - a.t_start) * 1e3, first * 1e3, rtt * 1e6))
-        assert first < 1.0 and rtt < 1e-3
-    finally:
-        assert a.close() == 0
+    a = spawn()
+    reply = a.call("py:tools:noop")
+    first = time.perf_counter() - t0
+    assert reply.ok
+    n = 3000
+    t0 = time.perf_counter()
+    for _ in range(n):
+        a.call("py:tools:noop")
+    rtt = (time.perf_counter() - t0) / n
+    print("\nstartup: hello after %.1f ms, first call answered after "
+          "%.1f ms; no-op round trip %.1f us" % (
+              (a.t_hello - a.t_start) * 1e3, first * 1e3, rtt * 1e6))
+    assert first < 1.0 and rtt < 1e-3
+    assert a.close() == 0
 
 
 def test_cold_code_is_complete():

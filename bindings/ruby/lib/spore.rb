@@ -30,16 +30,18 @@ module Spore
   end
 
   # A spore failure: code (the C SPORE_E* value), message, and where it
-  # applies remote_type, context and function.
+  # applies remote_type, context, function and (a Python function's)
+  # remote_traceback.
   class Error < StandardError
-    attr_reader :code, :remote_type, :context, :function
+    attr_reader :code, :remote_type, :context, :function, :remote_traceback
 
-    def initialize(message, code = nil, remote_type = nil, context = nil, function = nil)
+    def initialize(message, code = nil, remote_type = nil, context = nil, function = nil, remote_traceback = nil)
       super(message)
       @code = code || self.class.const_get(:CODE)
       @remote_type = remote_type
       @context = context
       @function = function
+      @remote_traceback = remote_traceback
     end
   end
 
@@ -67,7 +69,7 @@ module Spore
     klass = BY_CODE[e.code] || UnknownError
     empty = ->(s) { s.nil? || s.empty? ? nil : s }
     klass.new(e.message || C.spore_strerror(e.code), e.code, empty.(e.remote_type), empty.(e.context),
-              empty.(e.function))
+              empty.(e.function), empty.(e.traceback))
   end
 
   def self.check(rc)

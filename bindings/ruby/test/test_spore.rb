@@ -52,6 +52,21 @@ class SporeTest < Minitest::Test
     assert_no_descendants
   end
 
+  # Python functions the target has, by name (py:), with their traceback.
+  def test_python_functions_by_name
+    Spore::Router.open do |r|
+      ctx = r.local(python_path: "/usr/bin/env python3")
+      assert_equal "a/b", ctx.call("py:posixpath:join", args: %w[a b])
+      assert_equal "[1, 2.5]", ctx.call("py:json.dumps", args: [[1, 2.5]])
+      err = assert_raises(Spore::RemoteError) { ctx.call("py:json:loads", args: ["{not json"]) }
+      assert_equal "json.decoder.JSONDecodeError", err.remote_type
+      assert_includes err.message, "Expecting property name"
+      assert_includes err.remote_traceback, "Traceback"
+      assert_raises(Spore::UnknownFunction) { ctx.call("py:json:no_such_function") }
+    end
+    assert_no_descendants
+  end
+
   def test_binary_data
     Spore::Router.open do |r|
       ctx = r.local
