@@ -610,8 +610,11 @@ _stderr = _Output("stderr", 2)
 
 
 def _flush_output(ident):
-    _stdout.flush_thread(ident)
-    _stderr.flush_thread(ident)
+    """The partial lines of a call, before its reply."""
+    if _stdout._partial:
+        _stdout.flush_thread(ident)
+    if _stderr._partial:
+        _stderr.flush_thread(ident)
 
 
 class _LoggingWatch(object):

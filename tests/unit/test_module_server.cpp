@@ -547,3 +547,27 @@ TEST_F(ModuleAnswerTest, ConcurrentCallers) {
     EXPECT_EQ(s.stats().requests, 200u);
     EXPECT_EQ(s.stats().modules_sent, 1200u);
 }
+
+namespace spore {
+namespace {
+
+// Installed packages (on-demand directories) are served when asked for,
+// never sent ahead: the target may have them itself.
+TEST_F(ModuleServerTest, OnDemandDirectoriesAreNeverExtras) {
+    const std::string mine = mkdir("mine"), site = mkdir("site");
+    put("mine/app.py", "import helper\nimport yaml_like\n");
+    put("mine/helper.py", "X = 1\n");
+    put("site/yaml_like.py", "Y = 2\n");
+    ModuleServer s;
+    s.add_path(mine);
+    s.add_path(site, false);
+    std::set<std::string> sent;
+    auto out = s.answer({"app"}, sent, 1 << 20);
+    EXPECT_EQ(names_of(out), (V{"app", "helper"}));
+    auto asked = s.answer({"yaml_like"}, sent, 1 << 20);
+    ASSERT_EQ(asked.size(), 1u);
+    EXPECT_TRUE(asked[0].found);
+}
+
+}  // namespace
+}  // namespace spore
