@@ -224,6 +224,50 @@ static void test_unacceptable_log_record_is_dropped(void **state) {
     th_end(&b);
 }
 
+/* A child asking for Python modules by hostile names gets "not found" for
+ * each, from the master or from the agent it sits under: nothing is read
+ * from a path a name does not map to under a served directory, even with
+ * "/" served; malformed requests are dropped with a warning. */
+static void test_module_requests_read_nothing_else(void **state) {
+    (void)state;
+    if (!have_python()) skip();
+    th_baseline b = th_begin();
+    spore_options *o = NULL;
+    TH_OK(spore_options_new(&o));
+    TH_OK(spore_options_add_str(o, "module_path", "/"));
+    TH_OK(spore_options_add_str(o, "module_path", "/etc"));
+    spore_router *r = th_router(o);
+    spore_options_free(o);
+    spore_context *agent = th_connect(r, "local", NULL);
+    for (int hop = 0; hop < 2; hop++) {
+        spore_context *peer = connect_peer(r, hop ? agent : NULL, "module-requests");
+        int answers = 0, warned = 0;
+        spore_log_record *rec = NULL;
+        while (answers < 3 && spore_router_next_log(r, &rec, 5000) == SPORE_OK) {
+            const char *m = spore_log_record_message(rec);
+            if (strncmp(m, "answer: ", 8) == 0) {
+                answers++;
+                TH_CONTAINS(m, "\"has_shadow\": false");
+                if (strstr(m, "/etc/shadow")) {
+                    TH_CONTAINS(m, "[\"/etc/shadow\", false, 0, \"not a module name\"]");
+                    TH_CONTAINS(m, "[\"../../etc/passwd\", false, 0, \"not a module name\"]");
+                    TH_CONTAINS(m, "[\"etc.shadow\", false, 0, ");
+                    TH_CONTAINS(m, "[\"shadow\", false, 0, ");
+                    TH_CONTAINS(m, "[\"etc\", true, 0, ");  /* a directory: a namespace package, no content */
+                }
+            }
+            if (strstr(m, "malformed module request")) warned++;
+            spore_log_record_free(rec);
+        }
+        assert_int_equal(answers, 3);
+        if (hop == 0) assert_int_equal(warned, 2);
+        spore_context_free(peer);
+    }
+    spore_context_free(agent);
+    spore_router_free(r);
+    th_end(&b);
+}
+
 /* 25 records of 15 MB: the queue stays bounded in bytes, long messages are
  * cut with a marker, and what was dropped is counted. */
 static void test_huge_log_records_are_bounded(void **state) {
@@ -316,6 +360,7 @@ int main(void) {
         cmocka_unit_test(test_unacceptable_log_record_is_dropped),
         cmocka_unit_test(test_huge_log_records_are_bounded),
         cmocka_unit_test(test_oversized_arguments_fail_alone),
+        cmocka_unit_test(test_module_requests_read_nothing_else),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -14,6 +14,9 @@ Run as the command_prefix of a connect, it answers the bootstrap itself
                     answers calls with true
   deep-log          sends a log record nested 10,000 deep, then one honest
                     record "after the deep one", and answers calls with true
+  module-requests   asks its parent for Python modules by hostile names
+                    (paths, "..", names of files outside any module) and
+                    reports each answer in a log record "answer: <json>"
 
 It stays until the parent closes the stream (or sends shutdown).
 """
@@ -21,7 +24,7 @@ import json
 import os
 import sys
 
-from spore_wire import CALL, FLAG_ERROR, HELLO, INIT, LOG, SHUTDOWN, frame, read_frame
+from spore_wire import CALL, FLAG_ERROR, HELLO, INIT, LOG, MODULE_ANSWER, MODULE_REQUEST, SHUTDOWN, frame, read_frame
 
 mode = sys.argv[1]
 rfd, wfd = 0, 1
@@ -50,6 +53,26 @@ elif mode == "big-logs":
 elif mode == "deep-log":
     send(0, me, LOG, b'{"logger":"hostile","level":30,"msg":' + deep(10000) + b"}")
     send(0, me, LOG, json.dumps({"logger": "hostile", "level": 30, "msg": "after the deep one"}).encode())
+
+elif mode == "module-requests":
+    parent = json.loads(body)["parent_ids"][0]
+    for names in (["/etc/shadow", "../../etc/passwd", "etc.shadow", "etc", "shadow", "spore:worker"],
+                  ["a" * 300], ["x"] * 65):
+        send(parent, me, MODULE_REQUEST, json.dumps({"names": names}).encode())
+    send(parent, me, MODULE_REQUEST, b'{"names": "not a list"}')
+    send(parent, me, MODULE_REQUEST, json.dumps({"names": ["done"]}).encode())
+    while True:
+        h, body, data = read_frame()
+        if h[6] != MODULE_ANSWER:
+            continue
+        entries = json.loads(body)["modules"]
+        report = {"entries": [[e["name"][:40], e["found"], e.get("length", 0), e.get("reason", "")]
+                              for e in entries],
+                  "has_shadow": b"root:" in data}
+        send(0, me, LOG, json.dumps({"logger": "hostile", "level": 30,
+                                     "msg": "answer: " + json.dumps(report)}).encode())
+        if any(e["name"] == "done" for e in entries):
+            break
 
 answers = {
     "deep-reply": (0, deep(10000)),
