@@ -814,6 +814,22 @@ def _import(name):
     return sys.modules[name]
 
 
+def _import_named(name, fn):
+    """The module a call names. Neither the target nor the controller
+    having it (or a package above it) means no such function, ENOFUNC;
+    a module the named one imports being missing stays the function's
+    own ModuleNotFoundError."""
+    try:
+        return _import(name)
+    except ModuleNotFoundError as e:
+        missing = e.name or ""
+        if missing.startswith("__spore_main__"):
+            missing = "__main__" + missing[14:]
+        if missing == name or name.startswith(missing + "."):
+            raise _CallError("ENOFUNC", "no Python function %s: %s" % (fn[3:], e))
+        raise
+
+
 def _resolve(fn):
     """The callable named by fn ("py:mod:qual" or "py:dotted.name")."""
     target = _fns.get(fn)
@@ -825,12 +841,12 @@ def _resolve(fn):
         attrs = qual.split(".")
         if not _valid_module_name(modname) or "" in attrs:
             raise _CallError("ENOFUNC", "malformed function name %r" % fn)
-        obj = _import(modname)
+        obj = _import_named(modname, fn)
     else:
         if ":" in rest or not _valid_module_name(rest):
             raise _CallError("ENOFUNC", "malformed function name %r" % fn)
         parts = rest.split(".")
-        obj = _import(parts[0])
+        obj = _import_named(parts[0], fn)
         modname = parts[0]
         i = 1
         # The longest importable prefix. A further import is tried only
@@ -1048,6 +1064,14 @@ def main(fd=_LINK_FD):
     global _wfd, _LINK_FD, _reader_ident
     _LINK_FD = _wfd = fd
     _reader_ident = _get_ident()
+    # The agent started this process with glibc's malloc on huge pages for
+    # large blocks; what the called functions start gets the context's own
+    # GLIBC_TUNABLES back ("-": it had none).
+    saved = os.environ.pop("SPORE_WORKER_TUNABLES", None)
+    if saved == "-":
+        os.environ.pop("GLIBC_TUNABLES", None)
+    elif saved is not None:
+        os.environ["GLIBC_TUNABLES"] = saved[1:]
     # `python -c` puts the current directory first on sys.path: files
     # lying there would shadow the target's modules and the controller's.
     sys.path[:] = [p for p in sys.path if p not in ("", ".")]

@@ -136,9 +136,8 @@ static void test_errors(void **state) {
     th_baseline b = th_begin();
     spore_router *r = router_serving(NULL);
     spore_context *c = local_with(r, NULL);
-    /* A module neither side has: the ImportError names it. */
-    assert_int_equal(py_fail(c, "py:sporet_nothere:f", NULL), SPORE_EREMOTE);
-    assert_string_equal(spore_last_error()->remote_type, "ModuleNotFoundError");
+    /* A function in a module neither side has: no such function, naming it. */
+    assert_int_equal(py_fail(c, "py:sporet_nothere:f", NULL), SPORE_ENOFUNC);
     TH_CONTAINS(spore_last_error()->message, "sporet_nothere");
     TH_CONTAINS(spore_last_error()->context, "local.");
     assert_string_equal(spore_last_error()->function, "py:sporet_nothere:f");

@@ -152,7 +152,7 @@ def test_errors_and_tracebacks(ctx):
     assert "sporepy_never_anywhere" in e.value.message
     with pytest.raises(spore.UnknownFunction):
         ctx.call("sporepy_funcs.no_such_thing")
-    with pytest.raises(spore.CallError) as e:
+    with pytest.raises(spore.UnknownFunction) as e:
         ctx.call("sporepy_nowhere_module.f")
     assert "sporepy_nowhere_module" in e.value.message
     # SystemExit in the shared worker is an error; the worker lives on.

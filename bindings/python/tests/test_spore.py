@@ -105,8 +105,12 @@ def test_error_classes(router):
     assert e.value.code == spore.UnknownFunction.code
     assert e.value.code_name == "ENOFUNC"
     assert e.value.context == ctx.name
-    assert e.value.function == "no.such.function"
+    # A name that is not a built-in names a Python function.
+    assert e.value.function == "py:no.such.function"
     assert isinstance(e.value, spore.Error)
+    with pytest.raises(spore.UnknownFunction) as e:
+        ctx.call("sys.no_such_builtin", timeout=5)
+    assert e.value.function == "py:sys.no_such_builtin"
 
     with pytest.raises(spore.RemoteError) as e:
         ctx.call("fs.read", path="/nonexistent/spore")
