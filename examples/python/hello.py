@@ -3,7 +3,8 @@
 
 Opens a local context and a fork through it, prints sys.info of both, runs a
 command, and shows the command's output arriving as forwarded log records in
-`logging`.
+`logging`. Then it runs one of its own functions in the fork: the fork's
+Python worker imports this script's code from here.
 
     python3 examples/python/hello.py      (with python3-spore installed, or
                                           PYTHONPATH=build/python)
@@ -12,6 +13,12 @@ import logging
 import sys
 
 import spore
+
+
+def where_am_i(greeting):
+    """Runs in the context: this module travels from the caller."""
+    import os
+    return "%s from pid %d, as uid %d" % (greeting, os.getpid(), os.getuid())
 
 
 def say(text):
@@ -34,6 +41,9 @@ def main():
         result = child.call("proc.run", argv=["sh", "-c", "echo hello from $(id -un); echo to stderr >&2"],
                             stream=True)
         say("command exit status: %s" % result["rc"])
+
+        # Your own function, shipped on demand.
+        say("own function: %s" % child.call(where_am_i, "hello"))
 
         # Each error code has its exception class under spore.Error.
         try:

@@ -146,25 +146,52 @@ void PythonWorker::send_to_worker(Message &m) {
 }
 
 void PythonWorker::start() {
-    state_ = State::kFetching;
     candidates_ = python_path_.empty() ? kDefaultCandidates : std::vector<std::vector<std::string>>{python_path_};
     next_candidate_ = 0;
     tried_.clear();
-    if (!source_.empty()) return spawn_next();
+    if (source_.empty()) fetch_source();
+    // The interpreter starts while its code is on the way: its own start
+    // (tens of ms) hides the round trip to the nearest hop that has it.
+    spawn_next();
+}
+
+void PythonWorker::fetch_source() {
+    if (fetching_) return;
+    fetching_ = true;
     uint64_t key = (uint64_t(1) << 63) | ++generation_;
     relay_.request(key, {std::string(kWorkerSourceName)}, [this](std::vector<ModuleRelay::EntryPtr> entries) {
-        if (state_ != State::kFetching) return;
+        fetching_ = false;
         for (const auto &e : entries)
             if (e->name == kWorkerSourceName && e->found) source_ = e->source;
         if (source_.empty()) {
+            std::string why = "context " + services_.context_name() +
+                              ": the master did not provide the Python worker's code";
+            if (pid_ > 0) return abandon_start(why);
             state_ = State::kIdle;
-            return fail_all(ErrorInfo{SPORE_EINTERNAL,
-                                      "context " + services_.context_name() +
-                                          ": the master did not provide the Python worker's code",
-                                      "", services_.context_name(), ""});
+            return fail_all(ErrorInfo{SPORE_EINTERNAL, why, "", services_.context_name(), ""});
         }
-        spawn_next();
+        if (state_ == State::kStarting && stream_ && !source_sent_) send_source();
     });
+}
+
+void PythonWorker::send_source() {
+    // The bootstrap reads the length line, then exactly the source; frames
+    // follow only after its hello.
+    source_sent_ = true;
+    stream_->send_raw(std::to_string(source_.size()) + "\n" + source_);
+}
+
+void PythonWorker::abandon_start(const std::string &why) {
+    // The worker was started but cannot be given its code.
+    if (pid_ > 0) {
+        ::kill(-pid_, SIGKILL);
+        ::kill(pid_, SIGKILL);
+    }
+    release_stream(why);
+    reap_now();
+    hello_timer_.reset();
+    state_ = State::kIdle;
+    fail_all(ErrorInfo{SPORE_EINTERNAL, why, "", services_.context_name(), ""});
 }
 
 void PythonWorker::spawn_next() {
@@ -257,17 +284,6 @@ bool PythonWorker::spawn_candidate(const std::vector<std::string> &words, std::s
         why = "cannot execute " + prog + ": " + errno_text(rc);
         return false;
     }
-    // In blocking mode, before the stream takes the fd: the bootstrap reads
-    // the length line and then exactly the source, and frames follow.
-    std::string head = std::to_string(source_.size()) + "\n";
-    bool sent = ::send(mine.get(), head.data(), head.size(), MSG_NOSIGNAL) == ssize_t(head.size());
-    size_t off = 0;
-    while (sent && off < source_.size()) {
-        ssize_t w = ::send(mine.get(), source_.data() + off, source_.size() - off, MSG_NOSIGNAL);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) sent = false;
-        else off += size_t(w);
-    }
     pid_ = pid;
     wait_status_ = -1;
     current_ = words;
@@ -298,6 +314,8 @@ bool PythonWorker::spawn_candidate(const std::vector<std::string> &words, std::s
     stream_->on_close([this](Stream &, const std::string &reason) { on_closed(reason); });
     stream_->start(false);
     state_ = State::kStarting;
+    source_sent_ = false;
+    if (!source_.empty()) send_source();
     hello_timer_ = std::make_unique<Timer>(loop_, kHelloTimeoutS, [this] {
         violation("no hello within " + std::to_string(int(kHelloTimeoutS)) + " s of its start");
     });

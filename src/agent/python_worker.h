@@ -48,7 +48,7 @@ public:
     pid_t pid() const { return pid_; }
 
 private:
-    enum class State { kIdle, kFetching, kStarting, kReady };
+    enum class State { kIdle, kStarting, kReady };
     struct Pending {
         Message frame;
         std::string fn;
@@ -61,6 +61,11 @@ private:
     };
 
     void start();
+    // Asks the relay for the worker's code (once at a time).
+    void fetch_source();
+    void send_source();
+    // Ends a started worker that cannot get its code; its calls fail.
+    void abandon_start(const std::string &why);
     void spawn_next();
     // Spawns one candidate; false (why set) when it cannot even start.
     bool spawn_candidate(const std::vector<std::string> &words, std::string &why);
@@ -92,6 +97,8 @@ private:
 
     State state_ = State::kIdle;
     std::string source_;  // the worker's code, once fetched
+    bool fetching_ = false;
+    bool source_sent_ = false;
     std::vector<std::vector<std::string>> candidates_;
     size_t next_candidate_ = 0;
     std::vector<std::string> tried_;  // what each candidate that failed said

@@ -245,6 +245,21 @@ def encode_call(args=(), kwargs=None, isolation=None):
     return _dumps(obj), b"".join(st[1:])
 
 
+def encode_batch(items):
+    """The `args` object of a batch call: (JSON text, binary part). items
+    is a sequence of (args, kwargs) pairs, all sharing one binary part;
+    refusals name them "batch[i][0][j]..." / "batch[i][1]['name']..."."""
+    st = [0]
+    batch = []
+    try:
+        for a, kw in items:
+            batch.append([_prep(list(a), st),
+                          _prep_dict(kw, st) if kw else None])
+    except _Refused as e:
+        raise _refusal(e, "batch[%d]" % len(batch))
+    return _dumps({"batch": batch}), b"".join(st[1:])
+
+
 def decode(text, data=b""):
     """The Python value of a JSON part (str or bytes) and its binary part.
 
@@ -826,7 +841,8 @@ def _import_named(name, fn):
         if missing.startswith("__spore_main__"):
             missing = "__main__" + missing[14:]
         if missing == name or name.startswith(missing + "."):
-            raise _CallError("ENOFUNC", "no Python function %s: %s" % (fn[3:], e))
+            raise _CallError("ENOFUNC", "no Python function %s: %s"
+                             % (fn[3:], e))
         raise
 
 
@@ -890,9 +906,9 @@ def _a(label):
 
 
 def _parse_call(j, data):
-    """(callable, positional args, kwargs or None, fork?) of a call frame;
-    _CallError for EBADARGS and ENOFUNC, any other exception is the
-    import's (EREMOTE)."""
+    """(callable, positional args, kwargs or None, fork?, batch or None) of
+    a call frame; _CallError for EBADARGS and ENOFUNC, any other exception
+    is the import's (EREMOTE)."""
     try:
         text = j.decode("utf-8") if type(j) is bytes else bytes(j).decode(
             "utf-8")
@@ -905,11 +921,12 @@ def _parse_call(j, data):
     args = ()
     kwargs = None
     fork = False
+    batch = None
     if a:
         if type(a) is not dict:
             raise _CallError("EBADARGS", "args must be an object")
         for key in a:
-            if key not in ("args", "kwargs", "isolation"):
+            if key not in ("args", "kwargs", "isolation", "batch"):
                 raise _CallError("EBADARGS", "unknown key %r in args" % key)
         if '"$' in text:
             if type(data) is not bytes:
@@ -930,9 +947,32 @@ def _parse_call(j, data):
         elif isolation != "shared":
             raise _CallError("EBADARGS", "args.isolation must be \"shared\" "
                              "or \"fork\", not %s" % _dumps(isolation)[:50])
+        if "batch" in a:
+            batch = _batch_items(a)
+            if fork:
+                raise _CallError("EBADARGS",
+                                 "a batch runs in the shared worker")
     elif a is not None and type(a) is not dict:
         raise _CallError("EBADARGS", "args must be an object")
-    return _resolve(msg["fn"]), args, kwargs, fork
+    return _resolve(msg["fn"]), args, kwargs, fork, batch
+
+
+def _batch_items(a):
+    """The (args, kwargs) pairs of a batch call (args.batch: an array of
+    [array, object or null]); it replaces args and kwargs."""
+    batch = a["batch"]
+    if "args" in a or "kwargs" in a:
+        raise _CallError("EBADARGS",
+                         "args.batch replaces args.args and args.kwargs")
+    if type(batch) is not list:
+        raise _CallError("EBADARGS", "args.batch must be an array")
+    for item in batch:
+        if (type(item) is not list or len(item) != 2
+                or type(item[0]) not in (list, tuple)
+                or (item[1] is not None and type(item[1]) is not dict)):
+            raise _CallError("EBADARGS", "each item of args.batch must be "
+                             "[args array, kwargs object or null]")
+    return batch
 
 
 # ----------------------------------------------------------------- calls
@@ -949,6 +989,20 @@ def _reply_result(job, result):
         _reply_exception(job, e)
         return
     _send(H_REPLY, job, 0, j, parts, plen)
+
+
+def _call_batch(job, target, batch):
+    """A batch call: the function once per item, in order, one reply with
+    the list of results; the first exception ends it, naming its item."""
+    results = []
+    for i, (args, kwargs) in enumerate(batch):
+        try:
+            results.append(target(*args, **kwargs) if kwargs
+                           else target(*args))
+        except BaseException as e:
+            _reply_exception(job, e, "item %d: " % i)
+            return
+    _reply_result(job, results)
 
 
 def _call(job, target, args, kwargs):
@@ -969,7 +1023,7 @@ def _run_job(job, j, data):
                 _log_handler is None and "logging" in sys.modules):
             _check_logging()
         try:
-            target, args, kwargs, fork = _parse_call(j, data)
+            target, args, kwargs, fork, batch = _parse_call(j, data)
             _recycle(data)
         except _CallError as e:
             _flush_output(ident)
@@ -978,7 +1032,9 @@ def _run_job(job, j, data):
         except BaseException as e:  # the module's import failed
             _reply_exception(job, e)
             return
-        if fork:
+        if batch is not None:
+            _call_batch(job, target, batch)
+        elif fork:
             _run_forked(job, target, args, kwargs)
         else:
             _call(job, target, args, kwargs)
@@ -1346,7 +1402,7 @@ def _skip_own_frames(tb):
     return tb
 
 
-def _reply_exception(job, exc):
+def _reply_exception(job, exc, prefix=""):
     """The EREMOTE error reply of an exception, with its traceback minus
     the worker's own frames. A refused result is a TypeError whose
     traceback is its message alone."""
@@ -1356,8 +1412,8 @@ def _reply_exception(job, exc):
         text = str(exc)
     except BaseException:
         text = "<unprintable %s>" % cls.__name__
-    message = "%s: %s" % (cls.__qualname__, text) if text else \
-        cls.__qualname__
+    message = prefix + ("%s: %s" % (cls.__qualname__, text) if text else
+                        cls.__qualname__)
     tb = _skip_own_frames(exc.__traceback__)
     try:
         if tb is None:

@@ -9,6 +9,8 @@ run, so report.py pairs them:
   py_call_rtt            ctx.call(noop) round trip, warm worker (us)
   py_pipelined           10,000 call_async(noop), then result() of all
                          (calls/s)
+  py_batch               ctx.map(noop, range(10,000)): the batch path, one
+                         message for all (calls/s)
   py_echo_16mib          a function returning its 16 MiB bytes argument;
                          MB/s = 2 x 16 MiB / round trip, MB = 10^6 B
   py_module_bytes_hop    module source bytes the router sends when a second
@@ -95,6 +97,15 @@ def main():
                     f.result()
                 values.append(n / (time.perf_counter() - t0))
             emit("py_pipelined", "calls/s", values)
+
+            values = []
+            n = iters(10000)
+            for _ in range(runs(5)):
+                t0 = time.perf_counter()
+                results = ctx.map(entry.noop, range(n))
+                values.append(n / (time.perf_counter() - t0))
+                assert len(results) == n
+            emit("py_batch", "calls/s", values)
 
             data = os.urandom(16 << 20)
             values = []

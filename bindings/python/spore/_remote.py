@@ -183,6 +183,12 @@ def encode_call(args: tuple, kwargs: Dict[str, Any], isolation: Optional[str]) -
     return _worker.encode_call(args, kwargs, isolation)
 
 
+def encode_batch(items: Iterable[Tuple[tuple, Optional[Dict[str, Any]]]]) -> Tuple[str, bytes]:
+    """The args object of a batch call (one message, one reply, the
+    function run once per (args, kwargs) item)."""
+    return _worker.encode_batch(items)
+
+
 def decode_result(text: Any, data: bytes) -> Any:
     """A Python function's result from its reply."""
     return _worker.decode(text, data)

@@ -69,6 +69,12 @@ def counter():
     return counter.n
 
 
+def tick(x):
+    """Counts in counter's state, then fails for 0."""
+    counter.n = getattr(counter, "n", 0) + 1
+    return 1 // x
+
+
 def leave(code):
     sys.exit(code)
 
@@ -78,7 +84,15 @@ def change_state(tag):
     os.environ["SPOREPY_TAG"] = tag
     r, _ = os.pipe()
     threading.Thread(target=time.sleep, args=(30,), daemon=True).start()
-    return r
+    return r, os.readlink("/proc/self/fd/%d" % r)
+
+
+def fd_link(fd):
+    """What fd is in this process, or None when it is not open."""
+    try:
+        return os.readlink("/proc/self/fd/%d" % fd)
+    except OSError:
+        return None
 
 
 def state():
