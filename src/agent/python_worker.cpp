@@ -183,6 +183,10 @@ void PythonWorker::send_source() {
 
 void PythonWorker::abandon_start(const std::string &why) {
     // The worker was started but cannot be given its code.
+    kill_and_fail(SPORE_EINTERNAL, why);
+}
+
+void PythonWorker::kill_and_fail(int code, const std::string &why) {
     if (pid_ > 0) {
         ::kill(-pid_, SIGKILL);
         ::kill(pid_, SIGKILL);
@@ -191,7 +195,7 @@ void PythonWorker::abandon_start(const std::string &why) {
     reap_now();
     hello_timer_.reset();
     state_ = State::kIdle;
-    fail_all(ErrorInfo{SPORE_EINTERNAL, why, "", services_.context_name(), ""});
+    fail_all(ErrorInfo{code, why, "", services_.context_name(), ""});
 }
 
 void PythonWorker::spawn_next() {
@@ -413,16 +417,7 @@ void PythonWorker::on_need(const Message &m) {
 void PythonWorker::violation(const std::string &what) {
     services_.log(SPORE_LOG_WARNING, "spore.python", who() + " (pid " + std::to_string(pid_) + ") sent " + what +
                                                          "; it was killed");
-    std::string why = who() + " broke the protocol (" + what + ") and was killed";
-    if (pid_ > 0) {
-        ::kill(-pid_, SIGKILL);
-        ::kill(pid_, SIGKILL);
-    }
-    release_stream(why);
-    reap_now();
-    hello_timer_.reset();
-    state_ = State::kIdle;
-    fail_all(ErrorInfo{SPORE_EWORKER, why, "", services_.context_name(), ""});
+    kill_and_fail(SPORE_EWORKER, who() + " broke the protocol (" + what + ") and was killed");
 }
 
 void PythonWorker::on_closed(const std::string &reason) {

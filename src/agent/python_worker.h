@@ -66,6 +66,9 @@ private:
     void send_source();
     // Ends a started worker that cannot get its code; its calls fail.
     void abandon_start(const std::string &why);
+    // SIGKILLs the worker and its process group, reaps it, and fails every
+    // call waiting or in flight with code.
+    void kill_and_fail(int code, const std::string &why);
     void spawn_next();
     // Spawns one candidate; false (why set) when it cannot even start.
     bool spawn_candidate(const std::vector<std::string> &words, std::string &why);

@@ -54,7 +54,7 @@ def make_modules(root):
             f.write("VALUE = %d\n\ndef helper(x):\n    return x + VALUE\n" % i + "# padding\n" * 40)
     with open(os.path.join(pkg, "entry.py"), "w") as f:
         f.write("".join("from benchmods import m%d\n" % i for i in range(10)))
-        f.write("\n\ndef noop():\n    return None\n\n\ndef echo(data):\n    return data\n\n\n"
+        f.write("\n\ndef noop(*args):\n    return None\n\n\ndef echo(data):\n    return data\n\n\n"
                 "def total():\n    return sum(m.helper(0) for m in (%s))\n" % ", ".join("m%d" % i for i in range(10)))
 
 

@@ -662,10 +662,8 @@ class Context:
         """Starts a call (as call()) and returns a concurrent.futures.Future
         of its result."""
         if isinstance(function, str) and _remote.is_builtin(function):
-            if args:
-                raise TypeError("built-in %s takes keyword arguments only" % function)
-            data = kwargs.pop("data", None)
-            rc, pending = _c.spore_call_async(self._h(), function, _args_json(kwargs), _data(data))
+            args_json, data = _builtin_args(function, args, kwargs)
+            rc, pending = _c.spore_call_async(self._h(), function, args_json, data)
             _check(rc)
             return _Future(pending, self._router._completer)
         return self.with_options().call_async(function, *args, **kwargs)
@@ -674,10 +672,7 @@ class Context:
         """Sends a call (as call()) nobody waits for; its failure is logged
         by the context."""
         if isinstance(function, str) and _remote.is_builtin(function):
-            if args:
-                raise TypeError("built-in %s takes keyword arguments only" % function)
-            data = kwargs.pop("data", None)
-            _check(_c.spore_call_no_reply(self._h(), function, _args_json(kwargs), _data(data)))
+            _check(_c.spore_call_no_reply(self._h(), function, *_builtin_args(function, args, kwargs)))
             return
         self.with_options().call_no_reply(function, *args, **kwargs)
 
@@ -693,10 +688,8 @@ class Context:
         chdir, environment changes, leaked fds or a crash stay there)."""
         return PythonCalls(self, timeout, isolation)
 
-    def _call_builtin(self, function, *args, data=None, timeout=None, **kwargs):
-        if args:
-            raise TypeError("built-in %s takes keyword arguments only" % function)
-        rc, pending = _c.spore_call_async(self._h(), function, _args_json(kwargs), _data(data))
+    def _call_builtin(self, function, *args, timeout=None, **kwargs):
+        rc, pending = _c.spore_call_async(self._h(), function, *_builtin_args(function, args, kwargs))
         _check(rc)
         try:
             return _wait(pending, timeout)
@@ -789,6 +782,15 @@ class Context:
         """Asks the context to shut down and waits until it has gone."""
         ms = -1 if timeout is None else int(timeout * 1000)
         _check(_c.spore_context_shutdown(self._h(), ms))
+
+
+def _builtin_args(function, args, kwargs):
+    """(args JSON, binary part) of a built-in's call: keyword arguments,
+    and data= for the binary part (popped from kwargs)."""
+    if args:
+        raise TypeError("built-in %s takes keyword arguments only" % function)
+    data = kwargs.pop("data", None)
+    return _args_json(kwargs), _data(data)
 
 
 class PythonCalls:
@@ -1008,10 +1010,7 @@ class Chain(_Closing):
         """Sends a step without waiting: a built-in with keyword arguments
         (and data), or a Python function with any arguments."""
         if isinstance(function, str) and _remote.is_builtin(function):
-            if args:
-                raise TypeError("built-in %s takes keyword arguments only" % function)
-            data = kwargs.pop("data", None)
-            _check(_c.spore_chain_call_no_reply(self._handle, function, _args_json(kwargs), _data(data)))
+            _check(_c.spore_chain_call_no_reply(self._handle, function, *_builtin_args(function, args, kwargs)))
             return
         name, text, data = self._python(function, args, kwargs)
         _check(_c.spore_chain_call_no_reply(self._handle, name, text, data))
@@ -1020,12 +1019,9 @@ class Chain(_Closing):
         """Sends a step and waits for its result (after the earlier steps).
         A built-in takes timeout (seconds) among its keyword arguments."""
         if isinstance(function, str) and _remote.is_builtin(function):
-            if args:
-                raise TypeError("built-in %s takes keyword arguments only" % function)
-            data = kwargs.pop("data", None)
             timeout = kwargs.pop("timeout", None)
             ms = -1 if timeout is None else int(timeout * 1000)
-            rc, res = _c.spore_chain_call(self._handle, function, _args_json(kwargs), _data(data), ms)
+            rc, res = _c.spore_chain_call(self._handle, function, *_builtin_args(function, args, kwargs), ms)
             _check(rc)
             return _decode(res)
         name, text, data = self._python(function, args, kwargs)
