@@ -149,6 +149,10 @@ void PythonWorker::start() {
     candidates_ = python_path_.empty() ? kDefaultCandidates : std::vector<std::vector<std::string>>{python_path_};
     next_candidate_ = 0;
     tried_.clear();
+    // A new worker has none of the modules the last one was sent: the
+    // relay's record of them goes, and the new one is a new requester.
+    relay_.forget(relay_key());
+    ++generation_;
     if (source_.empty()) fetch_source();
     // The interpreter starts while its code is on the way: its own start
     // (tens of ms) hides the round trip to the nearest hop that has it.
@@ -158,8 +162,7 @@ void PythonWorker::start() {
 void PythonWorker::fetch_source() {
     if (fetching_) return;
     fetching_ = true;
-    uint64_t key = (uint64_t(1) << 63) | ++generation_;
-    relay_.request(key, {std::string(kWorkerSourceName)}, [this](std::vector<ModuleRelay::EntryPtr> entries) {
+    relay_.request(relay_key(), {std::string(kWorkerSourceName)}, [this](std::vector<ModuleRelay::EntryPtr> entries) {
         fetching_ = false;
         for (const auto &e : entries)
             if (e->name == kWorkerSourceName && e->found) source_ = e->source;
@@ -400,9 +403,8 @@ void PythonWorker::on_need(const Message &m) {
     for (const auto &n : req->names)
         if (!valid_request_name(n) || n == kWorkerSourceName)
             return violation("a request for '" + detail::utf8_sanitize(n.substr(0, 200)) + "', which is not a module name");
-    uint64_t key = (uint64_t(1) << 63) | generation_;
     std::weak_ptr<Stream> target = stream_;
-    relay_.request(key, req->names, [target](std::vector<ModuleRelay::EntryPtr> entries) {
+    relay_.request(relay_key(), req->names, [target](std::vector<ModuleRelay::EntryPtr> entries) {
         auto s = target.lock();
         if (!s || s->closed()) return;
         ModuleAnswer a;

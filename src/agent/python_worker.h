@@ -115,7 +115,10 @@ private:
     std::string out_buf_, err_buf_;
     std::deque<std::string> err_lines_;
     TimerPtr hello_timer_;
-    uint64_t generation_ = 0;  // the relay's requester key of this worker
+    uint64_t generation_ = 0;  // counts the workers started
+    // This worker as a requester of the module relay (child agents are
+    // keyed by their context ids, which never have the top bit set).
+    uint64_t relay_key() const { return (uint64_t(1) << 63) | generation_; }
     uint32_t next_id_ = 1;
     std::deque<Pending> queue_;
     std::unordered_map<uint32_t, InFlight> inflight_;
