@@ -809,15 +809,18 @@ class PythonCalls:
         text, data = _remote.encode_call(args, kwargs, self._isolation)
         return name, text, data
 
-    def call(self, function, *args, **kwargs):
-        """Runs the function with these arguments and returns its result."""
-        name, text, data = self._request(function, args, kwargs)
+    def _run(self, name, text, data):
+        """Sends a py: call and waits for its decoded result."""
         rc, pending = _c.spore_call_async(self._context._h(), name, text, data)
         _check(rc)
         try:
             return _wait(pending, self._timeout, _remote.decode_result)
         finally:
             _c.spore_call_free(pending)
+
+    def call(self, function, *args, **kwargs):
+        """Runs the function with these arguments and returns its result."""
+        return self._run(*self._request(function, args, kwargs))
 
     def call_async(self, function, *args, **kwargs):
         """Starts the call; a concurrent.futures.Future of its result."""
@@ -839,13 +842,7 @@ class PythonCalls:
         if self._isolation == "fork":
             raise ValueError("map runs in the shared worker; isolation='fork' is per call")
         name = _remote.call_name(function, self._context._router._modules)
-        text, data = _remote.encode_batch([(items, None) for items in zip(*iterables)])
-        rc, pending = _c.spore_call_async(self._context._h(), name, text, data)
-        _check(rc)
-        try:
-            return _wait(pending, self._timeout, _remote.decode_result)
-        finally:
-            _c.spore_call_free(pending)
+        return self._run(name, *_remote.encode_batch([(items, None) for items in zip(*iterables)]))
 
 
 def _wait(pending, timeout, decode=None):
