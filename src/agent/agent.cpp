@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "agent/builtins_util.h"
 #include "core/messages.h"
 #include "spore/spore.h"
 
@@ -605,15 +606,7 @@ void Agent::forward_output(int fd, std::string &buf, const char *logger, EventPt
         return;
     }
     buf.append(tmp, size_t(n));
-    size_t pos;
-    while ((pos = buf.find('\n')) != std::string::npos) {
-        log(SPORE_LOG_INFO, logger, buf.substr(0, pos));
-        buf.erase(0, pos + 1);
-    }
-    if (buf.size() > 65536) {
-        log(SPORE_LOG_INFO, logger, buf);
-        buf.clear();
-    }
+    detail::take_lines(buf, [&](std::string line) { log(SPORE_LOG_INFO, logger, line); });
 }
 
 void Agent::final_cleanup() {

@@ -297,9 +297,6 @@ mode_t current_umask() {
 
 // ---- processes -----------------------------------------------------------
 
-namespace {
-
-// PATH lookup with the child's PATH (posix_spawnp would use ours).
 std::string find_in_path(const std::string &prog, const char *path) {
     std::string_view rest(path);
     for (;;) {
@@ -314,15 +311,23 @@ std::string find_in_path(const std::string &prog, const char *path) {
     }
 }
 
-struct SpawnAttr {
-    posix_spawnattr_t a;
-    SpawnAttr() {
-        if (posix_spawnattr_init(&a) != 0) throw std::bad_alloc();
-    }
-    ~SpawnAttr() { posix_spawnattr_destroy(&a); }
-};
+SpawnAttr::SpawnAttr() {
+    if (posix_spawnattr_init(&a) != 0) throw std::bad_alloc();
+}
 
-}  // namespace
+SpawnAttr::~SpawnAttr() { posix_spawnattr_destroy(&a); }
+
+void take_lines(std::string &buf, const std::function<void(std::string)> &line) {
+    size_t pos;
+    while ((pos = buf.find('\n')) != std::string::npos) {
+        line(buf.substr(0, pos));
+        buf.erase(0, pos + 1);
+    }
+    if (buf.size() > kMaxOutputLine) {
+        line(std::move(buf));
+        buf.clear();
+    }
+}
 
 SpawnSpec parse_spawn_spec(const CallRequest &req) {
     SpawnSpec spec;

@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <spawn.h>
 #include <vector>
@@ -157,6 +158,24 @@ struct StdioPipes {
         err.write_end.reset();
     }
 };
+
+// The program a bare name runs with this PATH: the first executable of
+// that name, or prog itself when there is none.
+std::string find_in_path(const std::string &prog, const char *path);
+
+// posix_spawn attributes, destroyed with the object.
+struct SpawnAttr {
+    posix_spawnattr_t a;
+    SpawnAttr();
+    ~SpawnAttr();
+    SpawnAttr(const SpawnAttr &) = delete;
+    SpawnAttr &operator=(const SpawnAttr &) = delete;
+};
+
+// Output read from a child: each complete line of buf goes to line and
+// leaves buf; a partial line longer than kMaxOutputLine goes too.
+inline constexpr size_t kMaxOutputLine = 65536;
+void take_lines(std::string &buf, const std::function<void(std::string)> &line);
 
 // posix_spawn file actions, destroyed with the object.
 struct SpawnFileActions {

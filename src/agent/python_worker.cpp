@@ -31,6 +31,9 @@ namespace spore::agent {
 namespace {
 
 using detail::errno_text;
+using detail::find_in_path;
+using detail::SpawnAttr;
+using detail::SpawnFileActions;
 
 // Handles of the worker link (docs/protocol.md, "Worker link").
 enum LinkHandle : uint32_t {
@@ -52,25 +55,6 @@ constexpr double kHelloTimeoutS = 60.0;
 constexpr size_t kStderrLinesKept = 8;
 // The bootstrap's exit status for an interpreter older than 3.6.
 constexpr int kTooOldStatus = 3;
-
-// The program a bare name runs: the first executable of that name on PATH.
-std::string find_on_path(const std::string &name, std::string &why) {
-    const char *path = getenv("PATH");
-    std::string dirs = path && *path ? path : "/usr/local/bin:/usr/bin:/bin";
-    size_t start = 0;
-    while (start <= dirs.size()) {
-        size_t end = dirs.find(':', start);
-        if (end == std::string::npos) end = dirs.size();
-        std::string dir = dirs.substr(start, end - start);
-        if (dir.empty()) dir = ".";
-        std::string full = dir + "/" + name;
-        struct stat st;
-        if (::stat(full.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(full.c_str(), X_OK) == 0) return full;
-        start = end + 1;
-    }
-    why = "not found on PATH (" + dirs + ")";
-    return {};
-}
 
 // The worker's environment: the agent's, with glibc's malloc told to use
 // transparent huge pages for large blocks (bytes arguments and results of
@@ -217,8 +201,13 @@ void PythonWorker::spawn_next() {
 bool PythonWorker::spawn_candidate(const std::vector<std::string> &words, std::string &why) {
     std::string prog = words.front();
     if (prog.find('/') == std::string::npos) {
-        prog = find_on_path(prog, why);
-        if (prog.empty()) return false;
+        const char *path = getenv("PATH");
+        std::string dirs = path && *path ? path : "/usr/local/bin:/usr/bin:/bin";
+        prog = find_in_path(prog, dirs.c_str());
+        if (prog.find('/') == std::string::npos) {
+            why = "not found on PATH (" + dirs + ")";
+            return false;
+        }
     } else if (::access(prog.c_str(), X_OK) != 0) {
         why = errno_text(errno);
         return false;
@@ -241,27 +230,22 @@ bool PythonWorker::spawn_candidate(const std::vector<std::string> &words, std::s
     }
     UniqueFd err_r(ep[0]), err_w(ep[1]);
 
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t attr;
-    if (posix_spawn_file_actions_init(&fa) != 0) throw std::bad_alloc();
-    if (posix_spawnattr_init(&attr) != 0) {
-        posix_spawn_file_actions_destroy(&fa);
-        throw std::bad_alloc();
-    }
+    SpawnFileActions fa;
+    SpawnAttr attr;
     // dup2 onto 0-3 in an order that never overwrites a source still
     // needed: every source is above 3 unless it is its own target.
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_adddup2(&fa, out_w.get(), 1);
-    posix_spawn_file_actions_adddup2(&fa, err_w.get(), 2);
-    posix_spawn_file_actions_adddup2(&fa, theirs.get(), 3);
-    posix_spawn_file_actions_addclosefrom_np(&fa, 4);
+    posix_spawn_file_actions_addopen(&fa.fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&fa.fa, out_w.get(), 1);
+    posix_spawn_file_actions_adddup2(&fa.fa, err_w.get(), 2);
+    posix_spawn_file_actions_adddup2(&fa.fa, theirs.get(), 3);
+    posix_spawn_file_actions_addclosefrom_np(&fa.fa, 4);
     sigset_t none, all;
     sigemptyset(&none);
     sigfillset(&all);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    posix_spawnattr_setpgroup(&attr, 0);
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setsigdefault(&attr, &all);
+    posix_spawnattr_setflags(&attr.a, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    posix_spawnattr_setpgroup(&attr.a, 0);
+    posix_spawnattr_setsigmask(&attr.a, &none);
+    posix_spawnattr_setsigdefault(&attr.a, &all);
 
     std::vector<std::string> argv = words;
     argv[0] = prog;
@@ -276,17 +260,13 @@ bool PythonWorker::spawn_candidate(const std::vector<std::string> &words, std::s
     cenv.push_back(nullptr);
 
     int rc = SPORE_OK;
-    if (int refused = services_.begin_spawn(0); refused != SPORE_OK) {
-        posix_spawn_file_actions_destroy(&fa);
-        posix_spawnattr_destroy(&attr);
+    if (services_.begin_spawn(0) != SPORE_OK) {
         why = "context " + services_.context_name() + " is exiting";
         return false;
     }
     pid_t pid = -1;
-    rc = posix_spawn(&pid, prog.c_str(), &fa, &attr, cargv.data(), cenv.data());
+    rc = posix_spawn(&pid, prog.c_str(), &fa.fa, &attr.a, cargv.data(), cenv.data());
     services_.register_process(rc == 0 ? pid : -1, 0);
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&attr);
     if (rc != 0) {
         why = "cannot execute " + prog + ": " + errno_text(rc);
         return false;
@@ -509,36 +489,28 @@ void PythonWorker::read_output(int which) {
     UniqueFd &fd = which == 1 ? out_fd_ : err_fd_;
     std::string &buf = which == 1 ? out_buf_ : err_buf_;
     const char *logger = which == 1 ? "stdout" : "stderr";
+    // stderr's last lines are kept for the message of a failed start.
+    auto line = [&](std::string text) {
+        if (which == 2) {
+            err_lines_.push_back(text);
+            if (err_lines_.size() > kStderrLinesKept) err_lines_.pop_front();
+        }
+        services_.log(SPORE_LOG_INFO, logger, text);
+    };
     char tmp[16384];
     for (;;) {
         ssize_t n = ::read(fd.get(), tmp, sizeof tmp);
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) {
             if (n < 0 && errno == EAGAIN) return;
-            if (!buf.empty()) {
-                if (which == 2) err_lines_.push_back(buf);
-                services_.log(SPORE_LOG_INFO, logger, buf);
-                buf.clear();
-            }
+            if (!buf.empty()) line(std::move(buf));
+            buf.clear();
             (which == 1 ? out_ev_ : err_ev_).reset();
             fd.reset();
             return;
         }
         buf.append(tmp, size_t(n));
-        size_t pos;
-        while ((pos = buf.find('\n')) != std::string::npos) {
-            std::string line = buf.substr(0, pos);
-            buf.erase(0, pos + 1);
-            if (which == 2) {
-                err_lines_.push_back(line);
-                if (err_lines_.size() > kStderrLinesKept) err_lines_.pop_front();
-            }
-            services_.log(SPORE_LOG_INFO, logger, line);
-        }
-        if (buf.size() > 65536) {
-            services_.log(SPORE_LOG_INFO, logger, buf);
-            buf.clear();
-        }
+        detail::take_lines(buf, line);
         if (size_t(n) < sizeof tmp) return;
     }
 }
