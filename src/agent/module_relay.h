@@ -38,8 +38,6 @@ public:
     // The requester is gone: its record of what it was sent goes too.
     void forget(uint64_t requester);
 
-    size_t cached() const { return cache_.size(); }
-
 private:
     struct Waiting {
         uint64_t requester;

@@ -45,8 +45,6 @@ public:
     // fail with SPORE_ESHUTDOWN. For the agent's exit.
     void stop(const std::string &why);
 
-    pid_t pid() const { return pid_; }
-
 private:
     enum class State { kIdle, kStarting, kReady };
     struct Pending {
