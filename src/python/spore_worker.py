@@ -748,6 +748,25 @@ def _remote_name(fullname):
     return "__main__" if fullname == "__spore_main__" else fullname
 
 
+def _later_spec(finder, fullname, path, target):
+    """The spec of the first finder after `finder` in sys.meta_path that
+    knows fullname, or None."""
+    seen = False
+    for other in list(sys.meta_path):
+        if other is finder:
+            seen = True
+            continue
+        if not seen:
+            continue
+        find = getattr(other, "find_spec", None)
+        if find is None:
+            continue
+        spec = find(fullname, path, target)
+        if spec is not None:
+            return spec
+    return None
+
+
 class _Importer(object):
     """Finder and loader of the modules the controller serves. Appended to
     sys.meta_path, so the target's own modules always win and are never
@@ -764,6 +783,11 @@ class _Importer(object):
             _ensure(remote)
             entry = _mod_cache[remote]
         if not entry[0]:
+            # Finders appended after this one (six's, for six.moves) get
+            # their turn before the answer is final.
+            spec = _later_spec(self, fullname, path, target)
+            if spec is not None:
+                return spec
             raise ModuleNotFoundError("No module named %r (%s)"
                                       % (fullname, entry[4]), name=fullname)
         cls = self._spec_class

@@ -562,6 +562,15 @@ class Router(_Closing):
         flags = _c.SPORE_MODULE_PATH_ON_DEMAND if on_demand else 0
         _check(_c.spore_router_add_module_path(self._h(), os.fspath(path), flags))
 
+    def add_module(self, name, source, path=None, package=False):
+        """Serves `source` (bytes or str) as the Python module `name`,
+        ahead of any directory: a worker importing `name` gets exactly this
+        code. `path` is the file name its tracebacks show."""
+        if isinstance(source, str):
+            source = source.encode("utf-8")
+        _check(_c.spore_router_add_module(self._h(), name, path or "<%s>" % name, bytes(source),
+                                          1 if package else 0))
+
     def deny_module(self, name):
         """Never serves the module `name` or anything under it: a worker
         importing it gets ModuleNotFoundError saying it was refused."""

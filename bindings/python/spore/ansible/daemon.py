@@ -1,0 +1,132 @@
+"""The run's router: one process per `ansible-playbook`, started by the
+strategy, that holds every connection and warm worker of the run.
+
+Ansible forks a worker process per task; each attaches to this router
+over a Unix socket in a private 0700 directory and reuses its contexts,
+one per (host, account, method, options). The daemon lives in its own
+session, so a Ctrl-C at the terminal reaches Ansible and not the
+connections, and it ends when its stdin reaches end of file: when
+`ansible-playbook` exits, however it exits (even SIGKILL), the pipe closes
+and the daemon shuts every context down.
+
+Run as `python3 -m spore.ansible.daemon SOCKET_PATH VERBOSITY`; it prints
+one line, "ready", once it listens.
+"""
+import logging
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Optional
+
+#: The top-level name the target-side code is served under.
+TARGET_MODULE = "spore_ansible_target"
+#: How Ansible's worker processes find the run's router.
+SOCKET_ENV = "SPORE_ANSIBLE_ROUTER"
+
+
+def _target_source() -> bytes:
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "target.py"), "rb") as f:
+        return f.read()
+
+
+class _StderrFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return "[spore %s] %s" % (getattr(record, "spore_context", record.name), record.getMessage())
+
+
+def serve(socket_path: str, verbosity: int) -> int:
+    """Listens at socket_path until stdin closes or SIGTERM comes."""
+    import spore
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+    # At -vvv the connection steps of spore are shown, as Ansible's ssh
+    # plugin shows its own; below that only warnings and errors.
+    level = logging.DEBUG if verbosity >= 4 else logging.INFO if verbosity >= 3 else logging.WARNING
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_StderrFormatter())
+    logger = logging.getLogger("spore")
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+    router = spore.Router(log_level=level)
+    try:
+        source = _target_source()
+        router.add_module(TARGET_MODULE, source)
+        router.listen(socket_path)
+        sys.stdout.write("ready\n")
+        sys.stdout.flush()
+        while not stop:
+            try:
+                ready, _, _ = select.select([sys.stdin.fileno()], [], [], 0.5)
+            except InterruptedError:
+                continue
+            if ready and not os.read(sys.stdin.fileno(), 4096):
+                break
+    finally:
+        router.close()
+        handler.flush()
+    return 0
+
+
+class Daemon:
+    """The strategy's handle on the run's router process."""
+
+    def __init__(self, verbosity: int = 0) -> None:
+        base = os.environ.get("XDG_RUNTIME_DIR")
+        if not base or not os.path.isdir(base) or not os.access(base, os.W_OK):
+            base = None
+        self.directory = tempfile.mkdtemp(prefix="spore-ansible-", dir=base)  # 0700
+        self.socket_path = os.path.join(self.directory, "router.sock")
+        env = dict(os.environ)
+        env.pop(SOCKET_ENV, None)
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "spore.ansible.daemon", self.socket_path, str(verbosity)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True,
+            start_new_session=True, cwd="/")
+        line = self._process.stdout.readline()
+        if line.strip() != b"ready":
+            self.stop()
+            raise RuntimeError("spore: the run's router did not start (see the messages above)")
+        os.environ[SOCKET_ENV] = self.socket_path
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Ends the daemon (which shuts every context down) and waits for it."""
+        process: Optional[subprocess.Popen] = self._process
+        if process is not None:
+            self._process = None
+            for stream in (process.stdin, process.stdout):
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+            deadline = time.monotonic() + timeout
+            while process.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        if os.environ.get(SOCKET_ENV) == self.socket_path:
+            del os.environ[SOCKET_ENV]
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def main(argv) -> int:
+    if len(argv) != 3:
+        sys.stderr.write("usage: python3 -m spore.ansible.daemon SOCKET_PATH VERBOSITY\n")
+        return 2
+    return serve(argv[1], int(argv[2]))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
