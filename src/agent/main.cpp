@@ -3,9 +3,11 @@
 #include <fcntl.h>
 #include <malloc.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <climits>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 
@@ -36,6 +38,15 @@ int main(int argc, char **argv) {
                 rmdir(path);
             }
         }
+    }
+    // The first stage ran with umask 077 for the agent's private files and
+    // passed the login's umask on: files the agent and its programs make get
+    // the modes the account's own would have.
+    if (const char *mask = std::getenv("SPORE_UMASK")) {
+        char *end = nullptr;
+        long value = std::strtol(mask, &end, 8);
+        if (end != mask && *end == '\0' && value >= 0 && value <= 0777) umask(mode_t(value));
+        unsetenv("SPORE_UMASK");
     }
     signal(SIGPIPE, SIG_IGN);
     // Worker threads share two malloc arenas instead of one each: a burst of

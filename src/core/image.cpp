@@ -352,7 +352,10 @@ std::string first_stage_script(const std::string &sha256, bool cache, const std:
     std::random_device rd;
     char nonce[17];
     std::snprintf(nonce, sizeof nonce, "%08x%08x", rd(), rd());
-    s += "umask 077;H=" + sha256 + ";T=" + nonce + ";A=\"" + agent_args + "\";M=\n";
+    // The login's umask goes to the agent (SPORE_UMASK), which takes it
+    // back once running: 077 is for the private files made here only, and
+    // what the agent and its programs create gets the account's usual modes.
+    s += "SPORE_UMASK=$(umask);export SPORE_UMASK;umask 077;H=" + sha256 + ";T=" + nonce + ";A=\"" + agent_args + "\";M=\n";
     s += "x(){ [ -x \"$1/spore-agent-$H\" ]&&[ -O \"$1\" ]&&[ ! -L \"$1\" ]&&exec \"$1/spore-agent-$H\" $A; }\n";
     s += "m(){ case $1 in /?*);;*)return 1;;esac;[ -d \"${1%/*}\" ]||m \"${1%/*}\"||return 1;mkdir \"$1\" 2>/dev/null&&M=\"$1\n$M\"; }\n";
     s += "p(){ [ -n \"$1\" ]||return 1;[ -d \"$1\" ]||m \"$1\";[ -d \"$1\" ]&&[ ! -L \"$1\" ]&&[ -O \"$1\" ]&&chmod 700 \"$1\" 2>/dev/null&&[ -w \"$1\" ]; }\n";

@@ -258,6 +258,12 @@ class SporeConnection:
             ctx.get_file(in_path, out_path)
         except spore.Error as e:
             raise AnsibleError("spore: failed to transfer file from %s: %s" % (in_path, e.message))
+        if self.transport == "local":
+            # As vanilla's local fetch (a plain copy): a new file's mode
+            # comes from the umask, not from the source.
+            mask = os.umask(0)
+            os.umask(mask)
+            os.chmod(out_path, 0o666 & ~mask)
 
     def reset(self):
         """meta: reset_connection: the task's login context ends, and with

@@ -12,7 +12,11 @@ spore strategy runs:
 - `action_loader.get_with_context` (which `get` calls): an action whose
   connection is a spore one gets SporeActionMixin mixed in front of its
   class.
+
+It also adds spore's become plugin directory (a doas plugin, which
+ansible-core lacks) to the become plugin loader.
 """
+import os
 import threading
 from typing import Any, Dict, Tuple
 
@@ -83,6 +87,11 @@ def install() -> None:
         if _installed:
             return
         _installed = True
+    # ansible-core has no doas become plugin: spore brings one (a plugin
+    # directory added, nothing replaced; a collection's doas still wins
+    # when named by its full name).
+    plugin_loader.become_loader.add_directory(
+        os.path.join(os.path.dirname(os.path.abspath(__file__)), "plugins", "become"))
     conn: Any = plugin_loader.connection_loader
     action: Any = plugin_loader.action_loader
     conn.get_with_context = _connection_get_with_context(conn.get_with_context)
