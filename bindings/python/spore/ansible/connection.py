@@ -177,7 +177,12 @@ class SporeConnection:
             try:
                 ctx = router.connect(method, via=ctx, **options)
             except spore.Error as e:
-                raise AnsibleConnectionFailure("spore: %s: %s" % (_describe(method, options), e.message))
+                message = "spore: %s: %s" % (_describe(method, options), e.message)
+                if method in ("sudo", "su", "doas"):
+                    # As vanilla: a become that fails fails the task; the
+                    # host was reached.
+                    raise AnsibleError(message)
+                raise AnsibleConnectionFailure(message)
         self._spore_contexts[become] = ctx
         self._connected = True
         return ctx

@@ -46,9 +46,10 @@ def serve(socket_path: str, verbosity: int) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
-    # At -vvv the connection steps of spore are shown, as Ansible's ssh
-    # plugin shows its own; below that only warnings and errors.
-    level = logging.DEBUG if verbosity >= 4 else logging.INFO if verbosity >= 3 else logging.WARNING
+    # At -vvv the connection steps of spore are shown (and ssh's own
+    # debug lines with spore_ssh_debug_level), as Ansible's ssh plugin
+    # shows its own; below that only warnings and errors.
+    level = logging.DEBUG if verbosity >= 3 else logging.WARNING
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_StderrFormatter())
     logger = logging.getLogger("spore")
@@ -70,6 +71,13 @@ def serve(socket_path: str, verbosity: int) -> int:
             if ready and not os.read(sys.stdin.fileno(), 4096):
                 break
     finally:
+        # The run is over and Ansible has printed its recap: the contexts'
+        # goodbyes are not news, only a failure to end would be.
+        logger.setLevel(logging.ERROR)
+        try:
+            router.set_log_level(logging.ERROR)
+        except spore.Error:
+            pass
         router.close()
         handler.flush()
     return 0

@@ -205,7 +205,14 @@ class _Saved:
 
 def _enter_cwd(cwd):
     """The directory vanilla's module would start in: the one asked for,
-    else the home directory, else / (as the AnsiballZ wrapper falls back)."""
+    else the current one; where that cannot be entered, the home directory,
+    else / (as the AnsiballZ wrapper falls back)."""
+    if cwd is None:
+        try:
+            os.getcwd()
+            return
+        except OSError:
+            pass
     for candidate in (cwd, os.path.expanduser("~"), "/"):
         if not candidate:
             continue
@@ -340,7 +347,11 @@ def _run_isolated(fqn, params, zip_path, env, cwd, replace_env, rlimit_nofile):
         else:
             child_env[key] = str(value)
     start_dir = "/"
-    for candidate in (cwd, os.path.expanduser("~")):
+    try:
+        here = os.getcwd()
+    except OSError:
+        here = None
+    for candidate in (cwd or here, os.path.expanduser("~")):
         if candidate and os.access(candidate, os.X_OK):
             start_dir = candidate
             break
