@@ -42,6 +42,8 @@ def attached_router():
         router = _ROUTER.get(pid)
         if router is None or router.closed:
             _ROUTER.clear()  # a parent's, inherited through fork
+            from . import strategy
+            strategy.release_inherited()
             try:
                 router = spore.Router.attach(path, forward_logs=False)
             except spore.Error as e:

@@ -80,6 +80,10 @@ def serve(socket_path: str, verbosity: int) -> int:
             pass
         router.close()
         handler.flush()
+        # Also when ansible-playbook was killed and could not clean up.
+        directory = os.path.dirname(os.path.abspath(socket_path))
+        if os.path.basename(directory).startswith("spore-ansible-"):
+            shutil.rmtree(directory, ignore_errors=True)
     return 0
 
 
@@ -103,6 +107,19 @@ class Daemon:
             self.stop()
             raise RuntimeError("spore: the run's router did not start (see the messages above)")
         os.environ[SOCKET_ENV] = self.socket_path
+
+    def release_lifeline(self) -> None:
+        """In a process forked from the one that started the daemon (a
+        task's worker): lets go of the daemon's stdin, so that the daemon
+        sees end of file as soon as ansible-playbook itself is gone."""
+        process = self._process
+        if process is not None:
+            for stream in (process.stdin, process.stdout):
+                try:
+                    os.close(stream.fileno())
+                except (OSError, ValueError):
+                    pass
+            self._process = None
 
     @property
     def pid(self) -> int:

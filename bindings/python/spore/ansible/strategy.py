@@ -40,6 +40,16 @@ def ensure_daemon() -> Daemon:
         return _daemon
 
 
+def release_inherited() -> None:
+    """Called in Ansible's forked worker processes: the daemon's lifeline
+    belongs to ansible-playbook alone (see Daemon.release_lifeline)."""
+    global _daemon
+    running = _daemon
+    if running is not None and os.getpid() != _owner:
+        _daemon = None
+        running.release_lifeline()
+
+
 class StrategyMixin:
     """Put in front of one of Ansible's strategy classes."""
 
