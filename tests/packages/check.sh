@@ -2,8 +2,9 @@
 # Checks the Debian packages made by scripts/package: they unpack into a
 # clean root (dpkg-deb -x, no installation on this machine), and from there,
 # with no build-tree paths, the C example builds with pkg-config and runs,
-# the CLI runs, the Python and Ruby bindings load and call, and the Go
-# example builds from the packaged module sources and runs.
+# the CLI runs, the Python and Ruby bindings load and call, the Go
+# example builds from the packaged module sources and runs, and the
+# packaged Ansible plugin runs a playbook.
 # Usage: tests/packages/check.sh DIR_WITH_DEBS (run by scripts/test)
 set -euo pipefail
 debs=${1:?usage: check.sh DIR_WITH_DEBS}
@@ -100,6 +101,28 @@ else
         fi
     else
         fail "the Go example does not build: $(cat "$root/go.err")"
+    fi
+fi
+# The Ansible plugin as packaged: its strategy directory, from the package's
+# own `python3 -m spore.ansible`, runs a playbook on this machine.
+if [ -x /usr/bin/ansible-playbook ]; then
+    pyroot=$root/usr/lib/python3/dist-packages
+    plugins=$(PYTHONPATH=$pyroot /usr/bin/python3 -m spore.ansible 2>&1) || plugins=
+    if [ "$plugins" = "$pyroot/spore/ansible/plugins/strategy" ]; then
+        pass "python3 -m spore.ansible names the packaged strategy directory"
+        mkdir -p "$root/play" && chmod 700 "$root/play"
+        printf '%s\n' '- hosts: localhost' '  gather_facts: false' '  tasks:' '    - ping:' \
+            '    - command: echo packaged' '      register: r' \
+            '    - copy: content="{{ r.stdout }}" dest={{ playbook_dir }}/out.txt' >"$root/play/site.yml"
+        if out=$(cd "$root/play" && PYTHONPATH=$pyroot ANSIBLE_STRATEGY_PLUGINS=$plugins ANSIBLE_STRATEGY=spore_linear \
+                ANSIBLE_LOCAL_TEMP=$root/play/tmp /usr/bin/ansible-playbook -i localhost, -c local site.yml 2>&1) &&
+                [ "$(cat "$root/play/out.txt" 2>/dev/null)" = packaged ]; then
+            pass "the packaged Ansible plugin runs a playbook (strategy spore_linear)"
+        else
+            fail "ansible-playbook with the packaged plugin: $out"
+        fi
+    else
+        fail "python3 -m spore.ansible: $plugins"
     fi
 fi
 [ "$failures" -eq 0 ] || { echo "$failures check(s) failed"; exit 1; }
