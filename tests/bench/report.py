@@ -162,6 +162,43 @@ SUITES = {
         ("wire_call_bytes", None, None, None,
          "TCP payload bytes (both ways) per sys.ping over ssh; info: bytes of a first contact and of a cached connect"),
     ],
+    # tests/bench/ansible_bench.py: per playbook its floor (the same shape
+    # with debug tasks), vanilla, pipelining and spore; Mitogen is the
+    # baseline of spore's rows. _cpu: controller CPU of the same runs.
+    "ansible": [
+        row
+        for playbook, what in (
+            ("mixed", "mixed.yml: 4 hosts x 10 tasks (file, command, copy, template, stat, lineinfile, copy, shell, "
+                      "replace, find)"),
+            ("loop100", "loop100.yml: 1 host, a command task looping over 100 items"),
+            ("copy100", "copy100.yml: 100 files of 1-2 KiB to each of 4 hosts, one copy each"),
+        )
+        for row in [
+            ("floor_%s_wall" % playbook, None, None, None,
+             "floor: %s with debug tasks only (no connection): Ansible's own cost" % what),
+            ("floor_%s_cpu" % playbook, None, None, None, "controller CPU (user+sys) of the same runs"),
+            ("vanilla_%s_wall" % playbook, None, None, None,
+             "%s, ssh plugin defaults (ControlPersist), no pipelining" % what),
+            ("vanilla_%s_cpu" % playbook, None, None, None,
+             "controller CPU of the same runs: ansible-playbook, its forks, ssh and its ControlPersist masters"),
+            ("pipelining_%s_wall" % playbook, None, None, None, "as vanilla, ANSIBLE_PIPELINING=True"),
+            ("pipelining_%s_cpu" % playbook, None, None, None, "controller CPU of the same runs"),
+            ("%s_wall" % playbook, "<=" if playbook == "loop100" else None, 1.5 if playbook == "loop100" else None,
+             "%s_wall" % playbook, "%s, strategy spore_linear; baseline: mitogen_linear" % what),
+            ("%s_cpu" % playbook, None, None, "%s_cpu" % playbook,
+             "controller CPU of the same runs, spore's router included; baseline: Mitogen's, its processes included"),
+        ] + ([
+            ("vanilla_mixed_overhead", None, None, None, "vanilla_mixed_wall - floor_mixed_wall, run by run"),
+            ("pipelining_mixed_overhead", None, None, None, "pipelining_mixed_wall - floor_mixed_wall, run by run"),
+            ("mixed_overhead", None, None, "mixed_overhead",
+             "mixed_wall - floor_mixed_wall, run by run: what running the tasks adds to Ansible's own cost; "
+             "baseline: Mitogen's"),
+            ("mixed_overhead_vs_mitogen", "<=", 0.4, None,
+             "median mixed_overhead of spore / of Mitogen in the same run"),
+        ] if playbook == "mixed" else [
+            ("copy100_vs_mitogen", "<=", 0.5, None, "median copy100_wall of spore / of Mitogen in the same run"),
+        ] if playbook == "copy100" else [])
+    ],
 }
 
 # Baseline metrics with no spore metric of the same kind, printed after the

@@ -1,0 +1,162 @@
+"""Unit tests of spore's Ansible plugin pieces that need no playbook run:
+the stack (ssh arguments, become flags, spore_via), the AnsiballZ reader
+on wrappers Ansible itself builds, and the target-side module runner in
+this process. Run by ctest as ansible.units (python3 -m pytest)."""
+import json
+import os
+import sys
+import tempfile
+
+import pytest
+from ansible.executor import module_common
+from ansible.parsing.dataloader import DataLoader
+from ansible.template import Templar
+
+from spore.ansible import ansiballz, stack
+from spore.ansible import target
+
+MODULES = os.path.join(os.path.dirname(module_common.__file__), "..", "modules")
+LIBRARY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "playbooks", "library")
+
+
+def wrapper(name, path, args, **task_vars):
+    task_vars.setdefault("ansible_python_interpreter", sys.executable)
+    data, style, _ = module_common.modify_module(name, path, args, Templar(loader=DataLoader()),
+                                                 task_vars=task_vars)
+    assert style == "new"
+    return data
+
+
+# ------------------------------------------------------------------ stack
+
+@pytest.mark.parametrize("given, kept", [
+    ("-C -o ControlMaster=auto -o ControlPersist=60s", ["-C"]),
+    ("-oControlPath=/x -o 'ControlPersist 30' -o Compression=yes", ["-o", "Compression=yes"]),
+    (["-o", "controlmaster=no", "-v"], ["-v"]),
+    ("", []),
+])
+def test_ssh_arguments_drop_control_master(given, kept):
+    assert stack.ssh_arguments(given) == kept
+
+
+def test_ssh_arguments_join_the_three_settings():
+    assert stack.ssh_arguments("-C", "-o User=x", None) == ["-C", "-o", "User=x"]
+
+
+def test_sudo_flags():
+    assert stack.become_flags("sudo", "-H -S -n") == {"set_home": True}
+    assert stack.become_flags("sudo", "-E --login -r admin_r --type=admin_t") == {
+        "preserve_env": True, "login": True, "selinux_role": "admin_r", "selinux_type": "admin_t"}
+
+
+@pytest.mark.parametrize("method, flags", [("sudo", "-H -D /tmp"), ("su", "-l"), ("doas", "-s")])
+def test_unknown_become_flags_are_refused_by_name(method, flags):
+    with pytest.raises(stack.StackError) as e:
+        stack.become_flags(method, flags)
+    assert repr(flags.split()[-1] if method != "sudo" else "-D") in str(e.value)
+
+
+def test_via_specs():
+    assert stack.parse_via("sudo:root@bastion") == ("sudo", "root", "bastion")
+    assert stack.parse_via("doas:bastion") == ("doas", "root", "bastion")
+    assert stack.parse_via("deploy@bastion") == (None, "deploy", "bastion")
+    assert stack.parse_via(" bastion ") == (None, None, "bastion")
+    with pytest.raises(stack.StackError):
+        stack.parse_via("runas:x@bastion")
+    with pytest.raises(stack.StackError):
+        stack.parse_via("sudo:root@")
+
+
+def test_interpreter_setting():
+    assert stack.python_path("auto") is None
+    assert stack.python_path("auto_silent") is None
+    assert stack.python_path(None) is None
+    assert stack.python_path("/usr/bin/env python3") == "/usr/bin/env python3"
+
+
+# -------------------------------------------------------------- AnsiballZ
+
+def test_parse_reads_what_ansible_built():
+    data = wrapper("ping", os.path.join(MODULES, "ping.py"), {"data": "pong \u00e9"})
+    payload = ansiballz.parse(data)
+    assert payload is not None
+    assert payload.fqn == "ansible.modules.ping"
+    assert payload.name == "ping"
+    assert payload.interpreter == sys.executable
+    assert json.loads(payload.params)["ANSIBLE_MODULE_ARGS"] == {"data": "pong \u00e9"}
+    assert payload.rlimit_nofile == 0
+    # The same module gives the same payload whatever its arguments.
+    other = ansiballz.parse(wrapper("ping", os.path.join(MODULES, "ping.py"), {"data": "x"}))
+    assert other.digest == payload.digest
+
+
+def test_parse_reads_the_rlimit(monkeypatch):
+    monkeypatch.setenv("ANSIBLE_PYTHON_MODULE_RLIMIT_NOFILE", "4096")
+    from ansible import constants as C
+    monkeypatch.setattr(C.config, "get_config_value",
+                        lambda name, *a, **k: 4096 if name == "PYTHON_MODULE_RLIMIT_NOFILE" else
+                        C.config.__class__.get_config_value(C.config, name, *a, **k))
+    payload = ansiballz.parse(wrapper("ping", os.path.join(MODULES, "ping.py"), {}))
+    assert payload.rlimit_nofile == 4096
+
+
+def test_parse_leaves_other_scripts_alone():
+    assert ansiballz.parse(b"#!/bin/sh\necho hi\n") is None
+    assert ansiballz.parse(None) is None
+    broken = wrapper("ping", os.path.join(MODULES, "ping.py"), {}).replace(b"ZIPDATA = ", b"ZIPDATA_ = ")
+    assert ansiballz.parse(broken) is None
+
+
+def test_custom_module_utils_are_found():
+    from ansible.plugins.loader import module_utils_loader
+    module_utils_loader.add_directory(os.path.join(os.path.dirname(LIBRARY), "module_utils"))
+    data = wrapper("spore_custom_utils", os.path.join(LIBRARY, "spore_custom_utils.py"), {})
+    assert ansiballz.custom_module_utils(ansiballz.parse(data).zip_data) == ["ansible/module_utils/spore_custom.py"]
+    ping = ansiballz.parse(wrapper("ping", os.path.join(MODULES, "ping.py"), {}))
+    assert ansiballz.custom_module_utils(ping.zip_data) == []
+
+
+# --------------------------------------------------------- target (here)
+
+def run(payload, digest=None, **kw):
+    kw.setdefault("env", {})
+    kw.setdefault("cwd", None)
+    return target.run_module(digest or payload.digest, payload.zip_data, payload.fqn, payload.name, payload.params,
+                             **kw)
+
+
+def test_run_module_in_process_and_state_put_back(tmp_path):
+    payload = ansiballz.parse(wrapper("ping", os.path.join(MODULES, "ping.py"), {"data": "hello"}))
+    before_env, before_cwd, before_argv = dict(os.environ), os.getcwd(), list(sys.argv)
+    result = run(payload, env={"SPORE_UNIT_VAR": "1"}, cwd=str(tmp_path))
+    assert result["rc"] == 0, result
+    assert json.loads(result["stdout"])["ping"] == "hello"
+    assert result["forked"] is False
+    assert dict(os.environ) == before_env and os.getcwd() == before_cwd and sys.argv == before_argv
+    # Held now: the next call needs no payload.
+    assert target.run_module(payload.digest, None, payload.fqn, payload.name, payload.params, {}, None)["rc"] == 0
+    assert target.run_module("0" * 64, None, payload.fqn, payload.name, payload.params, {}, None) == {
+        "need_payload": True}
+
+
+def test_failing_module_gives_its_exit_status():
+    payload = ansiballz.parse(wrapper("ping", os.path.join(MODULES, "ping.py"), {"data": "crash"}))
+    result = run(payload)
+    # ping raises: a traceback on stderr and status 1, as from a process.
+    assert result["rc"] == 1
+    assert result["stdout"] == b""
+    assert b"Exception: boom" in result["stderr"]
+
+
+def test_isolated_run_in_a_new_interpreter():
+    payload = ansiballz.parse(wrapper("ping", os.path.join(MODULES, "ping.py"), {"data": "apart"}))
+    result = run(payload, isolation="fork")
+    assert result["forked"] is True and result["rc"] == 0, result
+    assert json.loads(result["stdout"])["ping"] == "apart"
+
+
+def test_payload_temp_dir_is_removed():
+    payload = ansiballz.parse(wrapper("ping", os.path.join(MODULES, "ping.py"), {}))
+    before = set(os.listdir(tempfile.gettempdir()))
+    run(payload)
+    assert {n for n in set(os.listdir(tempfile.gettempdir())) - before if n.startswith("ansible_ping_payload_")} == set()
