@@ -64,6 +64,12 @@ def write_inventory(path, h):
         "su1 ansible_user=spore-test-key ansible_become_method=su ansible_become_user=spore-test-target "
         "ansible_become_password=%s %s" % (h["SPORE_TEST_PW_TARGET"], common),
         "",
+        "[password]",
+        "pw1 ansible_user=spore-test-pw ansible_password=%s ansible_ssh_executable=/usr/bin/ssh "
+        "ansible_host=127.0.0.1 ansible_port=%s ansible_python_interpreter=/usr/bin/python3 "
+        "ansible_ssh_common_args='-o UserKnownHostsFile=%s -o LogLevel=ERROR'"
+        % (h["SPORE_TEST_PW_PW"], h["SPORE_TEST_SSHD_PORT"], h["SPORE_TEST_KNOWN_HOSTS"]),
+        "",
         "[ctl]",
         "ctl ansible_connection=local ansible_python_interpreter=/usr/bin/python3",
         "",
@@ -114,6 +120,10 @@ def run_playbook(mode, playbook, workdir, out, args):
         "ANSIBLE_LIBRARY": os.path.join(PLAYBOOKS, "library"),
         "ANSIBLE_MODULE_UTILS": os.path.join(PLAYBOOKS, "module_utils"),
         "ANSIBLE_FORKS": "8",
+        "ANSIBLE_LOG_PATH": os.path.join(workdir, mode, "ansible.log"),
+        "ANSIBLE_COLLECTIONS_PATH": os.path.join(PLAYBOOKS, "collections"),
+        # Local tasks see Ansible's own environment (compat.yml).
+        "SPORE_CONTROLLER_VAR": "from-the-controller",
     })
     if mode == "spore":
         plugins = subprocess.check_output(["/usr/bin/python3", "-m", "spore.ansible"], env=env, text=True).strip()
@@ -175,6 +185,8 @@ def main():
     parser.add_argument("--forbid-output", action="append", default=[])
     parser.add_argument("--strategy", default="spore_linear")
     parser.add_argument("--no-recap", action="store_true", help="the playbook fails before any task runs")
+    parser.add_argument("--log-expect", action="append", default=[], help="a pattern spore's log_path file must have")
+    parser.add_argument("--log-forbid", action="append", default=[], help="a pattern it must not have")
     parser.add_argument("--vanilla-no-pipelining", action="store_true",
                         help="vanilla without pipelining (slower; modules go through remote files)")
     args = parser.parse_args()
@@ -219,6 +231,14 @@ def main():
         for pattern in args.expect_output:
             if not re.search(pattern, spore_text, re.M):
                 failures.append("spore: output lacks %r" % pattern)
+        log_path = os.path.join(workdir, "spore", "ansible.log")
+        log_text = open(log_path, errors="replace").read() if os.path.exists(log_path) else ""
+        for pattern in args.log_expect:
+            if not re.search(pattern, log_text, re.M):
+                failures.append("spore: log_path lacks %r" % pattern)
+        for pattern in args.log_forbid:
+            if re.search(pattern, log_text, re.M):
+                failures.append("spore: log_path has %r" % pattern)
         for pattern in args.forbid_output:
             if re.search(pattern, spore_text, re.M):
                 failures.append("spore: output has %r" % pattern)

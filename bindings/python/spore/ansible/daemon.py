@@ -9,8 +9,9 @@ connections, and it ends when its stdin reaches end of file: when
 `ansible-playbook` exits, however it exits (even SIGKILL), the pipe closes
 and the daemon shuts every context down.
 
-Run as `python3 -m spore.ansible.daemon SOCKET_PATH VERBOSITY`; it prints
-one line, "ready", once it listens.
+Run as `python3 -m spore.ansible.daemon SOCKET_PATH VERBOSITY [LOG_PATH]`;
+it prints one line, "ready", once it listens. Its records go to stderr and,
+with LOG_PATH (Ansible's log_path), to that file too, at the same level.
 """
 import logging
 import os
@@ -39,7 +40,15 @@ class _StderrFormatter(logging.Formatter):
         return "[spore %s] %s" % (getattr(record, "spore_context", record.name), record.getMessage())
 
 
-def serve(socket_path: str, verbosity: int) -> int:
+class _FileFormatter(_StderrFormatter):
+    """Lines shaped like those Ansible writes to its log_path."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
+        return "%s,%03d p=%d u=spore | %s" % (stamp, int(record.msecs), os.getpid(), super().format(record))
+
+
+def serve(socket_path: str, verbosity: int, log_path: Optional[str] = None) -> int:
     """Listens at socket_path until stdin closes or SIGTERM comes."""
     import spore
 
@@ -54,6 +63,15 @@ def serve(socket_path: str, verbosity: int) -> int:
     handler.setFormatter(_StderrFormatter())
     logger = logging.getLogger("spore")
     logger.addHandler(handler)
+    if log_path:
+        # As Ansible's own log: what this verbosity shows, nothing more.
+        try:
+            file_handler = logging.FileHandler(log_path)
+        except OSError as e:
+            sys.stderr.write("[spore] cannot write log_path %s: %s\n" % (log_path, e))
+        else:
+            file_handler.setFormatter(_FileFormatter())
+            logger.addHandler(file_handler)
     logger.setLevel(level)
     logger.propagate = False
     router = spore.Router(log_level=level)
@@ -90,7 +108,7 @@ def serve(socket_path: str, verbosity: int) -> int:
 class Daemon:
     """The strategy's handle on the run's router process."""
 
-    def __init__(self, verbosity: int = 0) -> None:
+    def __init__(self, verbosity: int = 0, log_path: Optional[str] = None) -> None:
         base = os.environ.get("XDG_RUNTIME_DIR")
         if not base or not os.path.isdir(base) or not os.access(base, os.W_OK):
             base = None
@@ -99,7 +117,8 @@ class Daemon:
         env = dict(os.environ)
         env.pop(SOCKET_ENV, None)
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "spore.ansible.daemon", self.socket_path, str(verbosity)],
+            [sys.executable, "-m", "spore.ansible.daemon", self.socket_path, str(verbosity)] +
+            ([log_path] if log_path else []),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True,
             start_new_session=True, cwd="/")
         line = self._process.stdout.readline()
@@ -147,10 +166,10 @@ class Daemon:
 
 
 def main(argv) -> int:
-    if len(argv) != 3:
-        sys.stderr.write("usage: python3 -m spore.ansible.daemon SOCKET_PATH VERBOSITY\n")
+    if len(argv) not in (3, 4):
+        sys.stderr.write("usage: python3 -m spore.ansible.daemon SOCKET_PATH VERBOSITY [LOG_PATH]\n")
         return 2
-    return serve(argv[1], int(argv[2]))
+    return serve(argv[1], int(argv[2]), argv[3] if len(argv) == 4 else None)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,8 @@ def ensure_daemon() -> Daemon:
     with _lock:
         if _daemon is None:
             _owner = os.getpid()
-            _daemon = Daemon(verbosity=display.verbosity)
+            from ansible import constants as C
+            _daemon = Daemon(verbosity=display.verbosity, log_path=C.DEFAULT_LOG_PATH or None)
             atexit.register(_stop)
             display.vvv("spore: the run's router is pid %d at %s" % (_daemon.pid, _daemon.socket_path))
         return _daemon
