@@ -130,12 +130,13 @@ def run_playbook(mode, playbook, workdir, out, args):
         env["ANSIBLE_STRATEGY_PLUGINS"] = plugins
         env["ANSIBLE_STRATEGY"] = args.strategy
     else:
-        env.pop("ANSIBLE_STRATEGY", None)
+        env["ANSIBLE_STRATEGY"] = args.strategy.replace("spore_", "")
         # Pipelining makes vanilla several times faster here; su and async
         # still go through remote files, as they always do.
         env["ANSIBLE_PIPELINING"] = "False" if args.vanilla_no_pipelining else "True"
-        # Vanilla keeps ControlPersist masters alive after the run: not here.
-        env["ANSIBLE_SSH_ARGS"] = "-o ControlMaster=no"
+        # Vanilla's ssh keeps ControlPersist masters (in this run's own
+        # directory; stop_control_masters() ends them after the run).
+        env["ANSIBLE_SSH_ARGS"] = "-C -o ControlMaster=auto -o ControlPersist=120s"
         # ansible-core has no doas become plugin; spore's serves both.
         env["ANSIBLE_BECOME_PLUGINS"] = os.path.join(
             subprocess.check_output(["/usr/bin/python3", "-c", "import spore.ansible, os; "
@@ -149,6 +150,15 @@ def run_playbook(mode, playbook, workdir, out, args):
     proc = subprocess.Popen(argv, cwd=os.path.dirname(playbook), env=env, stdin=subprocess.DEVNULL,
                             stdout=log, stderr=subprocess.STDOUT)
     return proc, log
+
+
+def stop_control_masters(directory):
+    """Ends the ssh ControlPersist masters vanilla left in its directory."""
+    if not os.path.isdir(directory):
+        return
+    for name in os.listdir(directory):
+        subprocess.run(["ssh", "-o", "ControlPath=" + os.path.join(directory, name), "-O", "exit", "spore-test"],
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
 
 
 def recap(text):
@@ -202,6 +212,7 @@ def main():
         started = time.monotonic()
         for mode in modes:
             os.makedirs(os.path.join(workdir, mode, "local-tmp"))
+            os.makedirs(os.path.join(workdir, mode, "cp"), mode=0o700)
             os.chmod(os.path.join(workdir, mode), 0o711)
             out = os.path.join(workdir, mode, "out")
             os.mkdir(out)
@@ -262,6 +273,7 @@ def main():
                             with open(path, "rb") as f:
                                 failures.append("  %s: %r" % (mode, f.read()))
     finally:
+        stop_control_masters(os.path.join(workdir, "vanilla", "cp"))
         shutil.rmtree(workdir, ignore_errors=True)
     if failures:
         print("FAILED:\n  " + "\n  ".join(failures))
