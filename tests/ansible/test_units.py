@@ -111,9 +111,9 @@ def test_custom_module_utils_are_found():
     from ansible.plugins.loader import module_utils_loader
     module_utils_loader.add_directory(os.path.join(os.path.dirname(LIBRARY), "module_utils"))
     data = wrapper("spore_custom_utils", os.path.join(LIBRARY, "spore_custom_utils.py"), {})
-    assert ansiballz.custom_module_utils(ansiballz.parse(data).zip_data) == ["ansible/module_utils/spore_custom.py"]
+    assert ansiballz.custom_module_utils(ansiballz.parse(data)) == ["ansible/module_utils/spore_custom.py"]
     ping = ansiballz.parse(wrapper("ping", os.path.join(MODULES, "ping.py"), {}))
-    assert ansiballz.custom_module_utils(ping.zip_data) == []
+    assert ansiballz.custom_module_utils(ping) == []
 
 
 # --------------------------------------------------------- target (here)

@@ -71,7 +71,7 @@ class SporeActionMixin:
             value = "auto"
         elif value != "fork":
             raise AnsibleError("spore_task_isolation must be 'fork' or 'shared', not %r" % (value,))
-        if value == "auto" and ansiballz.custom_module_utils(payload.zip_data):
+        if value == "auto" and ansiballz.custom_module_utils(payload):
             value = "fork"
         return value
 

@@ -14,10 +14,10 @@ import io
 import os
 import re
 import zipfile
-from typing import NamedTuple, Optional
+from typing import Optional
 
 _MARK = b"_ANSIBALLZ_WRAPPER = True"
-_ZIPDATA = re.compile(rb'ZIPDATA = """([A-Za-z0-9+/=\s]*)"""')
+_ZIP_START = b'ZIPDATA = """'
 _PARAMS = re.compile(rb"^    ANSIBALLZ_PARAMS = (.*)$", re.M)
 _FQN = re.compile(rb"runpy\.run_module\(mod_name='([A-Za-z0-9_.]+)', init_globals=dict\(")
 _NAME = re.compile(rb"prefix='ansible_([A-Za-z0-9_.]+)_payload_'")
@@ -25,16 +25,27 @@ _RLIMIT = re.compile(rb"requested_soft = min\(existing_hard, (\d+)\)")
 _SHEBANG = re.compile(rb"^#!\s*(.*)$", re.M)
 
 
-class Payload(NamedTuple):
-    """A new-style module as the wrapper carried it."""
-    zip_data: bytes
-    digest: str
-    fqn: str
-    name: str
-    params: str
-    interpreter: str
-    rlimit_nofile: int
-    coverage: bool
+class Payload:
+    """A new-style module as the wrapper carried it. The zip is decoded
+    only when asked for: its digest is that of its base64 text."""
+
+    def __init__(self, zip_b64: bytes, fqn: str, name: str, params: str, interpreter: str, rlimit_nofile: int,
+                 coverage: bool) -> None:
+        self.zip_b64 = zip_b64
+        self.digest = hashlib.sha256(zip_b64).hexdigest()
+        self.fqn = fqn
+        self.name = name
+        self.params = params
+        self.interpreter = interpreter
+        self.rlimit_nofile = rlimit_nofile
+        self.coverage = coverage
+        self._zip: Optional[bytes] = None
+
+    @property
+    def zip_data(self) -> bytes:
+        if self._zip is None:
+            self._zip = base64.b64decode(self.zip_b64)
+        return self._zip
 
 
 def parse(data: Optional[bytes]) -> Optional[Payload]:
@@ -43,45 +54,57 @@ def parse(data: Optional[bytes]) -> Optional[Payload]:
     script, as vanilla would)."""
     if not data or _MARK not in data[:4096]:
         return None
-    zip_match = _ZIPDATA.search(data)
-    params_match = _PARAMS.search(data)
-    fqn_match = _FQN.search(data)
-    name_match = _NAME.search(data)
+    start = data.find(_ZIP_START)
+    end = data.find(b'"""', start + len(_ZIP_START)) if start >= 0 else -1
+    if end < 0:
+        return None
+    zip_b64 = data[start + len(_ZIP_START):end]
+    tail = data[end:]
+    params_match = _PARAMS.search(tail)
+    fqn_match = _FQN.search(tail)
+    name_match = _NAME.search(tail)
     shebang = _SHEBANG.match(data)
-    if not (zip_match and params_match and fqn_match and name_match and shebang):
+    if not (params_match and fqn_match and name_match and shebang):
         return None
     try:
         params = ast.literal_eval(params_match.group(1).decode("utf-8"))
-        zip_data = base64.b64decode(zip_match.group(1))
     except (ValueError, SyntaxError, UnicodeDecodeError):
         return None
     if not isinstance(params, str):
         return None
+    head = data[:start]
     rlimit = 0
-    if b"resource.setrlimit" in data:
-        found = _RLIMIT.search(data)
+    if b"resource.setrlimit" in head:
+        found = _RLIMIT.search(head)
         if not found:
             return None
         rlimit = int(found.group(1))
     return Payload(
-        zip_data=zip_data,
-        digest=hashlib.sha256(zip_data).hexdigest(),
+        zip_b64=zip_b64,
         fqn=fqn_match.group(1).decode("ascii"),
         name=name_match.group(1).decode("ascii"),
         params=params,
         interpreter=shebang.group(1).decode("utf-8", "replace").strip(),
         rlimit_nofile=rlimit,
-        coverage=b"COVERAGE_FILE" in data or b"import coverage" in data,
+        coverage=b"COVERAGE_FILE" in tail or b"import coverage" in tail,
     )
 
 
-def custom_module_utils(zip_data: bytes) -> list:
+_CUSTOM: dict = {}
+
+
+def custom_module_utils(payload: Payload) -> list:
     """The files under ansible/module_utils in the payload that this
-    controller's Ansible does not have: custom module_utils, which run in
-    a fork so they never stay loaded in the shared worker."""
-    import ansible
-    root = os.path.dirname(os.path.dirname(os.path.abspath(ansible.__file__)))
-    with zipfile.ZipFile(io.BytesIO(zip_data)) as zf:
-        names = zf.namelist()
-    return [n for n in names if n.startswith("ansible/module_utils/") and n.endswith(".py")
+    controller's Ansible does not have: custom module_utils, which run
+    apart so they never stay loaded in the shared worker (remembered per
+    payload: a loop asks once)."""
+    found = _CUSTOM.get(payload.digest)
+    if found is None:
+        import ansible
+        root = os.path.dirname(os.path.dirname(os.path.abspath(ansible.__file__)))
+        with zipfile.ZipFile(io.BytesIO(payload.zip_data)) as zf:
+            names = zf.namelist()
+        found = _CUSTOM[payload.digest] = [
+            n for n in names if n.startswith("ansible/module_utils/") and n.endswith(".py")
             and not os.path.exists(os.path.join(root, n))]
+    return found
