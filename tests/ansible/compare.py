@@ -193,6 +193,8 @@ def main():
     parser.add_argument("--verbose", type=int, default=0)
     parser.add_argument("--expect-output", action="append", default=[])
     parser.add_argument("--forbid-output", action="append", default=[])
+    parser.add_argument("--at-most", nargs=2, action="append", default=[], metavar=("RE", "N"),
+                        help="spore's output matches RE at most N times")
     parser.add_argument("--strategy", default="spore_linear")
     parser.add_argument("--no-recap", action="store_true", help="the playbook fails before any task runs")
     parser.add_argument("--log-expect", action="append", default=[], help="a pattern spore's log_path file must have")
@@ -250,6 +252,10 @@ def main():
         for pattern in args.log_forbid:
             if re.search(pattern, log_text, re.M):
                 failures.append("spore: log_path has %r" % pattern)
+        for pattern, most in args.at_most:
+            count = len(re.findall(pattern, spore_text, re.M))
+            if count > int(most):
+                failures.append("spore: output matches %r %d times (at most %s)" % (pattern, count, most))
         for pattern in args.forbid_output:
             if re.search(pattern, spore_text, re.M):
                 failures.append("spore: output has %r" % pattern)

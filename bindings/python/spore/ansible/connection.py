@@ -52,6 +52,14 @@ def attached_router():
         return router
 
 
+def drop_attached_router() -> None:
+    """Closes this process's attached router (the contexts stay up)."""
+    with _ROUTER_LOCK:
+        router = _ROUTER.pop(os.getpid(), None)
+    if router is not None:
+        router.close()
+
+
 def _describe(method: str, options: Dict[str, Any]) -> str:
     if method == "ssh":
         where = options["hostname"]
@@ -94,8 +102,15 @@ class SporeConnection:
         except AttributeError:
             self._spore_basedir = None
 
+    def set_options(self, task_keys=None, var_options=None, direct=None):
+        # meta: reset_connection gives every variable of the host here and
+        # prepares nothing else: its stack must come out as the tasks' did.
+        self._spore_option_vars = var_options or {}
+        return self._spore_base.set_options(self, task_keys=task_keys, var_options=var_options, direct=direct)
+
     def _spore_var(self, name: str, default: Any = None) -> Any:
-        value = self._spore_task_vars.get(name, default)
+        source = self._spore_task_vars or getattr(self, "_spore_option_vars", None) or {}
+        value = source.get(name, default)
         if self._spore_templar is not None and isinstance(value, str):
             value = self._spore_templar.template(value)
         return value
@@ -104,6 +119,10 @@ class SporeConnection:
         delegated = self._spore_task_vars.get("ansible_delegated_vars", {})
         host_vars = delegated.get(self._spore_delegate_name(), {}) if delegated else {}
         value = host_vars.get("ansible_python_interpreter", self._spore_var("ansible_python_interpreter"))
+        if self._spore_templar is None and isinstance(value, str) and "{{" in value:
+            from ansible.template import Templar
+            from ansible.parsing.dataloader import DataLoader
+            value = Templar(loader=DataLoader(), variables=self._spore_option_vars).template(value)
         if self._spore_templar is not None and isinstance(value, str):
             value = self._spore_templar.template(value)
         return stack.python_path(value)
@@ -128,8 +147,10 @@ class SporeConnection:
             hops.append(stack.become_hop(self.become, self._play_context))
         interpreter = self._spore_interpreter()
         if interpreter:
-            method, options = hops[-1]
-            hops[-1] = (method, dict(options, python_path=interpreter))
+            # On the login hop too: its key must be the same whether or not
+            # the task becomes, or a host would get a second connection.
+            first = len(hops) - (2 if become else 1)
+            hops[first:] = [(m, dict(o, python_path=interpreter)) for m, o in hops[first:]]
         return hops
 
     def _spore_via_hops(self, spec: str, seen: List[Any]) -> List[stack.Hop]:
@@ -174,6 +195,8 @@ class SporeConnection:
         router = attached_router()
         ctx = None
         for method, options in hops:
+            display.vvvv("spore: hop %s %s" % (method, sorted(k for k in options if k not in ("password",))),
+                         host=self._play_context.remote_addr)
             display.vvv("spore: %s%s" % (_describe(method, options), " (via %s)" % ctx.name if ctx else ""),
                         host=self._play_context.remote_addr)
             try:
@@ -274,12 +297,16 @@ class SporeConnection:
 
     def reset(self):
         """meta: reset_connection: the task's login context ends, and with
-        it every context behind it (the next task opens new ones)."""
+        it every context behind it (the next task opens new ones). Ansible
+        runs this in ansible-playbook itself, whose attached router is
+        closed again here: its threads would keep the process from exiting."""
         try:
             self.spore_context(False).shutdown()
         except (spore.Error, AnsibleError):
             pass
-        self._spore_contexts = {}
+        finally:
+            self._spore_contexts = {}
+            drop_attached_router()
 
     def close(self):
         """End of a task: the contexts stay up in the run's router."""
