@@ -173,6 +173,30 @@ def test_deny_list(router):
     assert router.module_stats()["refused"] >= 1
 
 
+def test_added_module_and_later_finders(router):
+    # A module given as source, ahead of any directory; a finder appended
+    # after the worker's own import hook still gets asked.
+    router.add_module("spore_added_mod", "import sys\n"
+                      "class F:\n"
+                      "    def find_spec(self, name, path=None, target=None):\n"
+                      "        if name != 'spore_virtual_mod':\n"
+                      "            return None\n"
+                      "        import importlib.util\n"
+                      "        return importlib.util.spec_from_loader(name, self)\n"
+                      "    def create_module(self, spec):\n"
+                      "        return None\n"
+                      "    def exec_module(self, module):\n"
+                      "        module.made = True\n"
+                      "def answer():\n"
+                      "    sys.meta_path.append(F())\n"
+                      "    import spore_virtual_mod\n"
+                      "    return 41 + 1, spore_virtual_mod.__name__\n")
+    ctx = router.local()
+    assert ctx.call("spore_added_mod.answer") == (42, "spore_virtual_mod")
+    with pytest.raises(spore.InvalidArgument):
+        router.add_module("not a module name", "x = 1")
+
+
 def test_fork_isolation(ctx):
     isolated = ctx.with_options(isolation="fork")
     before = ctx.call(funcs.state)
