@@ -25,9 +25,12 @@ cmake --install "$SPORE_BUILD_DIR" --prefix "$prefix" >"$work/install.log" ||
 pass "cmake --install --prefix $prefix"
 
 # ------------------------------------------------------------ the library
-lib=$prefix/lib/libspore.so.0
+# The library directory is lib/, or lib/<multiarch>/ for a tree configured
+# for /usr on Debian (GNUInstallDirs): found where the library went.
+libdir=$(dirname "$(find "$prefix" -name 'libspore.so.0' -print -quit)")
+lib=$libdir/libspore.so.0
 check "lib/libspore.so.0 exists" test -f "$lib" -o -L "$lib"
-check "lib/libspore.so (development link) exists" test -e "$prefix/lib/libspore.so"
+check "lib/libspore.so (development link) exists" test -e "$libdir/libspore.so"
 soname=$(readelf -d "$lib" | sed -n 's/.*(SONAME).*\[\(.*\)\].*/\1/p')
 [ "$soname" = "libspore.so.0" ] && pass "SONAME is libspore.so.0" || fail "SONAME is '$soname'"
 
@@ -64,16 +67,16 @@ else
 fi
 
 # -------------------------------------------------------------- pkg-config
-pc=$prefix/lib/pkgconfig/spore.pc
+pc=$libdir/pkgconfig/spore.pc
 check "lib/pkgconfig/spore.pc exists" test -f "$pc"
-export PKG_CONFIG_PATH=$prefix/lib/pkgconfig
+export PKG_CONFIG_PATH=$libdir/pkgconfig
 pc_libdir=$(pkg-config --variable=libdir spore)
 # spore.pc finds everything relative to itself, so an install under another
 # prefix than the configured one must still point at itself.
-if [ "$(cd "$pc_libdir" 2>/dev/null && pwd -P)" = "$(cd "$prefix/lib" && pwd -P)" ]; then
+if [ "$(cd "$pc_libdir" 2>/dev/null && pwd -P)" = "$(cd "$libdir" && pwd -P)" ]; then
     pass "spore.pc is relocatable (libdir=$pc_libdir)"
 else
-    fail "spore.pc libdir $pc_libdir is not the installed $prefix/lib"
+    fail "spore.pc libdir $pc_libdir is not the installed $libdir"
 fi
 pkgconf=(pkg-config)
 flags=$("${pkgconf[@]}" --cflags --libs spore)
@@ -89,7 +92,7 @@ pc_agent=$("${pkgconf[@]}" --variable=agent spore)
 check "examples/hello.c builds with pkg-config (C99, -pedantic -Werror)" \
     cc -std=c99 -Wall -Wextra -pedantic -Werror "$SPORE_SOURCE_DIR/examples/hello.c" $flags -o "$work/hello"
 if [ -x "$work/hello" ]; then
-    if ! hello_out=$(LD_LIBRARY_PATH=$prefix/lib SPORE_AGENT_PATH=$agent "$work/hello" 2>&1); then
+    if ! hello_out=$(LD_LIBRARY_PATH=$libdir SPORE_AGENT_PATH=$agent "$work/hello" 2>&1); then
         fail "hello failed: $hello_out"
     elif printf '%s' "$hello_out" | grep -q 'hello from'; then
         pass "hello runs against the installed library and agent"
@@ -98,16 +101,16 @@ if [ -x "$work/hello" ]; then
     fi
     # (ldd's output is taken whole first: with pipefail, grep -q quitting
     # early would fail the pipeline through SIGPIPE.)
-    deps=$(ldd "$work/hello"; LD_LIBRARY_PATH=$prefix/lib ldd "$work/hello")
-    if printf '%s\n' "$deps" | grep -q "$prefix/lib/libspore.so.0"; then
+    deps=$(ldd "$work/hello"; LD_LIBRARY_PATH=$libdir ldd "$work/hello")
+    if printf '%s\n' "$deps" | grep -q "$libdir/libspore.so.0"; then
         pass "hello loads the installed libspore.so.0"
     else
-        fail "hello does not load $prefix/lib/libspore.so.0: $(LD_LIBRARY_PATH=$prefix/lib ldd "$work/hello")"
+        fail "hello does not load $libdir/libspore.so.0: $(LD_LIBRARY_PATH=$libdir ldd "$work/hello")"
     fi
 fi
 
 # ------------------------------------------------------------------ CMake
-check "lib/cmake/spore/sporeConfig.cmake exists" test -f "$prefix/lib/cmake/spore/sporeConfig.cmake"
+check "lib/cmake/spore/sporeConfig.cmake exists" test -f "$libdir/cmake/spore/sporeConfig.cmake"
 mkdir -p "$work/cmake-user"
 cat >"$work/cmake-user/CMakeLists.txt" <<'EOF'
 cmake_minimum_required(VERSION 3.16)
@@ -130,7 +133,7 @@ EOF
 if cmake -S "$work/cmake-user" -B "$work/cmake-user/build" -DCMAKE_PREFIX_PATH="$prefix" \
         >"$work/cmake.log" 2>&1 && cmake --build "$work/cmake-user/build" >>"$work/cmake.log" 2>&1; then
     pass "find_package(spore) + spore::spore configures and builds"
-    if LD_LIBRARY_PATH=$prefix/lib "$work/cmake-user/build/x" >/dev/null; then
+    if LD_LIBRARY_PATH=$libdir "$work/cmake-user/build/x" >/dev/null; then
         pass "the CMake-built program runs"
     else
         fail "the CMake-built program failed"
@@ -142,7 +145,7 @@ fi
 
 # --------------------------------------------------------- installed CLI
 if [ -x "$prefix/bin/spore" ]; then
-    cli_out=$(LD_LIBRARY_PATH=$prefix/lib SPORE_AGENT_PATH=$agent "$prefix/bin/spore" call local sys.ping 2>&1) &&
+    cli_out=$(LD_LIBRARY_PATH=$libdir SPORE_AGENT_PATH=$agent "$prefix/bin/spore" call local sys.ping 2>&1) &&
         [ "$cli_out" = "true" ] && pass "installed bin/spore works" || fail "installed bin/spore: $cli_out"
 else
     fail "bin/spore not installed"
