@@ -160,3 +160,37 @@ def test_payload_temp_dir_is_removed():
     before = set(os.listdir(tempfile.gettempdir()))
     run(payload)
     assert {n for n in set(os.listdir(tempfile.gettempdir())) - before if n.startswith("ansible_ping_payload_")} == set()
+
+
+# ----------------------------------------- temporary files in the worker
+
+@pytest.mark.parametrize("start, mode, end", [
+    (0o600, "u+x", 0o700), (0o644, "a+x", 0o755), (0o777, "go-w", 0o755), (0o640, "u=rwx,g=rx", 0o750),
+    (0o600, "0755", 0o755), (0o700, "o+r", 0o704),
+])
+def test_chmod_modes(tmp_path, start, mode, end):
+    path = tmp_path / "f"
+    path.write_text("x")
+    os.chmod(path, start)
+    assert target.chmod([str(path)], mode) == {"rc": 0, "stdout": "", "stderr": ""}
+    assert os.stat(path).st_mode & 0o7777 == end
+
+
+def test_chmod_errors_as_the_command_reports_them(tmp_path):
+    result = target.chmod([str(tmp_path / "missing")], "u+x")
+    assert result["rc"] == 1 and "cannot change permissions" in result["stderr"]
+    assert target.chmod([str(tmp_path)], "u+q")["rc"] == 1
+
+
+def test_make_tmp_expands_like_the_shell(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("SPORE_UNIT_SUB", "sub")
+    path = target.make_tmp("~/$SPORE_UNIT_SUB/tmp", "ansible-tmp-1")
+    assert path == str(tmp_path / "sub" / "tmp" / "ansible-tmp-1")
+    assert os.stat(path).st_mode & 0o777 == 0o700
+    assert os.stat(tmp_path / "sub" / "tmp").st_mode & 0o777 == 0o700
+    # Unprivileged become: only a system directory will do.
+    system = target.make_tmp(str(tmp_path / "private"), "ansible-tmp-2", [str(tmp_path / "sys")])
+    assert system == str(tmp_path / "sys" / "ansible-tmp-2")
+    assert target.expand_user("~") == str(tmp_path)
+    assert target.expand_user("~spore-no-such-user") == "~spore-no-such-user"

@@ -13,9 +13,13 @@ Ansible's own code running over spore's primitives:
   (no become wrapper, no prompts on a shell); a pipelined AnsiballZ module
   runs in the context's Python worker instead of a new interpreter.
 """
+import os
+import re
+
 from ansible import constants as C
 from ansible.errors import AnsibleError
-from ansible.module_utils.common.text.converters import to_text
+from ansible.module_utils.common.text.converters import to_bytes, to_text
+from ansible.parsing.utils.jsonify import jsonify
 from ansible.utils.display import Display
 from ansible.utils.unsafe_proxy import AnsibleUnsafe
 
@@ -38,6 +42,13 @@ def _plain(value):
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
+
+
+#: remote_tmp values whose shell expansion expand_user/make_tmp reproduce
+#: (~, ~user, $VAR, ${VAR}); anything else goes through the shell.
+_PLAIN_PATH = re.compile(r"^[A-Za-z0-9_./~${}+@%:-]+$")
+#: chmod modes the worker applies itself (target.chmod).
+_PLAIN_MODE = re.compile(r"^([0-7]{3,4}|[ugoa]+[-+=][rwx]*(,[ugoa]+[-+=][rwx]*)*)$")
 
 
 class SporeActionMixin:
@@ -74,6 +85,83 @@ class SporeActionMixin:
         if value == "auto" and ansiballz.custom_module_utils(payload):
             value = "fork"
         return value
+
+    # ---------------------------------------- temporary files, in the worker
+    # Ansible runs a shell for each of these; spore asks the login
+    # context's worker (one message). Anything unusual, or a target
+    # without Python, takes Ansible's own path.
+
+    def _spore_login_call(self, function, *args):
+        try:
+            return True, self._connection.spore_call(False, function, *args)
+        except spore.Error as e:
+            display.vvvv("spore: %s in the worker failed (%s); using the shell" % (function, e),
+                         host=self._play_context.remote_addr)
+            return False, None
+
+    def _remote_expand_user(self, path, sudoable=True, pathsep=None):
+        if not path.startswith("~") or getattr(self._connection, "_remote_is_local", False) \
+                or not _PLAIN_PATH.match(path):
+            return self._spore_base._remote_expand_user(self, path, sudoable=sudoable, pathsep=pathsep)
+        head, sep, rest = path.partition(os.path.sep)
+        if head == "~":
+            become_user = self.get_become_option("become_user")
+            if sudoable and self._connection.become and become_user:
+                head = "~%s" % become_user
+            else:
+                head = "~%s" % (self._get_remote_user() or "")
+        ok, home = self._spore_login_call("expand_user", head)
+        if not ok or not home:
+            return self._spore_base._remote_expand_user(self, path, sudoable=sudoable, pathsep=pathsep)
+        expanded = self._connection._shell.join_path(home, rest) if sep else home
+        if ".." in os.path.dirname(expanded).split("/"):
+            raise AnsibleError("'%s' returned an invalid relative home directory path containing '..'"
+                               % self._play_context.remote_addr)
+        return expanded
+
+    def _make_tmp_path(self, remote_user=None):
+        shell = self._connection._shell
+        remote_tmp = self.get_shell_option("remote_tmp", default="~/.ansible/tmp")
+        if getattr(self._connection, "_remote_is_local", False) or not _PLAIN_PATH.match(remote_tmp or ""):
+            return self._spore_base._make_tmp_path(self, remote_user)
+        system_dirs = None
+        if self._is_become_unprivileged():
+            system_dirs = list(shell.get_option("system_tmpdirs"))
+        basefile = shell._generate_temp_dir_name()
+        ok, path = self._spore_login_call("make_tmp", remote_tmp, basefile, system_dirs)
+        if not ok:
+            return self._spore_base._make_tmp_path(self, remote_user)
+        if not path or path.rstrip("/") == "":
+            raise AnsibleError("failed to resolve remote temporary directory from %s" % basefile)
+        self._cleanup_remote_tmp = True
+        shell.tmpdir = path
+        return path
+
+    def _remove_tmp_path(self, tmp_path, force=False):
+        if tmp_path is None and self._connection._shell.tmpdir:
+            tmp_path = self._connection._shell.tmpdir
+        if not (force or self._should_remove_tmp_path(tmp_path)):
+            return
+        try:
+            self._connection.spore_context(False).call("fs.remove", path=tmp_path, recursive=True, missing_ok=True)
+        except spore.Error as e:
+            display.warning("Error deleting remote temporary files (%s)" % e)
+            return
+        self._connection._shell.tmpdir = None
+
+    def _remote_chmod(self, paths, mode, sudoable=False):
+        if not _PLAIN_MODE.match(str(mode)):
+            return self._spore_base._remote_chmod(self, paths, mode, sudoable=sudoable)
+        try:
+            return self._connection.spore_call(self._spore_become(sudoable), "chmod", list(paths), str(mode))
+        except spore.Error:
+            return self._spore_base._remote_chmod(self, paths, mode, sudoable=sudoable)
+
+    def _transfer_data(self, remote_path, data):
+        if isinstance(data, dict):
+            data = jsonify(data)
+        self._connection.spore_put_bytes(to_bytes(data, errors="surrogate_or_strict"), remote_path)
+        return remote_path
 
     def _low_level_execute_command(self, cmd, sudoable=True, in_data=None, executable=None,
                                    encoding_errors="surrogate_then_replace", chdir=None):

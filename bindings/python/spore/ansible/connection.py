@@ -278,6 +278,16 @@ class SporeConnection:
         except spore.Error as e:
             raise AnsibleError("spore: failed to transfer file to %s: %s" % (out_path, e.message))
 
+    def spore_put_bytes(self, data: bytes, out_path: str) -> None:
+        """Writes data as the file out_path in the login context (what
+        Ansible's _transfer_data writes through a local temporary file)."""
+        ctx = self.spore_context(False)
+        display.vvv("PUT %d bytes TO %s" % (len(data), out_path), host=self._play_context.remote_addr)
+        try:
+            ctx.put_bytes(data, out_path, mode=0o600)
+        except spore.Error as e:
+            raise AnsibleError("spore: failed to transfer data to %s: %s" % (out_path, e.message))
+
     def fetch_file(self, in_path, out_path):
         self.spore_fetch(in_path, out_path, False)
 

@@ -437,3 +437,76 @@ def home_directory():
     except OSError:
         cwd = None
     return {"home": os.path.expanduser("~"), "cwd": cwd}
+
+
+# ------------------------------------------------- temporary directories
+# What Ansible's actions do with a shell on the target (echo ~, mkdir,
+# chmod u+x, rm -rf), done in the worker: one message instead of a shell
+# each. The controller falls back to Ansible's own commands for anything
+# these do not cover.
+
+def expand_user(path):
+    """`echo ~user` as a shell would print it: the home directory, or the
+    word unchanged for an unknown user."""
+    return os.path.expanduser(path)
+
+
+def make_tmp(base, name, system_dirs=None):
+    """Ansible's mkdtemp: `base` expanded as the shell would (~ and $VARS),
+    or the first of system_dirs when base is not under one of them, made
+    with umask 077, then the new directory `name` in it. Returns its path."""
+    base = os.path.expandvars(os.path.expanduser(base))
+    if system_dirs is not None and not base.startswith(tuple(system_dirs)):
+        base = system_dirs[0]
+    path = os.path.join(base, name)
+    old = os.umask(0o077)
+    try:
+        os.makedirs(base, exist_ok=True)
+        os.mkdir(path)
+    finally:
+        os.umask(old)
+    return path
+
+
+_PERMS = {"r": 0o444, "w": 0o222, "x": 0o111}
+_WHO = {"u": 0o700, "g": 0o070, "o": 0o007, "a": 0o777}
+
+
+def chmod(paths, mode):
+    """chmod MODE PATHS for the modes Ansible uses: octal, or WHO(+|-|=)PERMS
+    with WHO in ugoa and PERMS in rwx (comma-separated clauses). Returns
+    {"rc", "stdout", "stderr"} as the command would."""
+    errors = []
+    for path in paths:
+        try:
+            current = os.stat(path).st_mode & 0o7777
+            os.chmod(path, _apply_mode(current, mode))
+        except OSError as e:
+            errors.append("chmod: cannot change permissions of '%s': %s" % (path, e.strerror))
+        except ValueError as e:
+            return {"rc": 1, "stdout": "", "stderr": "chmod: %s\n" % e}
+    return {"rc": 1 if errors else 0, "stdout": "", "stderr": "".join(e + "\n" for e in errors)}
+
+
+def _apply_mode(current, mode):
+    if all(c in "01234567" for c in mode):
+        return int(mode, 8)
+    for clause in mode.split(","):
+        op_at = next((i for i, c in enumerate(clause) if c in "+-="), -1)
+        who, op, perms = clause[:op_at], clause[op_at:op_at + 1], clause[op_at + 1:]
+        if op_at <= 0 or any(c not in _WHO for c in who) or any(c not in _PERMS for c in perms):
+            raise ValueError("invalid mode: %r" % mode)
+        mask = 0
+        for w in who:
+            mask |= _WHO[w]
+        bits = 0
+        for p in perms:
+            bits |= _PERMS[p]
+        bits &= mask
+        if op == "+":
+            current |= bits
+        elif op == "-":
+            current &= ~bits
+        else:
+            current = (current & ~mask) | bits
+    return current
