@@ -401,18 +401,47 @@ def run_module(digest, payload, fqn, name, params, env, cwd, replace_env=False, 
             _IN_PROCESS.release()
 
 
+#: payload digest -> memfd holding its zip (Linux), kept for the worker's life
+_MEMFDS = {}
+
+
+def _memfd_path(digest, name):
+    """A path to the payload's zip that needs no disk: a memfd of this
+    worker, opened as /proc/<pid>/fd/<n> (by this process and by the
+    interpreter respawn_module() starts). None where there is no memfd."""
+    fd = _MEMFDS.get(digest)
+    if fd is None:
+        if not hasattr(os, "memfd_create") or not os.path.isdir("/proc/self/fd"):
+            return None
+        try:
+            fd = os.memfd_create("ansible_%s_payload.zip" % name)
+        except OSError:
+            return None
+        with _LOCK:
+            data = _ZIPS[digest]
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        _MEMFDS[digest] = fd
+    return "/proc/%d/fd/%d" % (os.getpid(), fd)
+
+
 def _run(digest, payload, fqn, name, params, env, cwd, replace_env, fork, rlimit_nofile):
-    # As the AnsiballZ wrapper: the payload as a zip file in a temporary
-    # directory while the module runs (respawn_module() puts it on the new
-    # interpreter's path), removed afterwards.
-    temp_dir = tempfile.mkdtemp(prefix="ansible_%s_payload_" % name)
-    zip_path = os.path.join(temp_dir, "ansible_%s_payload.zip" % name)
+    # As the AnsiballZ wrapper: the payload as a zip file while the module
+    # runs (respawn_module() puts it on the new interpreter's path): a memfd
+    # made once per payload, else a file in a temporary directory, removed
+    # afterwards.
+    temp_dir = None
+    zip_path = _memfd_path(digest, name)
     try:
-        with open(zip_path, "wb") as f:
-            with _LOCK:
-                f.write(_ZIPS[digest])
+        if zip_path is None:
+            temp_dir = tempfile.mkdtemp(prefix="ansible_%s_payload_" % name)
+            zip_path = os.path.join(temp_dir, "ansible_%s_payload.zip" % name)
+            with open(zip_path, "wb") as f:
+                with _LOCK:
+                    f.write(_ZIPS[digest])
         params_bytes = params.encode("utf-8")
-        _FINDER.paths[digest] = zip_path
+        _FINDER.paths.setdefault(digest, zip_path)
         if fork:
             # The child gets its own environment and directory: this
             # process's may be another module's while it runs here.
@@ -426,7 +455,8 @@ def _run(digest, payload, fqn, name, params, env, cwd, replace_env, fork, rlimit
             finally:
                 saved.restore()
     finally:
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        if temp_dir is not None:
+            shutil.rmtree(temp_dir, ignore_errors=True)
     return {"rc": rc, "stdout": out, "stderr": err, "forked": fork}
 
 
