@@ -135,6 +135,7 @@ class SporeActionMixin:
             raise AnsibleError("failed to resolve remote temporary directory from %s" % basefile)
         self._cleanup_remote_tmp = True
         shell.tmpdir = path
+        self._spore_owner_exec().add(path)  # made 0700
         return path
 
     def _remove_tmp_path(self, tmp_path, force=False):
@@ -142,14 +143,39 @@ class SporeActionMixin:
             tmp_path = self._connection._shell.tmpdir
         if not (force or self._should_remove_tmp_path(tmp_path)):
             return
+        # Nothing waits for the removal (a failure is logged by the
+        # context): the task's result does not depend on it.
         try:
-            self._connection.spore_context(False).call("fs.remove", path=tmp_path, recursive=True, missing_ok=True)
+            self._connection.spore_context(False).call_no_reply("fs.remove", path=tmp_path, recursive=True,
+                                                                missing_ok=True)
         except spore.Error as e:
             display.warning("Error deleting remote temporary files (%s)" % e)
             return
         self._connection._shell.tmpdir = None
 
+    def _spore_owner_exec(self):
+        """Paths this action made with the owner's execute bit already
+        (its temporary directory, files sent into it): `chmod u+x` on them
+        changes nothing and is not sent."""
+        made = self.__dict__.get("_spore_exec_paths")
+        if made is None:
+            made = self.__dict__["_spore_exec_paths"] = set()
+        return made
+
+    def _spore_in_tmpdir(self, remote_path):
+        tmpdir = self._connection._shell.tmpdir
+        return bool(tmpdir) and os.path.dirname(remote_path.rstrip("/")) == tmpdir.rstrip("/")
+
+    def _transfer_file(self, local_path, remote_path):
+        if not self._spore_in_tmpdir(remote_path):
+            return self._spore_base._transfer_file(self, local_path, remote_path)
+        self._connection.spore_put(local_path, remote_path, False, mode=0o700)
+        self._spore_owner_exec().add(remote_path)
+        return remote_path
+
     def _remote_chmod(self, paths, mode, sudoable=False):
+        if str(mode) == "u+x" and not sudoable and paths and all(p in self._spore_owner_exec() for p in paths):
+            return {"rc": 0, "stdout": "", "stdout_lines": [], "stderr": "", "stderr_lines": []}
         if not _PLAIN_MODE.match(str(mode)):
             return self._spore_base._remote_chmod(self, paths, mode, sudoable=sudoable)
         try:
@@ -160,7 +186,11 @@ class SporeActionMixin:
     def _transfer_data(self, remote_path, data):
         if isinstance(data, dict):
             data = jsonify(data)
-        self._connection.spore_put_bytes(to_bytes(data, errors="surrogate_or_strict"), remote_path)
+        in_tmpdir = self._spore_in_tmpdir(remote_path)
+        self._connection.spore_put_bytes(to_bytes(data, errors="surrogate_or_strict"), remote_path,
+                                         mode=0o700 if in_tmpdir else 0o600)
+        if in_tmpdir:
+            self._spore_owner_exec().add(remote_path)
         return remote_path
 
     def _low_level_execute_command(self, cmd, sudoable=True, in_data=None, executable=None,

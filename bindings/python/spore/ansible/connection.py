@@ -268,23 +268,23 @@ class SporeConnection:
     def put_file(self, in_path, out_path):
         self.spore_put(in_path, out_path, False)
 
-    def spore_put(self, in_path, out_path, become: bool):
+    def spore_put(self, in_path, out_path, become: bool, mode: int = 0o600):
         ctx = self.spore_context(become)
         if not os.path.exists(to_bytes(in_path, errors="surrogate_or_strict")):
             raise AnsibleFileNotFound("file or module does not exist: %s" % to_text(in_path))
         display.vvv("PUT %s TO %s" % (in_path, out_path), host=self._play_context.remote_addr)
         try:
-            ctx.put_file(in_path, out_path, mode=0o600)
+            ctx.put_file(in_path, out_path, mode=mode)
         except spore.Error as e:
             raise AnsibleError("spore: failed to transfer file to %s: %s" % (out_path, e.message))
 
-    def spore_put_bytes(self, data: bytes, out_path: str) -> None:
+    def spore_put_bytes(self, data: bytes, out_path: str, mode: int = 0o600) -> None:
         """Writes data as the file out_path in the login context (what
         Ansible's _transfer_data writes through a local temporary file)."""
         ctx = self.spore_context(False)
         display.vvv("PUT %d bytes TO %s" % (len(data), out_path), host=self._play_context.remote_addr)
         try:
-            ctx.put_bytes(data, out_path, mode=0o600)
+            ctx.put_bytes(data, out_path, mode=mode)
         except spore.Error as e:
             raise AnsibleError("spore: failed to transfer data to %s: %s" % (out_path, e.message))
 
