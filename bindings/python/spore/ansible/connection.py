@@ -265,6 +265,9 @@ class SporeConnection:
         ctx = self.spore_context(become)
         return ctx.call(_TARGET + function, *args, **kwargs)
 
+    # Files go without fsync, as vanilla's sftp and scp send them: what a
+    # task puts is a temporary file its module then moves into place.
+
     def put_file(self, in_path, out_path):
         self.spore_put(in_path, out_path, False)
 
@@ -274,7 +277,7 @@ class SporeConnection:
             raise AnsibleFileNotFound("file or module does not exist: %s" % to_text(in_path))
         display.vvv("PUT %s TO %s" % (in_path, out_path), host=self._play_context.remote_addr)
         try:
-            ctx.put_file(in_path, out_path, mode=mode)
+            ctx.put_file(in_path, out_path, mode=mode, sync=False)
         except spore.Error as e:
             raise AnsibleError("spore: failed to transfer file to %s: %s" % (out_path, e.message))
 
@@ -284,7 +287,7 @@ class SporeConnection:
         ctx = self.spore_context(False)
         display.vvv("PUT %d bytes TO %s" % (len(data), out_path), host=self._play_context.remote_addr)
         try:
-            ctx.put_bytes(data, out_path, mode=mode)
+            ctx.put_bytes(data, out_path, mode=mode, sync=False)
         except spore.Error as e:
             raise AnsibleError("spore: failed to transfer data to %s: %s" % (out_path, e.message))
 
@@ -295,7 +298,7 @@ class SporeConnection:
         ctx = self.spore_context(become)
         display.vvv("FETCH %s TO %s" % (in_path, out_path), host=self._play_context.remote_addr)
         try:
-            ctx.get_file(in_path, out_path)
+            ctx.get_file(in_path, out_path, sync=False)
         except spore.Error as e:
             raise AnsibleError("spore: failed to transfer file from %s: %s" % (in_path, e.message))
         if self.transport == "local":
