@@ -460,15 +460,6 @@ def _run(digest, payload, fqn, name, params, env, cwd, replace_env, fork, rlimit
     return {"rc": rc, "stdout": out, "stderr": err, "forked": fork}
 
 
-def home_directory():
-    """This account's home directory and the process's working directory."""
-    try:
-        cwd = os.getcwd()
-    except OSError:
-        cwd = None
-    return {"home": os.path.expanduser("~"), "cwd": cwd}
-
-
 # ------------------------------------------------- temporary directories
 # What Ansible's actions do with a shell on the target (echo ~, mkdir,
 # chmod u+x, rm -rf), done in the worker: one message instead of a shell
