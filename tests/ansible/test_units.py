@@ -116,6 +116,24 @@ def test_custom_module_utils_are_found():
     assert ansiballz.custom_module_utils(ping) == []
 
 
+def test_custom_module_utils_are_kept_for_the_run(tmp_path, monkeypatch):
+    ping = ansiballz.parse(wrapper("ping", os.path.join(MODULES, "ping.py"), {}))
+    monkeypatch.setattr(ansiballz, "_CUSTOM", {})
+    assert ansiballz.custom_module_utils(ping, str(tmp_path)) == []
+    cached = tmp_path / ("module_utils-%s.json" % ping.digest)
+    assert json.loads(cached.read_text()) == []
+    assert cached.stat().st_mode & 0o777 == 0o600
+    # Another worker process (nothing remembered in memory) reads the file.
+    monkeypatch.setattr(ansiballz, "_CUSTOM", {})
+    cached.write_text('["ansible/module_utils/from_the_cache.py"]')
+    assert ansiballz.custom_module_utils(ping, str(tmp_path)) == ["ansible/module_utils/from_the_cache.py"]
+    # What is not a list of names is worked out again.
+    monkeypatch.setattr(ansiballz, "_CUSTOM", {})
+    cached.write_text('{"broken": 1')
+    assert ansiballz.custom_module_utils(ping, str(tmp_path)) == []
+    assert [p.name for p in tmp_path.iterdir()] == [cached.name]
+
+
 # --------------------------------------------------------- target (here)
 
 def run(payload, digest=None, **kw):
@@ -160,6 +178,69 @@ def test_payload_temp_dir_is_removed():
     before = set(os.listdir(tempfile.gettempdir()))
     run(payload)
     assert {n for n in set(os.listdir(tempfile.gettempdir())) - before if n.startswith("ansible_ping_payload_")} == set()
+
+
+def test_run_command_spawns_without_its_preexec_hook(monkeypatch):
+    seen = []
+    real = target._spawn_arguments
+
+    def recording(kwargs):
+        seen.append((kwargs, real(kwargs)))
+        return seen[-1][1]
+
+    monkeypatch.setattr(target, "_spawn_arguments", recording)
+    payload = ansiballz.parse(wrapper("command", os.path.join(MODULES, "command.py"), {"_raw_params": "echo spore"}))
+    result = run(payload)
+    assert result["rc"] == 0 and json.loads(result["stdout"])["stdout"] == "spore", result
+    given, used = seen[0]
+    # The hook is the one this Ansible's run_command makes, and Popen runs
+    # without it (so it can vfork).
+    assert given["preexec_fn"].__qualname__ == target._RUN_COMMAND_PREEXEC
+    assert used["preexec_fn"] is None and "umask" not in used
+
+
+def _module(monkeypatch, cls=None):
+    from ansible.module_utils import basic
+    monkeypatch.setattr(basic, "_ANSIBLE_ARGS", json.dumps({"ANSIBLE_MODULE_ARGS": {}}).encode())
+    monkeypatch.setattr(basic, "subprocess", target._SUBPROCESS_FOR_MODULES)
+    return (cls or basic.AnsibleModule)(argument_spec={})
+
+
+def test_run_command_umask_goes_to_popen(monkeypatch):
+    module = _module(monkeypatch)
+    rc, out, err = module.run_command(["sh", "-c", "umask"], umask=0o027)
+    assert (rc, out.strip()) == (0, "0027")
+
+
+def test_a_module_with_its_own_signal_hook_keeps_it(monkeypatch, tmp_path):
+    from ansible.module_utils import basic
+    marker = tmp_path / "hook-ran"
+
+    class Mine(basic.AnsibleModule):
+        def _restore_signal_handlers(self):
+            marker.write_text("yes")
+
+    module = _module(monkeypatch, Mine)
+    rc, out, err = module.run_command(["sh", "-c", "umask"], umask=0o077)
+    assert (rc, out.strip()) == (0, "0077")
+    assert marker.read_text() == "yes"
+
+
+def test_poll_answers_twice_alike(monkeypatch):
+    """run_command's two poll()s in a row: an exit between them must not
+    make the second one differ (else it waits a second on no pipes)."""
+    import subprocess
+    import time
+    proc = target._RunCommandProcess(["cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    try:
+        assert proc.poll() is None
+        proc.stdin.close()
+        os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped
+        assert proc.poll() is None
+        time.sleep(0.06)
+        assert proc.poll() == 0
+    finally:
+        proc.wait()
 
 
 # ----------------------------------------- temporary files in the worker

@@ -490,8 +490,7 @@ class Router(_Closing):
         self._handle = handle
         self._lock = threading.Lock()
         self._serving = None
-        self._completer = _Completer()
-        self._completer.start()
+        self._completer_thread = None
         self._log_thread = None
         if forward_logs:
             self._log_thread = threading.Thread(target=_pump_logs, args=(handle,),
@@ -530,7 +529,26 @@ class Router(_Closing):
         if self._log_thread is not None and self._log_thread is not threading.current_thread():
             self._log_thread.join()
         _c.spore_router_free(handle)
-        self._completer.stop()
+        with self._lock:
+            completer, self._completer_thread = self._completer_thread, None
+        if completer is not None:
+            completer.stop()
+
+    @property
+    def _completer(self):
+        """The thread that completes this router's futures, started with
+        the first one: a program that only waits for its calls never
+        needs it."""
+        completer = self._completer_thread
+        if completer is None:
+            with self._lock:
+                if self._completer_thread is None:
+                    self._h()
+                    thread = _Completer()
+                    thread.start()
+                    self._completer_thread = thread
+                completer = self._completer_thread
+        return completer
 
     def _h(self):
         h = self._handle

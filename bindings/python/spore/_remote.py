@@ -6,6 +6,7 @@ Nothing here is pickled: a function travels as its module and qualified
 name, and the target's worker imports that module, from its own
 installation when it has it, or from this process through the router.
 """
+import functools
 import os
 import site
 import sys
@@ -72,14 +73,18 @@ def function_name(fn: Callable) -> Tuple[str, str]:
     return module, qualname
 
 
-def _stdlib_dirs() -> List[str]:
+@functools.lru_cache(maxsize=None)
+def _stdlib_dirs() -> Tuple[str, ...]:
+    """Where the standard library is (fixed for the process's life: worked
+    out once, since sysconfig loads a large module to answer)."""
     paths = sysconfig.get_paths()
     dirs = {os.path.realpath(paths[k]) for k in ("stdlib", "platstdlib") if paths.get(k)}
     dirs.add(os.path.realpath(os.path.join(paths.get("platstdlib", ""), "lib-dynload")))
-    return sorted(d for d in dirs if d)
+    return tuple(sorted(d for d in dirs if d))
 
 
-def _site_dirs() -> List[str]:
+@functools.lru_cache(maxsize=None)
+def _site_dirs() -> Tuple[str, ...]:
     dirs = []
     try:
         dirs.extend(site.getsitepackages())
@@ -88,7 +93,7 @@ def _site_dirs() -> List[str]:
     user = getattr(site, "getusersitepackages", None)
     if user:
         dirs.append(user())
-    return [os.path.realpath(d) for d in dirs]
+    return tuple(os.path.realpath(d) for d in dirs)
 
 
 def _is_site(path: str, sites: Iterable[str]) -> bool:

@@ -82,7 +82,7 @@ class SporeActionMixin:
             value = "auto"
         elif value != "fork":
             raise AnsibleError("spore_task_isolation must be 'fork' or 'shared', not %r" % (value,))
-        if value == "auto" and ansiballz.custom_module_utils(payload):
+        if value == "auto" and ansiballz.custom_module_utils(payload, self._connection.spore_run_dir()):
             value = "fork"
         return value
 

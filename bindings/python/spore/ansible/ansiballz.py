@@ -11,10 +11,11 @@ import ast
 import base64
 import hashlib
 import io
+import json
 import os
 import re
 import zipfile
-from typing import Optional
+from typing import List, Optional
 
 _MARK = b"_ANSIBALLZ_WRAPPER = True"
 _ZIP_START = b'ZIPDATA = """'
@@ -93,18 +94,51 @@ def parse(data: Optional[bytes]) -> Optional[Payload]:
 _CUSTOM: dict = {}
 
 
-def custom_module_utils(payload: Payload) -> list:
+def custom_module_utils(payload: Payload, cache_dir: Optional[str] = None) -> List[str]:
     """The files under ansible/module_utils in the payload that this
     controller's Ansible does not have: custom module_utils, which run
-    apart so they never stay loaded in the shared worker (remembered per
-    payload: a loop asks once)."""
+    apart so they never stay loaded in the shared worker.
+
+    Remembered per payload in this process and, with cache_dir (the run's
+    private directory), for the run: each task is a new worker process,
+    and reading the zip's directory is most of a small task's own cost."""
     found = _CUSTOM.get(payload.digest)
+    if found is not None:
+        return found
+    cached = os.path.join(cache_dir, "module_utils-%s.json" % payload.digest) if cache_dir else None
+    if cached:
+        try:
+            with open(cached, encoding="utf-8") as f:
+                found = json.load(f)
+        except (OSError, ValueError):
+            found = None
+        if not (isinstance(found, list) and all(isinstance(n, str) for n in found)):
+            found = None
     if found is None:
         import ansible
         root = os.path.dirname(os.path.dirname(os.path.abspath(ansible.__file__)))
         with zipfile.ZipFile(io.BytesIO(payload.zip_data)) as zf:
             names = zf.namelist()
-        found = _CUSTOM[payload.digest] = [
-            n for n in names if n.startswith("ansible/module_utils/") and n.endswith(".py")
-            and not os.path.exists(os.path.join(root, n))]
+        found = [n for n in names if n.startswith("ansible/module_utils/") and n.endswith(".py")
+                 and not os.path.exists(os.path.join(root, n))]
+        if cached:
+            _write_new(cached, json.dumps(found).encode("utf-8"))
+    _CUSTOM[payload.digest] = found
     return found
+
+
+def _write_new(path: str, data: bytes) -> None:
+    """Writes path whole or not at all (workers of one task race for it)."""
+    temp = "%s.%d" % (path, os.getpid())
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        os.replace(temp, path)
+    except OSError:
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass

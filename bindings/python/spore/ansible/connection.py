@@ -52,6 +52,12 @@ def attached_router():
         return router
 
 
+def run_dir() -> Optional[str]:
+    """The run's private (0700) directory, where the daemon's socket is."""
+    path = os.environ.get(daemon.SOCKET_ENV)
+    return os.path.dirname(path) if path else None
+
+
 def drop_attached_router() -> None:
     """Closes this process's attached router (the contexts stay up)."""
     with _ROUTER_LOCK:
@@ -259,6 +265,10 @@ class SporeConnection:
         env = dict(os.environ)
         env.pop(daemon.SOCKET_ENV, None)
         return env
+
+    @staticmethod
+    def spore_run_dir() -> Optional[str]:
+        return run_dir()
 
     def spore_call(self, become: bool, function: str, *args, **kwargs):
         """A function of the target-side module in the task's context."""

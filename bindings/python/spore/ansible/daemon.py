@@ -116,6 +116,7 @@ class Daemon:
         self.socket_path = os.path.join(self.directory, "router.sock")
         env = dict(os.environ)
         env.pop(SOCKET_ENV, None)
+        self._released = False
         self._process = subprocess.Popen(
             [sys.executable, "-m", "spore.ansible.daemon", self.socket_path, str(verbosity)] +
             ([log_path] if log_path else []),
@@ -130,15 +131,17 @@ class Daemon:
     def release_lifeline(self) -> None:
         """In a process forked from the one that started the daemon (a
         task's worker): lets go of the daemon's stdin, so that the daemon
-        sees end of file as soon as ansible-playbook itself is gone."""
+        sees end of file as soon as ansible-playbook itself is gone. The
+        Popen object stays: dropping it here would have it poll for a
+        process that is not this one's child."""
         process = self._process
-        if process is not None:
+        if process is not None and not self._released:
+            self._released = True
             for stream in (process.stdin, process.stdout):
                 try:
                     os.close(stream.fileno())
                 except (OSError, ValueError):
                     pass
-            self._process = None
 
     @property
     def pid(self) -> int:

@@ -1,6 +1,7 @@
 """The part every spore strategy adds to Ansible's: the run's router and
 the loader hooks, started before the first task of the first play."""
 import atexit
+import gc
 import os
 import threading
 from typing import Optional
@@ -15,6 +16,7 @@ display = Display()
 _lock = threading.Lock()
 _daemon: Optional[Daemon] = None
 _owner = 0  # the pid that started it (forked workers inherit the handle)
+_inherited: Optional[Daemon] = None  # in a worker: its parent's handle, kept (see release_inherited)
 
 
 def _stop() -> None:
@@ -44,11 +46,32 @@ def ensure_daemon() -> Daemon:
 def release_inherited() -> None:
     """Called in Ansible's forked worker processes: the daemon's lifeline
     belongs to ansible-playbook alone (see Daemon.release_lifeline)."""
-    global _daemon
+    global _daemon, _inherited
     running = _daemon
     if running is not None and os.getpid() != _owner:
         _daemon = None
+        # Kept, not dropped: the Popen inside would poll, on its way out, a
+        # process that is not this worker's child.
+        _inherited = running
         running.release_lifeline()
+
+
+def warm_up() -> None:
+    """Does here, once per play, what each of Ansible's forked task workers
+    would otherwise do for itself: load zipfile's codec for names, work out
+    where the standard library lies (sysconfig reads a large module to
+    say), and keep the garbage collector off the parent's objects."""
+    import encodings.cp437  # noqa: F401
+    from spore import _remote
+    _remote._stdlib_dirs()
+    _remote._site_dirs()
+    # What the play has loaded so far (inventory, variables, tasks, plugins)
+    # out of the garbage collector's sight: a worker's collections would
+    # otherwise write to every page of it, copying the page from the
+    # parent each time, for objects that outlive the worker anyway. Later
+    # objects are collected as usual.
+    gc.collect()
+    gc.freeze()
 
 
 class StrategyMixin:
@@ -57,4 +80,5 @@ class StrategyMixin:
     def run(self, iterator, play_context, *args, **kwargs):
         ensure_daemon()
         loaders.install()
+        warm_up()
         return super().run(iterator, play_context, *args, **kwargs)
